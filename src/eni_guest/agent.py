@@ -1,0 +1,72 @@
+"""One reconcile: read metadata, read the kernel, plan, apply.  Shared by every entry point.
+
+The metadata read comes first and must succeed completely before the kernel is even read:
+whatever goes wrong with the metadata service, nothing changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .config import Config
+from .model import Instance, build_instance
+from .plan import Change, Plan, plan
+from .state import KernelState
+
+log = logging.getLogger("eni_guest")
+
+
+@dataclass
+class Result:
+    instance: Instance
+    plan: Plan
+    state: KernelState
+    applied: list[Change] = field(default_factory=list)
+    metadata_requests: int = 0
+    netlink_requests: int = 0
+
+
+def read_instance(config: Config) -> tuple[Instance, int]:
+    from .providers import get_provider
+
+    provider = get_provider(config)
+    try:
+        raw = provider.read()
+    finally:
+        provider.close()
+    return build_instance(raw), provider.requests_sent
+
+
+def reconcile(
+    config: Config, *, dry_run: bool = False, instance: Optional[Instance] = None
+) -> Result:
+    """Make the kernel match metadata (or only plan it with dry_run)."""
+    requests = 0
+    if instance is None:
+        instance, requests = read_instance(config)
+    from .kernel import Kernel
+
+    kernel = Kernel(config)
+    try:
+        state = kernel.read_state()
+        p = plan(instance, config, state)
+        for note in p.notes:
+            log.debug("%s", note)
+        result = Result(instance, p, state, metadata_requests=requests)
+        if not dry_run and p.changes:
+            names = {e.mac: e.eni_id for e in instance.enis}
+
+            def done(change: Change) -> None:
+                result.applied.append(change)
+                owner = f" ({names[change.eni]})" if change.eni in names else ""
+                log.info("%s%s", change.describe(), owner)
+
+            try:
+                kernel.apply(p.changes, done)
+            finally:
+                result.netlink_requests = kernel.requests_sent
+        return result
+    finally:
+        kernel.close()

@@ -1,0 +1,148 @@
+"""Command line: parse options, call the agent, print, map errors to exit codes.  Nothing more.
+
+Exit codes (README "Exit codes"): 0 done (changed or not), 1 internal error, 2 usage or
+configuration, 3 metadata unavailable/disabled/invalid (nothing changed), 4 kernel refused a
+change, 5 lock wait timed out, 6 not root.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import click
+
+from . import __version__
+from .errors import EXIT_INTERNAL, EniGuestError, NotPermitted
+
+log = logging.getLogger("eni_guest")
+
+
+def _setup_logging(verbose: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("eni-guest: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+def _config(opts: dict[str, Any]):
+    from .config import load
+
+    path = opts.pop("config_file", None)
+    return load(Path(path) if path else None, options=opts)
+
+
+def provider_options(f: Callable) -> Callable:
+    """Options shared by every command that reads metadata."""
+
+    @click.option("--provider", help="Metadata provider (aws).")
+    @click.option("--metadata-url", help="Metadata service base URL (default: the provider's).")
+    @click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        help="Settings file (default /etc/eni-guest/eni-guest.toml).",
+    )
+    @functools.wraps(f)
+    def wrapper(**kw: Any) -> Any:
+        return f(**kw)
+
+    return wrapper
+
+
+def _run(fn: Callable[[], Optional[int]]) -> None:
+    """Run a command body; every expected failure becomes one line and its exit code."""
+    try:
+        code = fn() or 0
+    except EniGuestError as e:
+        click.echo(f"eni-guest: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("eni-guest: interrupted", err=True)
+        sys.exit(130)
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        click.echo("eni-guest: internal error (a bug): please report the trace above", err=True)
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="eni-guest")
+@click.option("-v", "--verbose", count=True, help="Also log why nothing was done.")
+def main(verbose: int) -> None:
+    """Configure cloud ENIs and per-IP source routing from instance metadata."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Print the planned changes; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@provider_options
+def apply(dry_run: bool, as_json: bool, **opts: Any) -> None:
+    """Reconcile every ENI with metadata (addresses, tables, rules)."""
+
+    def body() -> int:
+        from .agent import reconcile
+        from .lock import run_lock
+
+        config = _config(opts)
+        if dry_run:
+            result = reconcile(config, dry_run=True)
+        else:
+            if os.geteuid() != 0:
+                raise NotPermitted(
+                    "eni-guest apply changes addresses and routes and must run as root "
+                    "(try sudo, or --dry-run to only see the plan)"
+                )
+            with run_lock(config.lock_file, config.lock_timeout):
+                result = reconcile(config)
+        changes = result.plan.changes if dry_run else result.applied
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "dry_run": dry_run,
+                        "changes": [c.describe() for c in changes],
+                        "notes": list(result.plan.notes),
+                        "metadata_requests": result.metadata_requests,
+                        "netlink_requests": result.netlink_requests,
+                    },
+                    indent=2,
+                )
+            )
+        elif dry_run:
+            for c in changes:
+                click.echo(c.describe())
+            for note in result.plan.notes:
+                click.echo(f"# {note}")
+            if not changes:
+                click.echo("# no changes: the kernel matches metadata")
+        return 0
+
+    _run(body)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@provider_options
+def show(as_json: bool, **opts: Any) -> None:
+    """Show each ENI: interface, MAC, id, IPs and Elastic IPs, table, in sync or not."""
+
+    def body() -> int:
+        from .agent import reconcile
+        from .show import render_json, render_text
+
+        result = reconcile(_config(opts), dry_run=True)
+        click.echo(render_json(result) if as_json else render_text(result))
+        return 0
+
+    _run(body)

@@ -1,0 +1,348 @@
+"""The planner: (instance model, config, kernel state) -> ordered list of changes.  Pure.
+
+Layout (see README "How it routes"), per ENI slot s, table T = table_base + s:
+  * table T: the ENI's subnet routes on its link, and a default route via its gateway;
+  * rule `lookup main suppress_ifgroup G` at priority_base (one per family): main-table
+    routes win unless they leave through an ENI link (all ENI links are in group G), so
+    Docker/CNI bridges, VPNs and the administrator's routes stay reachable from every source;
+  * rule `from IP lookup T` at priority_base + 1 + s for every IP (and delegated prefix)
+    of the ENI: everything else from that IP leaves through the ENI that owns it.
+ENI addresses are host addresses (/32, /128) without a prefix route, so the main table never
+learns a second route to a VPC subnet and a DHCP renewal on the primary cannot take them along.
+
+Safety rules enforced here: only what carries our marks is changed or removed; nothing is
+removed unless the metadata read was complete; adds come before deletes, so an IP moving
+between ENIs never loses its route; the primary ENI's link and DHCP address are left alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import Optional, Union
+
+from .config import Config
+from .model import Eni, Instance, IPAddress, IPNetwork
+from .state import KernelState, Link, Rule
+
+MAIN_TABLE = 254
+# Links that may carry an ENI's MAC without being the ENI: a VLAN on it, a bridge or bond
+# that borrowed its address.  The ENI itself is the physical NIC (or a veth in the simulator).
+VIRTUAL_KINDS = frozenset(
+    {"bridge", "bond", "team", "vlan", "macvlan", "macvtap", "ipvlan", "ipvtap", "vxlan", "vrf"}
+)
+DEFAULT4 = IPv4Network("0.0.0.0/0")
+DEFAULT6 = IPv6Network("::/0")
+
+
+def _fam(x: Union[IPAddress, IPNetwork]) -> int:
+    return x.version
+
+
+def _host(ip: IPAddress) -> IPNetwork:
+    return ip_network(f"{ip}/{ip.max_prefixlen}")
+
+
+@dataclass(frozen=True)
+class LinkChange:
+    index: int
+    ifname: str
+    group: Optional[int] = None
+    up: Optional[bool] = None
+    mtu: Optional[int] = None
+    eni: str = ""  # MAC of the ENI this change is for ("" for shared items)
+    op: str = "set"
+
+    def describe(self) -> str:
+        parts = [f"link set dev {self.ifname}"]
+        if self.up is not None:
+            parts.append("up" if self.up else "down")
+        if self.group is not None:
+            parts.append(f"group {self.group}")
+        if self.mtu is not None:
+            parts.append(f"mtu {self.mtu}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class AddrChange:
+    op: str  # "add" | "del"
+    index: int
+    ifname: str
+    ip: IPAddress
+    prefixlen: int
+    eni: str = ""
+
+    def describe(self) -> str:
+        extra = " noprefixroute" if self.op == "add" else ""
+        if self.op == "add" and self.ip.version == 6:
+            extra += " nodad"
+        return f"addr {self.op} {self.ip}/{self.prefixlen} dev {self.ifname}{extra}"
+
+
+@dataclass(frozen=True)
+class RouteChange:
+    op: str  # "replace" | "del"
+    table: int
+    dst: IPNetwork
+    oif: int
+    ifname: str
+    gateway: Optional[IPAddress] = None
+    eni: str = ""
+
+    @property
+    def family(self) -> int:
+        return self.dst.version
+
+    def describe(self) -> str:
+        dst = "default" if self.dst.prefixlen == 0 else str(self.dst)
+        via = f" via {self.gateway}" if self.gateway is not None else ""
+        scope = " onlink" if self.gateway is not None else " scope link"
+        fam = "-6 " if self.family == 6 else ""
+        return f"{fam}route {self.op} {dst}{via} dev {self.ifname}{scope} table {self.table}"
+
+
+@dataclass(frozen=True)
+class RuleChange:
+    op: str  # "add" | "del"
+    family: int
+    priority: int
+    table: int
+    src: Optional[IPNetwork] = None
+    suppress_ifgroup: Optional[int] = None
+    eni: str = ""
+
+    def describe(self) -> str:
+        if self.src is not None:
+            host = self.src.prefixlen == self.src.max_prefixlen
+            frm = f"from {self.src.network_address if host else self.src}"
+        else:
+            frm = "from all" if self.family == 4 else "from ::/0"
+        table = "main" if self.table == MAIN_TABLE else str(self.table)
+        sup = f" suppress_ifgroup {self.suppress_ifgroup}" if self.suppress_ifgroup else ""
+        return f"rule {self.op} {frm} lookup {table}{sup} priority {self.priority}"
+
+    def key(self) -> Rule:
+        return Rule(self.family, self.priority, self.table, self.src, self.suppress_ifgroup)
+
+
+Change = Union[LinkChange, AddrChange, RouteChange, RuleChange]
+
+
+@dataclass(frozen=True)
+class EniPlan:
+    """Where one ENI lives in the kernel; `link` is None until its NIC shows up."""
+
+    eni: Eni
+    link: Optional[Link]
+    table: int
+    priority: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...]
+    enis: tuple[EniPlan, ...]
+    notes: tuple[str, ...] = ()  # warnings worth a log line (unsettled ENIs, missing NICs)
+    removals_withheld: bool = False
+
+    def in_sync(self, mac: str) -> bool:
+        return not any(c.eni == mac for c in self.changes)
+
+
+def table_of(eni: Eni, config: Config) -> int:
+    return config.table_base + eni.slot
+
+
+def priority_of(eni: Eni, config: Config) -> int:
+    return config.priority_base + 1 + eni.slot
+
+
+def match_links(instance: Instance, state: KernelState) -> tuple[dict[str, Link], list[str]]:
+    """ENI MAC -> its kernel link, by MAC only (names and order mean nothing to clouds)."""
+    notes: list[str] = []
+    by_mac: dict[str, list[Link]] = {}
+    for link in state.links:
+        if link.kind not in VIRTUAL_KINDS:
+            by_mac.setdefault(link.mac, []).append(link)
+    found: dict[str, Link] = {}
+    for eni in instance.enis:
+        links = by_mac.get(eni.mac, [])
+        if len(links) == 1:
+            if links[0].master:
+                notes.append(
+                    f"{eni.eni_id} ({eni.mac}): {links[0].name} is enslaved to another "
+                    "interface; left alone"
+                )
+                continue
+            found[eni.mac] = links[0]
+        elif not links:
+            notes.append(f"{eni.eni_id} ({eni.mac}): no interface with this MAC yet")
+        else:
+            names = ", ".join(link.name for link in links)
+            notes.append(f"{eni.eni_id} ({eni.mac}): several interfaces carry this MAC ({names})")
+    return found, notes
+
+
+@dataclass
+class _Desired:
+    links: list[LinkChange] = field(default_factory=list)
+    addrs: dict[tuple[int, IPAddress], AddrChange] = field(default_factory=dict)
+    routes: dict[tuple[int, int, IPNetwork], RouteChange] = field(default_factory=dict)
+    rules: dict[Rule, RuleChange] = field(default_factory=dict)
+    # things that belong to listed ENIs we could not configure now: never removed
+    keep_rules_from: set[IPNetwork] = field(default_factory=set)
+    keep_tables: set[int] = field(default_factory=set)
+    keep_links: set[int] = field(default_factory=set)
+
+
+def _want_eni(d: _Desired, eni: Eni, link: Link, config: Config, state: KernelState) -> None:
+    table, prio, mac = table_of(eni, config), priority_of(eni, config), eni.mac
+    families = (4, 6) if config.ipv6 else (4,)
+    if eni.primary:
+        # Only the group: never its state, MTU or DHCP address.
+        if link.group == 0:
+            d.links.append(LinkChange(link.index, link.name, group=config.interface_group, eni=mac))
+    else:
+        change = LinkChange(
+            link.index,
+            link.name,
+            group=config.interface_group if link.group != config.interface_group else None,
+            up=True if not link.up else None,
+            mtu=config.mtu if config.mtu and link.mtu != config.mtu else None,
+            eni=mac,
+        )
+        if (change.group, change.up, change.mtu) != (None, None, None):
+            d.links.append(change)
+    for fam in families:
+        ips = [ip for ip in eni.ips if ip.version == fam]
+        prefixes = [p for p in eni.prefixes if p.version == fam]
+        if not ips and not prefixes:
+            continue
+        for i, ip in enumerate(ips):
+            if eni.primary and fam == 4 and i == 0:
+                continue  # the primary IP belongs to the DHCP client
+            d.addrs[(link.index, ip)] = AddrChange(
+                "add", link.index, link.name, ip, ip.max_prefixlen, eni=mac
+            )
+        subnets = eni.ipv4_subnets if fam == 4 else eni.ipv6_subnets
+        gateway = eni.ipv4_gateway if fam == 4 else eni.ipv6_gateway
+        for net in subnets:
+            d.routes[(fam, table, net)] = RouteChange(
+                "replace", table, net, link.index, link.name, eni=mac
+            )
+        if gateway is not None:
+            default = DEFAULT4 if fam == 4 else DEFAULT6
+            d.routes[(fam, table, default)] = RouteChange(
+                "replace", table, default, link.index, link.name, gateway, eni=mac
+            )
+        for src in [_host(ip) for ip in ips] + prefixes:
+            rule = RuleChange("add", fam, prio, table, src, eni=mac)
+            d.rules[rule.key()] = rule
+        shared = RuleChange(
+            "add", fam, config.priority_base, MAIN_TABLE, None, config.interface_group
+        )
+        d.rules.setdefault(shared.key(), shared)
+
+
+def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
+    """Compute the changes that make the kernel match `instance`; touches nothing."""
+    links, notes = match_links(instance, state)
+    d = _Desired()
+    eni_plans = []
+    for eni in instance.enis:
+        link = links.get(eni.mac)
+        eni_plans.append(EniPlan(eni, link, table_of(eni, config), priority_of(eni, config)))
+        if link is not None:
+            _want_eni(d, eni, link, config, state)
+        else:
+            d.keep_rules_from.update(_host(ip) for ip in eni.ips)
+            d.keep_rules_from.update(eni.prefixes)
+            d.keep_tables.add(table_of(eni, config))
+    for u in instance.unsettled:
+        notes.append(f"ENI {u.mac} not configured yet: {u.reason}")
+
+    present = {(a.index, a.ip) for a in state.addrs}
+    routes_now = {(r.family, r.table, r.dst): r for r in state.routes}
+    rules_now = set(state.rules)
+
+    adds: list[Change] = list(d.links)
+    adds += [c for k, c in d.addrs.items() if k not in present]
+    route_adds = []
+    for key, c in d.routes.items():
+        cur = routes_now.get(key)
+        if cur is None or (cur.oif, cur.gateway) != (c.oif, c.gateway):
+            route_adds.append(c)
+    # subnet routes before default routes: the gateway is then reachable the moment it appears
+    adds += sorted(route_adds, key=lambda c: c.dst.prefixlen == 0)
+    # the shared main rule (lowest priority number) before the per-IP rules it must precede
+    adds += sorted((c for k, c in d.rules.items() if k not in rules_now), key=lambda c: c.priority)
+
+    removes: list[Change] = []
+    withheld = not instance.complete
+    if withheld:
+        notes.append("metadata lists ENIs that are not settled: nothing will be removed this run")
+    else:
+        link_mac = {link.index: link.mac for link in state.links}
+        eni_macs = {e.mac for e in instance.enis}
+        for r in sorted(rules_now - set(d.rules), key=lambda r: -r.priority):
+            if r.src is not None and r.src in d.keep_rules_from:
+                continue
+            removes.append(
+                RuleChange(
+                    "del",
+                    r.family,
+                    r.priority,
+                    r.table,
+                    r.src,
+                    r.suppress_ifgroup,
+                    eni=_eni_of_table(r.table, d, instance, config),
+                )
+            )
+        for key, r in routes_now.items():
+            if key in d.routes or r.table in d.keep_tables:
+                continue
+            link = state.link(r.oif)
+            removes.append(
+                RouteChange(
+                    "del",
+                    r.table,
+                    r.dst,
+                    r.oif,
+                    link.name if link else str(r.oif),
+                    r.gateway,
+                    eni=_eni_of_table(r.table, d, instance, config),
+                )
+            )
+        for a in state.addrs:
+            if a.proto == config.protocol and (a.index, a.ip) not in d.addrs:
+                link = state.link(a.index)
+                mac = link_mac.get(a.index, "")
+                removes.append(
+                    AddrChange(
+                        "del",
+                        a.index,
+                        link.name if link else str(a.index),
+                        a.ip,
+                        a.prefixlen,
+                        eni=mac if mac in eni_macs else "",
+                    )
+                )
+        matched = {link.index for link in links.values()}
+        for link in state.links:
+            if link.group == config.interface_group and link.index not in matched:
+                # An ENI link that metadata no longer lists (detaching, or moved away).
+                removes.append(LinkChange(link.index, link.name, group=0))
+    if not state.addr_proto_supported:
+        notes.append(
+            "this kernel does not record address protocols (needs Linux >= 6.3): addresses "
+            "unassigned in metadata are left on their interface"
+        )
+    return Plan(tuple(adds + removes), tuple(eni_plans), tuple(notes), withheld)
+
+
+def _eni_of_table(table: int, d: _Desired, instance: Instance, config: Config) -> str:
+    for eni in instance.enis:
+        if table_of(eni, config) == table:
+            return eni.mac
+    return ""

@@ -1,0 +1,113 @@
+"""A careful HTTP client for instance metadata services.
+
+Metadata services are rate limited per ENI and sometimes slow or absent at boot, and what they
+return decides which addresses get removed.  So: one session (one TCP connection) per run, a
+timeout on every request, a few retries with backoff but an overall deadline, no redirects
+(a redirect would mean something other than the metadata service is answering), and a cap on
+the body size.  A 404 is an answer ("no such key"), not an error: callers decide what it means.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from ..errors import MetadataUnavailable
+
+MAX_BODY = 256 * 1024  # metadata leaves are tiny; anything bigger is not a metadata service
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass
+class Response:
+    status: int
+    text: str
+    url: str
+
+
+class NotFound(Exception):
+    """The service answered 404: the key does not exist (for now)."""
+
+
+class HttpClient:
+    """requests.Session with the safety rules above; counts requests for the benchmark."""
+
+    def __init__(self, timeout: float, deadline: float, retries: int) -> None:
+        import requests  # deferred: `eni-guest --version` must not pay for it
+
+        self._requests = requests
+        self.session = requests.Session()
+        self.session.trust_env = False  # never send metadata requests through an HTTP proxy
+        self.session.headers.clear()
+        self.session.headers["User-Agent"] = "eni-guest"
+        self.timeout = timeout
+        self.deadline_at = time.monotonic() + deadline
+        self.retries = retries
+        self.requests_sent = 0
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _remaining(self, url: str) -> float:
+        left = self.deadline_at - time.monotonic()
+        if left <= 0:
+            raise MetadataUnavailable(f"metadata service: deadline exceeded before {url}")
+        return left
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        headers: Optional[dict[str, str]] = None,
+        retry_on: Callable[[int], bool] = RETRY_STATUSES.__contains__,
+    ) -> Response:
+        """One logical request: retried on timeouts, resets and 5xx, never past the deadline."""
+        requests = self._requests
+        delay = 0.1
+        last = ""
+        for attempt in range(self.retries + 1):
+            timeout = min(self.timeout, self._remaining(url))
+            try:
+                self.requests_sent += 1
+                with self.session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                    stream=True,
+                ) as r:
+                    body = r.raw.read(MAX_BODY + 1, decode_content=True)
+                    status = r.status_code
+            except requests.RequestException as e:
+                last = _describe(e)
+            else:
+                if len(body) > MAX_BODY:
+                    raise MetadataUnavailable(
+                        f"metadata service: {url} answered more than {MAX_BODY} bytes"
+                    )
+                if 300 <= status < 400:
+                    raise MetadataUnavailable(
+                        f"metadata service: {url} answered a redirect ({status}), not followed"
+                    )
+                if not retry_on(status):
+                    return Response(status, body.decode("utf-8", "replace"), url)
+                last = f"HTTP {status}"
+            if attempt == self.retries:
+                break
+            pause = min(delay, max(0.0, self.deadline_at - time.monotonic() - 0.05))
+            time.sleep(pause)
+            delay *= 2
+        raise MetadataUnavailable(
+            f"metadata service: {method} {url} failed after {self.retries + 1} tries: {last}"
+        )
+
+
+def _describe(e: Exception) -> str:
+    name = type(e).__name__
+    if "Timeout" in name:
+        return "timed out"
+    if "ConnectionError" in name:
+        return "connection failed"
+    return f"{name}: {e}"

@@ -1,0 +1,78 @@
+"""`eni-guest show`: what metadata says per ENI, and whether the kernel already matches it."""
+
+from __future__ import annotations
+
+import json
+
+from .agent import Result
+
+
+def rows(result: Result) -> list[dict]:
+    out = []
+    for ep in result.plan.enis:
+        eni = ep.eni
+        out.append(
+            {
+                "interface": ep.link.name if ep.link else None,
+                "mac": eni.mac,
+                "eni_id": eni.eni_id,
+                "primary": eni.primary,
+                "device_number": eni.device_number,
+                "network_card": eni.network_card,
+                "ips": [
+                    {"ip": str(ip), "elastic_ip": str(eip) if (eip := eni.elastic_ip(ip)) else None}
+                    for ip in eni.ips
+                ],
+                "prefixes": [str(p) for p in eni.prefixes],
+                "table": ep.table,
+                "priority": ep.priority,
+                "in_sync": ep.link is not None and result.plan.in_sync(eni.mac),
+            }
+        )
+    return out
+
+
+def render_json(result: Result) -> str:
+    return json.dumps(
+        {
+            "provider": result.instance.provider,
+            "enis": rows(result),
+            "unsettled": [{"mac": u.mac, "reason": u.reason} for u in result.instance.unsettled],
+            "notes": list(result.plan.notes),
+        },
+        indent=2,
+    )
+
+
+def render_text(result: Result) -> str:
+    header = ("IFACE", "MAC", "ENI", "DEV", "TABLE", "SYNC", "IPS (-> ELASTIC IP)")
+    lines = []
+    for r in rows(result):
+        ips = ", ".join(
+            i["ip"] + (f" -> {i['elastic_ip']}" if i["elastic_ip"] else "") for i in r["ips"]
+        )
+        if r["prefixes"]:
+            ips += " prefixes " + ", ".join(r["prefixes"])
+        dev = f"{r['device_number']}" + (f"/card{r['network_card']}" if r["network_card"] else "")
+        lines.append(
+            (
+                (r["interface"] or "-") + (" *" if r["primary"] else ""),
+                r["mac"],
+                r["eni_id"],
+                dev,
+                str(r["table"]),
+                "yes" if r["in_sync"] else "no",
+                ips,
+            )
+        )
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
+    out = [
+        "  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [header, *lines]
+    ]
+    out.append(f"provider: {result.instance.provider}   * = primary ENI")
+    for u in result.instance.unsettled:
+        out.append(f"not settled: {u.mac}: {u.reason}")
+    for note in result.plan.notes:
+        if "not settled" not in note and "not configured yet" not in note:
+            out.append(f"note: {note}")
+    return "\n".join(out)
