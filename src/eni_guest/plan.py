@@ -95,11 +95,11 @@ class RouteChange:
         return self.dst.version
 
     def describe(self) -> str:
+        # `ip` syntax (also valid in `ip -batch`): the family follows from the addresses
         dst = "default" if self.dst.prefixlen == 0 else str(self.dst)
         via = f" via {self.gateway}" if self.gateway is not None else ""
         scope = " onlink" if self.gateway is not None else " scope link"
-        fam = "-6 " if self.family == 6 else ""
-        return f"{fam}route {self.op} {dst}{via} dev {self.ifname}{scope} table {self.table}"
+        return f"route {self.op} {dst}{via} dev {self.ifname}{scope} table {self.table}"
 
 
 @dataclass(frozen=True)

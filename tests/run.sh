@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The project's test command (README "Set up").  Run as root on a fresh Debian-like machine:
+# installs what the tests need, runs ruff, the unit tests (also on Python 3.9 when pyenv has
+# it) and the end-to-end tests on simulated VMs, and fails if any test was skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+    echo "tests/run.sh: the end-to-end tests build network namespaces: run as root" >&2
+    exit 2
+fi
+
+need_apt=()
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v nft >/dev/null || need_apt+=(nftables)
+command -v ping >/dev/null || need_apt+=(iputils-ping)
+command -v sysctl >/dev/null || need_apt+=(procps)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+"$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
+
+"$PY" -m ruff check src tests benchmarks
+"$PY" -m ruff format --check src tests benchmarks
+
+# Oldest supported Python: unit tests only (the e2e tests exercise the same code as root).
+PY39=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.9*/bin/python 2>/dev/null | tail -n 1 || true)
+if [ -n "$PY39" ]; then
+    venv=$(mktemp -d)
+    "$PY39" -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -e '.[test]'
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit
+    rm -rf "$venv"
+fi
+
+report=$(mktemp --suffix=.xml)
+"$PY" -m pytest -q -p no:cacheprovider -rs --junitxml="$report" tests
+"$PY" - "$report" <<'PYEOF'
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+suites = [root] if root.tag == "testsuite" else list(root)
+skipped = sum(int(s.get("skipped", 0)) for s in suites)
+tests = sum(int(s.get("tests", 0)) for s in suites)
+e2e = sum(1 for c in root.iter("testcase") if ".e2e." in c.get("classname", ""))
+if skipped or not e2e:
+    sys.exit(f"tests/run.sh: {skipped} test(s) skipped, {e2e} end-to-end test(s) ran: "
+             "every test must run")
+print(f"tests/run.sh: {tests} tests, {e2e} end-to-end, none skipped")
+PYEOF
