@@ -115,6 +115,7 @@ def apply(dry_run: bool, as_json: bool, **opts: Any) -> None:
                         "notes": list(result.plan.notes),
                         "metadata_requests": result.metadata_requests,
                         "netlink_requests": result.netlink_requests,
+                        "timings": {k: round(v, 6) for k, v in result.timings.items()},
                     },
                     indent=2,
                 )

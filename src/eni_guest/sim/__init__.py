@@ -1,0 +1,20 @@
+"""Offline EC2 instance metadata simulator (``eni-guest-sim``).
+
+It lets users test images without a cloud and lets our end-to-end tests drive every metadata
+situation the agent must survive (hot-attach lag, expired tokens, slow or broken answers) from
+a JSON scenario file. Standard library only, so it starts fast inside a bare network namespace.
+"""
+
+from .scenario import Control, Eni, Scenario, load_scenario, parse_scenario, render
+from .server import MetadataSimulator, parse_listen
+
+__all__ = [
+    "Control",
+    "Eni",
+    "MetadataSimulator",
+    "Scenario",
+    "load_scenario",
+    "parse_listen",
+    "parse_scenario",
+    "render",
+]

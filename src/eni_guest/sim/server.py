@@ -1,0 +1,581 @@
+"""The HTTP side of the metadata simulator: tokens, fault injection, statistics, live reload.
+
+The simulator has to behave like the real EC2 instance metadata service in the ways the agent
+depends on (IMDSv2 tokens, 401 on expired tokens, 404 for absent keys, keep-alive), and to
+misbehave on demand (slow, failing, resetting, hanging, redirecting, oversized answers) so the
+agent's defences can be tested. Every knob lives in the scenario file and is re-read whenever
+the file changes, so a test changes the "cloud" just by rewriting one file.
+
+Standard library only: it runs inside network namespaces of freshly built test images and is
+shipped to users, so it must start fast and have nothing to install.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import os
+import re
+import secrets
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Optional, Protocol, Union
+
+from .scenario import (
+    TOKEN_PATH,
+    Control,
+    Scenario,
+    body_for,
+    load_scenario,
+    render,
+    update_first_seen,
+)
+
+DEFAULT_LISTEN = "169.254.169.254:80"
+TOKEN_HEADER = "X-aws-ec2-metadata-token"
+TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
+MAX_TTL = 21600
+#: Where ``redirect_paths`` point: a port nothing listens on, so following it fails loudly.
+REDIRECT_TARGET = "http://127.0.0.1:1/"
+#: Size of an ``oversize_paths`` answer; far above any sane metadata value.
+OVERSIZE_BYTES = 10 * 1024 * 1024
+#: How long ``fail: "hang"`` holds a connection before closing it without an answer.
+HANG_SECONDS = 30.0
+
+_DIGITS = re.compile(r"^[0-9]+$")
+_Address = tuple[str, int]
+
+
+class _Headers(Protocol):
+    """What :meth:`MetadataSimulator.respond` needs from request headers (case-insensitive)."""
+
+    def get(self, name: str, default: Any = None) -> Any: ...
+
+
+def parse_listen(text: str) -> _Address:
+    """Parse ``HOST:PORT`` or ``[IPV6]:PORT`` (port defaults to 80)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad listen address {text!r}: expected [IPV6]:PORT")
+        port_text = rest[1:] if rest else "80"
+    else:
+        if text.count(":") > 1:
+            raise ValueError(f"bad listen address {text!r}: write IPv6 addresses as [ADDR]:PORT")
+        host, colon, port_text = text.partition(":")
+        if not colon:
+            port_text = "80"
+    if not host or not _DIGITS.match(port_text) or int(port_text) > 65535:
+        raise ValueError(f"bad listen address {text!r}: expected HOST:PORT")
+    return host, int(port_text)
+
+
+def format_address(host: str, port: int) -> str:
+    """The inverse of :func:`parse_listen`, used for the ``listening on`` readiness line."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _matches(path: str, globs: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatchcase(path, glob) for glob in globs)
+
+
+def _error_body(status: int) -> bytes:
+    # Mimics the XHTML error page the real service sends; clients must not parse it.
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    title = f"{status} - {phrase}"
+    return (
+        '<?xml version="1.0" encoding="iso-8859-1"?>\n'
+        '<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN"\n'
+        '\t"http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd">\n'
+        '<html xmlns="http://www.w3.org/1999/xhtml" xml:lang="en" lang="en">\n'
+        f" <head>\n  <title>{title}</title>\n </head>\n"
+        f" <body>\n  <h1>{title}</h1>\n </body>\n</html>\n"
+    ).encode()
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to do with one request; the handler turns it into bytes on the wire.
+
+    ``action`` is ``"reset"`` (abort the connection) or ``"hang"`` (hold it, then close it)
+    for the faults that have no HTTP answer at all.
+    """
+
+    status: int
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = ()
+    action: Optional[str] = None
+
+    @property
+    def stats_key(self) -> str:
+        return self.action or str(self.status)
+
+
+def _error(status: int, *headers: tuple[str, str]) -> Reply:
+    # 204/304 must not carry a body; everything else gets the HTML-ish page.
+    body = b"" if status in (204, 304) else _error_body(status)
+    return Reply(status, body, tuple(headers))
+
+
+class TokenStore:
+    """IMDSv2 session tokens with their issue time and TTL.
+
+    Issue times use the wall clock because ``expire_tokens_before`` in the scenario is a unix
+    time written by tests.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tokens: dict[str, tuple[float, int]] = {}
+
+    def issue(self, ttl: int) -> str:
+        now = self._clock()
+        token = secrets.token_urlsafe(42)  # 56 characters, like the real ones
+        with self._lock:
+            if len(self._tokens) > 1000:
+                self._tokens = {
+                    key: (issued, life)
+                    for key, (issued, life) in self._tokens.items()
+                    if issued + life > now
+                }
+            self._tokens[token] = (now, ttl)
+        return token
+
+    def check(self, token: str, not_before: float = 0.0) -> bool:
+        """Valid when known, not past its TTL, and issued at or after ``not_before``."""
+        with self._lock:
+            entry = self._tokens.get(token)
+        if entry is None:
+            return False
+        issued, ttl = entry
+        return issued >= not_before and self._clock() < issued + ttl
+
+
+class _Stats:
+    """Request counters, mirrored to a JSON file after every request for benchmarks."""
+
+    def __init__(self, path: Optional[str]) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._warned = False
+        self._clear()
+
+    def _clear(self) -> None:
+        self._requests = 0
+        self._by_method: dict[str, int] = {}
+        self._by_path: dict[str, int] = {}
+        self._by_status: dict[str, int] = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return self._snapshot_locked()
+
+    def _snapshot_locked(self) -> dict[str, Any]:
+        return {
+            "requests": self._requests,
+            "by_method": dict(self._by_method),
+            "by_path": dict(self._by_path),
+            "by_status": dict(self._by_status),
+        }
+
+    def record(self, method: str, path: str, status: str) -> None:
+        with self._lock:
+            self._requests += 1
+            self._by_method[method] = self._by_method.get(method, 0) + 1
+            self._by_path[path] = self._by_path.get(path, 0) + 1
+            self._by_status[status] = self._by_status.get(status, 0) + 1
+            self._write_locked()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._clear()
+            self._write_locked()
+
+    def write(self) -> None:
+        with self._lock:
+            self._write_locked()
+
+    def _write_locked(self) -> None:
+        if not self.path:
+            return
+        # Write-then-rename so a reader never sees a half-written file.
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(self._snapshot_locked(), handle, sort_keys=True)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            if not self._warned:
+                self._warned = True
+                print(f"eni-guest-sim: cannot write stats file: {exc}", file=sys.stderr)
+
+
+@dataclass(frozen=True)
+class _State:
+    """One loaded scenario; replaced as a whole on reload so handlers never see a mix."""
+
+    scenario: Scenario
+    first_seen: dict[str, float]
+    signature: Optional[tuple[int, ...]]
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """One listening socket. Tracks open connections so :meth:`MetadataSimulator.stop` can cut
+    idle keep-alive connections instead of leaving their threads blocked in ``recv``."""
+
+    daemon_threads = True
+    # The default joins every handler thread on close, including a 30 s "hang": don't.
+    block_on_close = False
+
+    def __init__(self, address: _Address, family: int, sim: MetadataSimulator) -> None:
+        self.address_family = family
+        self.sim = sim
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        # HTTPServer.server_bind would call socket.getfqdn(), a reverse DNS lookup that can
+        # stall start-up for seconds in a namespace without DNS.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client going away mid-answer (the agent capping an oversize body) is expected.
+        if isinstance(sys.exc_info()[1], (ConnectionError, socket.timeout)):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: the agent reuses one session per run
+    server_version = "EC2ws"
+    timeout = 60  # drop idle keep-alive connections eventually
+    # Headers and body go out in two writes; with Nagle on, the body waits for the client's
+    # delayed ACK and every request costs ~40 ms.
+    disable_nagle_algorithm = True
+    server: _HTTPServer
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.sim.log_requests:
+            sys.stderr.write(f"{self.address_string()} {format % args}\n")
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_HEAD(self) -> None:
+        self._serve("HEAD")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_OPTIONS(self) -> None:
+        self._serve("OPTIONS")
+
+    def _drain_body(self) -> None:
+        # Unread request bodies would be parsed as the next request on a kept-alive connection.
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            return
+        length = self.headers.get("Content-Length", "0").strip() or "0"
+        if not _DIGITS.match(length) or int(length) > 1024 * 1024:
+            self.close_connection = True
+            return
+        if int(length):
+            self.rfile.read(int(length))
+
+    def _serve(self, method: str) -> None:
+        sim = self.server.sim
+        path = self.path.split("?", 1)[0].split("#", 1)[0]
+        self._drain_body()
+        reply = sim.respond(method, path, self.headers)
+        try:
+            if reply.action == "reset":
+                self.log_message('"%s" reset', self.requestline)
+                self._reset()
+            elif reply.action == "hang":
+                self.log_message('"%s" hang', self.requestline)
+                self.close_connection = True
+                sim._stopping.wait(HANG_SECONDS)
+            else:
+                self._write(method, reply)
+        except (ConnectionError, socket.timeout):
+            self.close_connection = True
+        finally:
+            sim._stats.record(method, path, reply.stats_key)
+
+    def _reset(self) -> None:
+        # SO_LINGER with a zero timeout turns close() into a TCP RST: a "connection reset".
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+
+    def _write(self, method: str, reply: Reply) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if method != "HEAD" and reply.body:
+            self.wfile.write(reply.body)
+
+
+class MetadataSimulator:
+    """An in-process EC2 metadata service driven by a scenario file.
+
+    ``listen`` takes ``"HOST:PORT"`` strings or ``(host, port)`` tuples; port 0 picks a free
+    port (see the return value of :meth:`start`). All sockets share one state: a token issued
+    on one address is valid on the others. Not restartable after :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        scenario_path: Union[str, os.PathLike[str]],
+        listen: Sequence[Union[str, _Address]] = (DEFAULT_LISTEN,),
+        stats_path: Union[None, str, os.PathLike[str]] = None,
+        *,
+        log_requests: bool = False,
+    ) -> None:
+        self.scenario_path = os.fspath(scenario_path)
+        self.listen = [
+            parse_listen(item) if isinstance(item, str) else (item[0], int(item[1]))
+            for item in listen
+        ]
+        self.log_requests = log_requests
+        self._stats = _Stats(os.fspath(stats_path) if stats_path is not None else None)
+        self._tokens = TokenStore()
+        self._stopping = threading.Event()
+        self._reload_lock = threading.Lock()
+        self._failed_signature: Optional[tuple[int, ...]] = None
+        self._servers: list[_HTTPServer] = []
+        self._threads: list[threading.Thread] = []
+        signature = self._signature()
+        scenario = load_scenario(self.scenario_path)  # errors here are the caller's to report
+        first_seen = update_first_seen({}, (eni.mac for eni in scenario.enis), time.monotonic())
+        self._state = _State(scenario, first_seen, signature)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> list[_Address]:
+        """Bind every address and serve in background threads; return the bound addresses."""
+        if self._servers:
+            raise RuntimeError("simulator already started")
+        try:
+            for host, port in self.listen:
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                self._servers.append(_HTTPServer((host, port), family, self))
+        except OSError:
+            for server in self._servers:
+                server.server_close()
+            self._servers = []
+            raise
+        self._stats.write()  # a benchmark may read the file before the first request
+        for server in self._servers:
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name=f"eni-guest-sim {format_address(*self._bound(server))}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+        return self.addresses
+
+    def stop(self) -> None:
+        """Stop serving, close every socket and wake delayed or hanging handlers."""
+        self._stopping.set()
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+            server.close_connections()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._servers = []
+        self._threads = []
+
+    def __enter__(self) -> MetadataSimulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @staticmethod
+    def _bound(server: _HTTPServer) -> _Address:
+        host, port = server.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def addresses(self) -> list[_Address]:
+        """The bound ``(host, port)`` of every listening socket, in ``listen`` order."""
+        return [self._bound(server) for server in self._servers]
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def scenario(self) -> Scenario:
+        return self._state.scenario
+
+    def stats(self) -> dict[str, Any]:
+        """A copy of the request counters (same shape as the ``--stats`` file)."""
+        return self._stats.snapshot()
+
+    def reset_stats(self) -> None:
+        self._stats.reset()
+
+    def _signature(self) -> Optional[tuple[int, ...]]:
+        # Inode + times + size: os.replace() always changes the inode, and an in-place rewrite
+        # changes ctime, so same-size edits within one mtime tick are still noticed.
+        try:
+            st = os.stat(self.scenario_path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def reload(self) -> bool:
+        """Re-read the scenario file now (SIGHUP). On error keep the old one; return False."""
+        with self._reload_lock:
+            return self._load(self._signature(), force=True)
+
+    def _current_state(self) -> _State:
+        signature = self._signature()
+        state = self._state
+        if signature is not None and signature not in (state.signature, self._failed_signature):
+            with self._reload_lock:
+                if signature != self._state.signature:
+                    self._load(signature, force=False)
+        return self._state
+
+    def _load(self, signature: Optional[tuple[int, ...]], force: bool) -> bool:
+        try:
+            scenario = load_scenario(self.scenario_path)
+        except (OSError, ValueError) as exc:
+            # Complain once per broken version of the file, not once per request.
+            if force or signature != self._failed_signature:
+                message = " ".join(str(exc).split())
+                print(f"eni-guest-sim: keeping the previous scenario: {message}", file=sys.stderr)
+            self._failed_signature = signature
+            return False
+        old = self._state
+        first_seen = update_first_seen(
+            old.first_seen, (eni.mac for eni in scenario.enis), time.monotonic()
+        )
+        if scenario.control.reset_stats != old.scenario.control.reset_stats:
+            self._stats.reset()
+        self._state = _State(scenario, first_seen, signature)
+        self._failed_signature = None
+        if self.log_requests:
+            print(f"eni-guest-sim: reloaded {self.scenario_path}", file=sys.stderr)
+        return True
+
+    # -- requests ------------------------------------------------------------------------
+
+    def respond(self, method: str, path: str, headers: _Headers) -> Reply:
+        """Decide the answer to one request (``path`` without query string).
+
+        Order matters and mirrors what a test expects to control: delay first, then injected
+        faults (which hit every matching request, the token call included), then the service
+        being switched off, then the token call, then IMDSv2 enforcement, then the lookup.
+        """
+        state = self._current_state()
+        control = state.scenario.control
+        if control.delay > 0:
+            self._stopping.wait(control.delay)
+        fault = self._fault(control, path)
+        if fault is not None:
+            return fault
+        if control.disabled:
+            return _error(403)
+        key = path.strip("/")
+        if key == TOKEN_PATH:
+            if method != "PUT":
+                return _error(405, ("Allow", "PUT"))
+            return self._token_call(headers)
+        if method not in ("GET", "HEAD"):
+            return _error(405, ("Allow", "GET, HEAD"))
+        token = headers.get(TOKEN_HEADER)
+        if token is not None:
+            # Even when IMDSv2 is optional, a token that is sent must be valid.
+            if not self._tokens.check(token, control.expire_tokens_before):
+                return _error(401)
+        elif control.imdsv2 == "required":
+            return _error(401)
+        tree = render(state.scenario, time.monotonic(), state.first_seen)
+        body = body_for(tree, path)
+        if body is None:
+            return _error(404)
+        return Reply(200, body.encode("utf-8"))
+
+    @staticmethod
+    def _fault(control: Control, path: str) -> Optional[Reply]:
+        if control.fail is not None and (
+            not control.fail_paths or _matches(path, control.fail_paths)
+        ):
+            if isinstance(control.fail, str):
+                return Reply(0, action=control.fail)
+            return _error(control.fail)
+        if _matches(path, control.redirect_paths):
+            return Reply(301, b"Moved Permanently", (("Location", REDIRECT_TARGET),))
+        if _matches(path, control.oversize_paths):
+            return Reply(200, b"x" * OVERSIZE_BYTES)
+        return None
+
+    def _token_call(self, headers: _Headers) -> Reply:
+        # The real service refuses token calls that went through a proxy.
+        if headers.get("X-Forwarded-For") is not None:
+            return _error(403)
+        ttl_text = str(headers.get(TTL_HEADER) or "").strip()
+        if not _DIGITS.match(ttl_text) or not 1 <= int(ttl_text) <= MAX_TTL:
+            return _error(400)
+        ttl = int(ttl_text)
+        token = self._tokens.issue(ttl)
+        return Reply(200, token.encode("ascii"), ((TTL_HEADER, str(ttl)),))
