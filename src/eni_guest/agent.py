@@ -60,6 +60,8 @@ def reconcile(
         p = plan(instance, config, state)
         for note in p.notes:
             log.debug("%s", note)
+        for warning in p.warnings:
+            log.warning("warning: %s", warning)
         result = Result(instance, p, state, metadata_requests=requests)
         result.timings = {"metadata": t1 - t0, "kernel_read": t2 - t1, "plan": 0.0, "apply": 0.0}
         t3 = time.monotonic()

@@ -143,8 +143,9 @@ class EniPlan:
 class Plan:
     changes: tuple[Change, ...]
     enis: tuple[EniPlan, ...]
-    notes: tuple[str, ...] = ()  # warnings worth a log line (unsettled ENIs, missing NICs)
+    notes: tuple[str, ...] = ()  # why something was not done (unsettled ENIs, missing NICs)
     removals_withheld: bool = False
+    warnings: tuple[str, ...] = ()  # problems an operator must fix: logged on every run
 
     def in_sync(self, mac: str) -> bool:
         return not any(c.eni == mac for c in self.changes)
@@ -194,6 +195,7 @@ class _Desired:
     keep_rules_from: set[IPNetwork] = field(default_factory=set)
     keep_tables: set[int] = field(default_factory=set)
     keep_links: set[int] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
 
 
 def _want_eni(d: _Desired, eni: Eni, link: Link, config: Config, state: KernelState) -> None:
@@ -203,6 +205,12 @@ def _want_eni(d: _Desired, eni: Eni, link: Link, config: Config, state: KernelSt
         # Only the group: never its state, MTU or DHCP address.
         if link.group == 0:
             d.links.append(LinkChange(link.index, link.name, group=config.interface_group, eni=mac))
+        elif link.group != config.interface_group:
+            d.warnings.append(
+                f"primary ENI {link.name} is in interface group {link.group}, set by something "
+                f"else; left alone, so main-table routes via {link.name} still win for ENI "
+                f"addresses: move it to group 0 or set interface_group = {link.group}"
+            )
     else:
         change = LinkChange(
             link.index,
@@ -259,6 +267,10 @@ def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
             d.keep_rules_from.update(_host(ip) for ip in eni.ips)
             d.keep_rules_from.update(eni.prefixes)
             d.keep_tables.add(table_of(eni, config))
+            # a NIC carrying its MAC that we could not use (enslaved, ambiguous): keep its state
+            d.keep_links.update(
+                x.index for x in state.links if x.mac == eni.mac and x.kind not in VIRTUAL_KINDS
+            )
     for u in instance.unsettled:
         notes.append(f"ENI {u.mac} not configured yet: {u.reason}")
 
@@ -315,7 +327,11 @@ def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
                 )
             )
         for a in state.addrs:
-            if a.proto == config.protocol and (a.index, a.ip) not in d.addrs:
+            if (
+                a.proto == config.protocol
+                and (a.index, a.ip) not in d.addrs
+                and a.index not in d.keep_links
+            ):
                 link = state.link(a.index)
                 mac = link_mac.get(a.index, "")
                 removes.append(
@@ -330,7 +346,11 @@ def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
                 )
         matched = {link.index for link in links.values()}
         for link in state.links:
-            if link.group == config.interface_group and link.index not in matched:
+            if (
+                link.group == config.interface_group
+                and link.index not in matched
+                and link.index not in d.keep_links
+            ):
                 # An ENI link that metadata no longer lists (detaching, or moved away).
                 removes.append(LinkChange(link.index, link.name, group=0))
     if not state.addr_proto_supported:
@@ -338,7 +358,7 @@ def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
             "this kernel does not record address protocols (needs Linux >= 6.3): addresses "
             "unassigned in metadata are left on their interface"
         )
-    return Plan(tuple(adds + removes), tuple(eni_plans), tuple(notes), withheld)
+    return Plan(tuple(adds + removes), tuple(eni_plans), tuple(notes), withheld, tuple(d.warnings))
 
 
 def _eni_of_table(table: int, d: _Desired, instance: Instance, config: Config) -> str:

@@ -1,0 +1,242 @@
+"""Settings: defaults, then the TOML file, then ENI_GUEST_* variables, then options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eni_guest import config
+from eni_guest.config import Config, load
+from eni_guest.errors import EXIT_USAGE, ConfigError
+
+
+@pytest.fixture(autouse=True)
+def no_system_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever /etc holds on the test machine must not leak into these tests."""
+    monkeypatch.setattr(config, "DEFAULT_CONFIG_FILE", tmp_path / "absent" / "eni-guest.toml")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "eni-guest.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_valid_and_are_what_load_returns_without_settings() -> None:
+    assert Config().validate() == Config()
+    cfg = load(environ={}, options={})
+    assert cfg == Config()
+    assert (cfg.table_base, cfg.priority_base, cfg.protocol, cfg.interface_group) == (
+        10000,
+        10000,
+        229,
+        229,
+    )
+    assert cfg.ipv6 is True and cfg.mtu == 0
+
+
+def test_default_file_is_read_when_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "mtu = 9001\n")
+    monkeypatch.setattr(config, "DEFAULT_CONFIG_FILE", path)
+    assert load(environ={}).mtu == 9001
+
+
+def test_file_then_env_then_options(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'table_base = 20000\nmtu = 9001\nmetadata_timeout = 1.5\nprovider = "aws"\n',
+    )
+    env = {"ENI_GUEST_TABLE_BASE": "30000", "ENI_GUEST_MTU": "1500"}
+    cfg = load(path, environ=env, options={"table_base": 40000, "lock_timeout": None})
+    assert cfg.table_base == 40000  # option beats env beats file
+    assert cfg.mtu == 1500  # env beats file
+    assert cfg.metadata_timeout == 1.5  # file beats default
+    assert cfg.lock_timeout == 30.0  # an option given as None means "not given"
+
+    assert load(path, environ=env).table_base == 30000
+    assert load(path, environ={}).table_base == 20000
+
+
+def test_env_names_the_config_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "interface_group = 7\n")
+    cfg = load(environ={"ENI_GUEST_CONFIG": str(path)})
+    assert cfg.interface_group == 7
+
+
+def test_env_skip_variables_are_not_settings() -> None:
+    # ENI_GUEST_SKIP_* belong to other tools (e.g. the udev rule); they must not be refused.
+    assert load(environ={"ENI_GUEST_SKIP_UDEV": "1"}) == Config()
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("IPV6", "false", False),
+        ("IPV6", "no", False),
+        ("IPV6", "0", False),
+        ("IPV6", "Off", False),
+        ("IPV6", "TRUE", True),
+        ("IPV6", "yes", True),
+        ("IPV6", " on ", True),
+        ("MTU", "9001", 9001),
+        ("METADATA_RETRIES", " 5 ", 5),
+        ("METADATA_TIMEOUT", "0.25", 0.25),
+        ("METADATA_DEADLINE", "20", 20.0),
+        ("LOCK_FILE", "/tmp/x.lock", "/tmp/x.lock"),
+        ("METADATA_URL", "http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+    ],
+)
+def test_env_values_are_parsed(name: str, text: str, expected: object) -> None:
+    cfg = load(environ={"ENI_GUEST_" + name: text})
+    value = getattr(cfg, name.lower())
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+def test_toml_int_for_float_is_accepted(tmp_path: Path) -> None:
+    cfg = load(write(tmp_path, "metadata_deadline = 20\n"), environ={})
+    assert cfg.metadata_deadline == 20.0 and isinstance(cfg.metadata_deadline, float)
+
+
+def test_unknown_key_in_file_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "table_bsae = 20000\n")
+    with pytest.raises(ConfigError) as err:
+        load(path, environ={})
+    assert "table_bsae" in str(err.value)
+    assert str(path) in str(err.value)
+    assert err.value.exit_code == EXIT_USAGE
+
+
+def test_unknown_key_in_env_is_named() -> None:
+    with pytest.raises(ConfigError) as err:
+        load(environ={"ENI_GUEST_TABLEBASE": "20000"})
+    assert "tablebase" in str(err.value).lower()
+
+
+def test_unknown_option_is_named() -> None:
+    with pytest.raises(ConfigError, match="colour"):
+        load(environ={}, options={"colour": "blue"})
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "value"),
+    [
+        ('table_base = "x"\n', "table_base", "x"),
+        ("ipv6 = 1\n", "ipv6", "1"),
+        ("table_base = true\n", "table_base", "True"),
+        ("mtu = 1500.0\n", "mtu", "1500.0"),
+        ("provider = 3\n", "provider", "3"),
+        ('metadata_timeout = "soon"\n', "metadata_timeout", "soon"),
+    ],
+)
+def test_wrong_type_in_file_names_key_and_value(
+    tmp_path: Path, toml: str, key: str, value: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(write(tmp_path, toml), environ={})
+    assert key in str(err.value)
+    assert value in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("IPV6", "maybe"),
+        ("TABLE_BASE", "ten"),
+        ("MTU", "1500.5"),
+        ("METADATA_TIMEOUT", "2s"),
+    ],
+)
+def test_wrong_type_in_env_names_key_and_value(name: str, text: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(environ={"ENI_GUEST_" + name: text})
+    assert name.lower() in str(err.value).lower()
+    assert text in str(err.value)
+
+
+def test_broken_toml_is_a_config_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "table_base = = 3\n")
+    with pytest.raises(ConfigError) as err:
+        load(path, environ={})
+    assert str(path) in str(err.value)
+
+
+def test_named_file_that_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as err:
+        load(missing, environ={})
+    assert str(missing) in str(err.value)
+    with pytest.raises(ConfigError):
+        load(environ={"ENI_GUEST_CONFIG": str(missing)})
+
+
+TOP_PRIORITY_BASE = 32765 - config.SLOTS  # base + 2048 must stay below main's 32766
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("table_base", 252),
+        ("table_base", 255),
+        ("table_base", 1),  # 1..2048 spans 252-255
+        ("table_base", 250),
+        ("table_base", 0),
+        ("table_base", 2**32 - config.SLOTS + 1),  # last table would overflow u32
+        ("priority_base", TOP_PRIORITY_BASE + 1),
+        ("priority_base", 32000),
+        ("priority_base", 0),
+        ("protocol", 3),
+        ("protocol", 4),
+        ("protocol", 256),
+        ("interface_group", 0),
+        ("interface_group", 2**31),
+        ("mtu", 50),
+        ("mtu", 67),
+        ("mtu", 65536),
+        ("metadata_timeout", 0.0),
+        ("metadata_retries", 11),
+        ("lock_timeout", -1.0),
+        ("metadata_url", "169.254.169.254"),
+        ("provider", ""),
+    ],
+)
+def test_out_of_range_is_refused_naming_key_and_value(key: str, value: object) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(environ={}, options={key: value})
+    assert key in str(err.value)
+    assert repr(value) in str(err.value)
+
+
+def test_deadline_shorter_than_timeout_is_refused() -> None:
+    with pytest.raises(ConfigError, match="metadata_deadline"):
+        load(environ={}, options={"metadata_timeout": 5.0, "metadata_deadline": 2.0})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("table_base", 256),
+        ("table_base", 2**32 - config.SLOTS),
+        ("priority_base", 1),
+        ("priority_base", TOP_PRIORITY_BASE),
+        ("protocol", 5),
+        ("protocol", 255),
+        ("interface_group", 1),
+        ("interface_group", 2**31 - 1),
+        ("mtu", 0),
+        ("mtu", 68),
+        ("mtu", 9001),
+        ("metadata_retries", 0),
+        ("lock_timeout", 0.0),
+    ],
+)
+def test_boundaries_that_are_allowed(key: str, value: object) -> None:
+    assert getattr(load(environ={}, options={key: value}), key) == value
+
+
+def test_range_check_applies_to_file_and_env_values_too(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="table_base"):
+        load(write(tmp_path, "table_base = 253\n"), environ={})
+    with pytest.raises(ConfigError, match="mtu"):
+        load(environ={"ENI_GUEST_MTU": "50"})

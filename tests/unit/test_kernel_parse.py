@@ -1,0 +1,277 @@
+"""Pure helpers of the kernel layer: version check and netlink message parsing.
+
+Messages are encoded with pyroute2's classes (the ones the kernel module itself uses), shaped
+the way the kernel sends them in dumps; no socket is opened.
+"""
+
+from __future__ import annotations
+
+import socket
+from ipaddress import ip_address, ip_network
+from typing import Any
+
+import pytest
+
+from eni_guest import kernel
+from eni_guest.state import Addr, Link, Route, Rule
+
+RT_TABLE_COMPAT = 252  # what the kernel puts in the header for tables > 255
+
+
+@pytest.mark.parametrize(
+    ("release", "supported"),
+    [
+        ("6.1.0-18-amd64", False),
+        ("5.15.0-91-generic", False),
+        ("6.2.16", False),
+        ("6.3.0", True),
+        ("6.3", True),
+        ("6.18.44-fc", True),
+        ("6.10.0-rc1", True),
+        ("7.0.1", True),
+        ("4.19.0-26-cloud-amd64", False),
+        ("garbage", False),
+        ("6", False),
+        ("6.x.1", False),
+    ],
+)
+def test_kernel_supports_addr_proto(release: str, supported: bool) -> None:
+    assert kernel.kernel_supports_addr_proto(release) is supported
+
+
+def encode(cls: Any, attrs: list, **header: Any) -> bytes:
+    msg = cls()
+    for key, value in header.items():
+        msg[key] = value
+    msg["attrs"] = attrs
+    msg.encode()
+    return bytes(msg.data)
+
+
+def rule_msg(attrs: list, family: int = socket.AF_INET, **header: Any) -> bytes:
+    header.setdefault("table", 0)
+    header.setdefault("action", 1)
+    return encode(kernel.NL.fibmsg, attrs, family=family, **header)
+
+
+# ---------------------------------------------------------------- rules
+
+
+def test_parse_our_per_ip_rule_in_a_table_above_255() -> None:
+    data = rule_msg(
+        [
+            ("FRA_TABLE", 10001),
+            ("FRA_PRIORITY", 10002),
+            ("FRA_PROTOCOL", 229),
+            ("FRA_SRC", "10.0.1.20"),
+        ],
+        src_len=32,
+        table=RT_TABLE_COMPAT,
+    )
+    assert kernel._parse_rule(data) == (
+        Rule(4, 10002, 10001, ip_network("10.0.1.20/32")),
+        229,
+    )
+
+
+def test_parse_shared_suppress_ifgroup_rule() -> None:
+    data = rule_msg(
+        [
+            ("FRA_TABLE", 254),
+            ("FRA_PRIORITY", 10000),
+            ("FRA_PROTOCOL", 229),
+            ("FRA_SUPPRESS_IFGROUP", 229),
+        ],
+        table=254,
+    )
+    assert kernel._parse_rule(data) == (Rule(4, 10000, 254, None, suppress_ifgroup=229), 229)
+
+
+def test_parse_ipv6_prefix_rule() -> None:
+    data = rule_msg(
+        [
+            ("FRA_TABLE", 10002),
+            ("FRA_PRIORITY", 10003),
+            ("FRA_PROTOCOL", 229),
+            ("FRA_SRC", "2600:1f18:1:2::"),
+        ],
+        family=socket.AF_INET6,
+        src_len=80,
+        table=RT_TABLE_COMPAT,
+    )
+    rule, proto = kernel._parse_rule(data)  # type: ignore[misc]
+    assert rule == Rule(6, 10003, 10002, ip_network("2600:1f18:1:2::/80"))
+    assert proto == 229
+
+
+def test_parse_kernel_rule_without_priority_or_protocol() -> None:
+    # `0: from all lookup local`: the header's table, no FRA_PRIORITY, protocol absent
+    data = rule_msg([], table=255)
+    assert kernel._parse_rule(data) == (Rule(4, 0, 255), 0)
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        ("FRA_DST", "10.0.2.0"),
+        ("FRA_IIFNAME", "docker0"),
+        ("FRA_FWMARK", 0x10),
+    ],
+)
+def test_rules_with_selectors_we_never_write_are_not_ours(selector: tuple) -> None:
+    data = rule_msg(
+        [
+            ("FRA_TABLE", 10001),
+            ("FRA_PRIORITY", 10002),
+            ("FRA_PROTOCOL", 229),
+            ("FRA_SRC", "10.0.1.20"),
+            selector,
+        ],
+        src_len=32,
+        dst_len=24 if selector[0] == "FRA_DST" else 0,
+        table=RT_TABLE_COMPAT,
+    )
+    assert kernel._parse_rule(data) is None
+
+
+# ---------------------------------------------------------------- routes
+
+
+def test_parse_subnet_route_in_a_table_above_255() -> None:
+    data = encode(
+        kernel.NL.rtmsg,
+        [("RTA_TABLE", 10001), ("RTA_DST", "10.0.2.0"), ("RTA_OIF", 4)],
+        family=socket.AF_INET,
+        dst_len=24,
+        table=RT_TABLE_COMPAT,
+        proto=229,
+        scope=253,
+        type=1,
+    )
+    assert kernel._parse_route(data) == (Route(4, 10001, ip_network("10.0.2.0/24"), 4), 229)
+
+
+def test_parse_default_routes_with_gateway() -> None:
+    v4 = encode(
+        kernel.NL.rtmsg,
+        [("RTA_TABLE", 10002), ("RTA_OIF", 5), ("RTA_GATEWAY", "10.0.2.1")],
+        family=socket.AF_INET,
+        dst_len=0,
+        table=RT_TABLE_COMPAT,
+        proto=229,
+        type=1,
+    )
+    assert kernel._parse_route(v4) == (
+        Route(4, 10002, ip_network("0.0.0.0/0"), 5, ip_address("10.0.2.1")),
+        229,
+    )
+    v6 = encode(
+        kernel.NL.rtmsg,
+        [("RTA_TABLE", 10002), ("RTA_OIF", 5), ("RTA_GATEWAY", "2600:1f18:1:2::1")],
+        family=socket.AF_INET6,
+        dst_len=0,
+        table=RT_TABLE_COMPAT,
+        proto=229,
+        type=1,
+    )
+    assert kernel._parse_route(v6) == (
+        Route(6, 10002, ip_network("::/0"), 5, ip_address("2600:1f18:1:2::1")),
+        229,
+    )
+
+
+def test_parse_main_table_route_of_another_protocol() -> None:
+    data = encode(
+        kernel.NL.rtmsg,
+        [("RTA_DST", "172.17.0.0"), ("RTA_OIF", 9)],
+        family=socket.AF_INET,
+        dst_len=16,
+        table=254,
+        proto=2,
+        type=1,
+    )
+    assert kernel._parse_route(data) == (Route(4, 254, ip_network("172.17.0.0/16"), 9), 2)
+
+
+# ---------------------------------------------------------------- addresses
+
+
+def test_parse_our_ipv4_address() -> None:
+    data = encode(
+        kernel.NL.ifaddrmsg,
+        [("IFA_ADDRESS", "10.0.1.20"), ("IFA_LOCAL", "10.0.1.20"), ("IFA_PROTO", 229)],
+        family=socket.AF_INET,
+        prefixlen=32,
+        index=3,
+    )
+    assert kernel._parse_addr(data) == Addr(3, ip_address("10.0.1.20"), 32, 229)
+
+
+def test_parse_address_without_protocol() -> None:
+    data = encode(
+        kernel.NL.ifaddrmsg,
+        [("IFA_ADDRESS", "10.0.1.10"), ("IFA_LOCAL", "10.0.1.10")],
+        family=socket.AF_INET,
+        prefixlen=24,
+        index=2,
+    )
+    assert kernel._parse_addr(data) == Addr(2, ip_address("10.0.1.10"), 24, None)
+
+
+def test_parse_point_to_point_address_uses_the_local_one() -> None:
+    data = encode(
+        kernel.NL.ifaddrmsg,
+        [("IFA_ADDRESS", "10.8.0.1"), ("IFA_LOCAL", "10.8.0.2")],
+        family=socket.AF_INET,
+        prefixlen=32,
+        index=9,
+    )
+    assert kernel._parse_addr(data) == Addr(9, ip_address("10.8.0.2"), 32, None)
+
+
+def test_parse_ipv6_address() -> None:
+    data = encode(
+        kernel.NL.ifaddrmsg,
+        [("IFA_ADDRESS", "2600:1f18:1:2::10"), ("IFA_PROTO", 229)],
+        family=socket.AF_INET6,
+        prefixlen=128,
+        index=4,
+    )
+    assert kernel._parse_addr(data) == Addr(4, ip_address("2600:1f18:1:2::10"), 128, 229)
+
+
+# ---------------------------------------------------------------- links
+
+
+def test_parse_physical_link() -> None:
+    data = encode(
+        kernel.NL.ifinfmsg,
+        [
+            ("IFLA_IFNAME", "ens6"),
+            ("IFLA_ADDRESS", "0E:00:00:00:00:02"),
+            ("IFLA_GROUP", 229),
+            ("IFLA_MTU", 9001),
+        ],
+        index=3,
+        flags=1 | 0x40,  # IFF_UP | IFF_RUNNING
+    )
+    assert kernel._parse_link(data) == Link(3, "ens6", "0e:00:00:00:00:02", 229, True, 9001)
+
+
+def test_parse_link_down_with_kind_and_master() -> None:
+    data = encode(
+        kernel.NL.ifinfmsg,
+        [
+            ("IFLA_IFNAME", "eth1.100"),
+            ("IFLA_ADDRESS", "0e:00:00:00:00:02"),
+            ("IFLA_GROUP", 0),
+            ("IFLA_MTU", 1500),
+            ("IFLA_MASTER", 7),
+            ("IFLA_LINKINFO", {"attrs": [("IFLA_INFO_KIND", "vlan")]}),
+        ],
+        index=8,
+        flags=0,
+    )
+    assert kernel._parse_link(data) == Link(
+        8, "eth1.100", "0e:00:00:00:00:02", 0, False, 1500, kind="vlan", master=7
+    )

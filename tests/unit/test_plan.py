@@ -1,0 +1,627 @@
+"""The planner: (instance, config, kernel state) -> ordered changes.  Pure, so no kernel needed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from ipaddress import ip_address, ip_network
+from typing import Any, Iterable, Optional
+
+import pytest
+
+from eni_guest.config import Config
+from eni_guest.model import Eni, Instance, Unsettled
+from eni_guest.plan import (
+    AddrChange,
+    Change,
+    LinkChange,
+    Plan,
+    RouteChange,
+    RuleChange,
+    plan,
+)
+from eni_guest.state import Addr, KernelState, Link, Route
+
+G = 229  # default interface group
+PROTO = 229  # default protocol
+MAIN = 254
+MAC1, MAC2, MAC3 = "0e:00:00:00:00:01", "0e:00:00:00:00:02", "0e:00:00:00:00:03"
+DEFAULT4 = ip_network("0.0.0.0/0")
+DEFAULT6 = ip_network("::/0")
+
+
+def ip(text: str) -> Any:
+    return ip_address(text)
+
+
+def net(text: str) -> Any:
+    return ip_network(text)
+
+
+def make_eni(
+    mac: str,
+    device: int,
+    ipv4s: Iterable[str] = (),
+    subnet: Optional[str] = None,
+    gateway: Optional[str] = None,
+    *,
+    primary: bool = False,
+    card: int = 0,
+    ipv6s: Iterable[str] = (),
+    subnet6: Optional[str] = None,
+    prefixes: Iterable[str] = (),
+) -> Eni:
+    subnets = (net(subnet),) if subnet else ()
+    subnets6 = (net(subnet6),) if subnet6 else ()
+    gw4 = ip(gateway) if gateway else (subnets[0].network_address + 1 if subnets else None)
+    gw6 = subnets6[0].network_address + 1 if subnets6 and ipv6s else None
+    return Eni(
+        mac=mac,
+        eni_id="eni-" + mac.replace(":", ""),
+        device_number=device,
+        network_card=card,
+        primary=primary,
+        ipv4s=tuple(ip(a) for a in ipv4s),
+        ipv4_subnets=subnets,
+        ipv4_gateway=gw4 if ipv4s else None,
+        ipv6s=tuple(ip(a) for a in ipv6s),
+        ipv6_subnets=subnets6,
+        ipv6_gateway=gw6,
+        ipv4_prefixes=tuple(net(p) for p in prefixes),
+    )
+
+
+# A 3-ENI VM: the primary with a secondary IP, a second ENI in the primary's subnet, a third
+# ENI in another subnet.
+P = make_eni(MAC1, 0, ["10.0.1.10", "10.0.1.20"], "10.0.1.0/24", primary=True)
+B = make_eni(MAC2, 1, ["10.0.1.30"], "10.0.1.0/24")
+C = make_eni(MAC3, 2, ["10.0.2.10", "10.0.2.11"], "10.0.2.0/24")
+C6 = make_eni(
+    MAC3,
+    2,
+    ["10.0.2.10", "10.0.2.11"],
+    "10.0.2.0/24",
+    ipv6s=["2600:1f18:1:2::10"],
+    subnet6="2600:1f18:1:2::/64",
+)
+
+LO = Link(1, "lo", "00:00:00:00:00:00", 0, True, 65536)
+ETH0 = Link(2, "eth0", MAC1, 0, True, 9001)
+ETH1 = Link(3, "eth1", MAC2, 0, False, 1500)
+ETH2 = Link(4, "eth2", MAC3, 0, False, 1500)
+DOCKER0 = Link(5, "docker0", "02:42:ac:11:00:01", 0, True, 1500, kind="bridge")
+DHCP_ADDR = Addr(2, ip("10.0.1.10"), 24, None)  # the DHCP client's: no protocol reported
+BOOT_STATE = KernelState(
+    links=(LO, ETH0, ETH1, ETH2, DOCKER0),
+    addrs=(
+        Addr(1, ip("127.0.0.1"), 8, None),
+        DHCP_ADDR,
+        Addr(5, ip("172.17.0.1"), 16, None),
+    ),
+)
+
+
+def vm(*enis: Eni, unsettled: Iterable[Unsettled] = ()) -> Instance:
+    return Instance("aws", "i-1", MAC1, tuple(enis), tuple(unsettled))
+
+
+def applied(state: KernelState, changes: Iterable[Change], proto: int = PROTO) -> KernelState:
+    """The kernel state after `changes`, as the kernel would hold it (adds of what exists fail)."""
+    links = {link.index: link for link in state.links}
+    addrs = {(a.index, a.ip): a for a in state.addrs}
+    routes = {(r.family, r.table, r.dst): r for r in state.routes}
+    rules = list(state.rules)
+    for c in changes:
+        if isinstance(c, LinkChange):
+            link = links[c.index]
+            links[c.index] = replace(
+                link,
+                group=link.group if c.group is None else c.group,
+                up=link.up if c.up is None else c.up,
+                mtu=link.mtu if c.mtu is None else c.mtu,
+            )
+        elif isinstance(c, AddrChange):
+            key = (c.index, c.ip)
+            if c.op == "add":
+                assert key not in addrs, f"adds an address that exists: {c.describe()}"
+                addrs[key] = Addr(c.index, c.ip, c.prefixlen, proto)
+            else:
+                assert key in addrs, f"deletes an address that does not exist: {c.describe()}"
+                del addrs[key]
+        elif isinstance(c, RouteChange):
+            key = (c.family, c.table, c.dst)
+            if c.op == "replace":
+                routes[key] = Route(c.family, c.table, c.dst, c.oif, c.gateway)
+            else:
+                assert key in routes, f"deletes a route that does not exist: {c.describe()}"
+                del routes[key]
+        else:
+            assert isinstance(c, RuleChange)
+            if c.op == "add":
+                assert c.key() not in rules, f"adds a rule that exists: {c.describe()}"
+                rules.append(c.key())
+            else:
+                assert c.key() in rules, f"deletes a rule that does not exist: {c.describe()}"
+                rules.remove(c.key())
+    return replace(
+        state,
+        links=tuple(links.values()),
+        addrs=tuple(addrs.values()),
+        routes=tuple(routes.values()),
+        rules=tuple(rules),
+    )
+
+
+def converged(instance: Instance, config: Config, state: KernelState) -> KernelState:
+    return applied(state, plan(instance, config, state).changes, config.protocol)
+
+
+def of(p: Plan, kind: type, op: Optional[str] = None) -> list[Any]:
+    return [c for c in p.changes if isinstance(c, kind) and (op is None or c.op == op)]
+
+
+def rule_keys(changes: Iterable[RuleChange]) -> set[tuple]:
+    return {(c.priority, c.table, c.src, c.suppress_ifgroup) for c in changes}
+
+
+def route_keys(changes: Iterable[RouteChange]) -> set[tuple]:
+    return {(c.table, c.dst, c.oif, c.gateway) for c in changes}
+
+
+def addr_keys(changes: Iterable[AddrChange]) -> set[tuple]:
+    return {(c.index, c.ip, c.prefixlen) for c in changes}
+
+
+def deletes(p: Plan) -> list[Change]:
+    return [c for c in p.changes if c.op == "del" or (isinstance(c, LinkChange) and c.group == 0)]
+
+
+def h(text: str) -> Any:
+    return net(text + ("/128" if ":" in text else "/32"))
+
+
+# ---------------------------------------------------------------- first apply
+
+
+def test_first_apply_on_a_three_eni_vm() -> None:
+    p = plan(vm(P, B, C), Config(), BOOT_STATE)
+
+    assert set(of(p, LinkChange)) == {
+        LinkChange(2, "eth0", group=G, eni=MAC1),  # the primary: group only, no up, no mtu
+        LinkChange(3, "eth1", group=G, up=True, eni=MAC2),
+        LinkChange(4, "eth2", group=G, up=True, eni=MAC3),
+    }
+    # /32 host addresses for every IP but the primary's DHCP address
+    assert addr_keys(of(p, AddrChange)) == {
+        (2, ip("10.0.1.20"), 32),
+        (3, ip("10.0.1.30"), 32),
+        (4, ip("10.0.2.10"), 32),
+        (4, ip("10.0.2.11"), 32),
+    }
+    assert all(c.op == "add" and "noprefixroute" in c.describe() for c in of(p, AddrChange))
+    # a table per ENI: subnet route on its link and a default route via the subnet's gateway
+    assert route_keys(of(p, RouteChange)) == {
+        (10000, net("10.0.1.0/24"), 2, None),
+        (10000, DEFAULT4, 2, ip("10.0.1.1")),
+        (10001, net("10.0.1.0/24"), 3, None),
+        (10001, DEFAULT4, 3, ip("10.0.1.1")),
+        (10002, net("10.0.2.0/24"), 4, None),
+        (10002, DEFAULT4, 4, ip("10.0.2.1")),
+    }
+    assert {c.op for c in of(p, RouteChange)} == {"replace"}
+    # the shared rule, then one `from IP` rule per IP at priority_base + 1 + slot
+    assert rule_keys(of(p, RuleChange)) == {
+        (10000, MAIN, None, G),
+        (10001, 10000, h("10.0.1.10"), None),
+        (10001, 10000, h("10.0.1.20"), None),
+        (10002, 10001, h("10.0.1.30"), None),
+        (10003, 10002, h("10.0.2.10"), None),
+        (10003, 10002, h("10.0.2.11"), None),
+    }
+    assert {c.op for c in of(p, RuleChange)} == {"add"}
+    assert all(c.family == 4 for c in of(p, RuleChange) + of(p, RouteChange))
+    assert deletes(p) == []
+    assert not p.removals_withheld and p.notes == ()
+    assert [(e.eni.mac, e.link, e.table, e.priority) for e in p.enis] == [
+        (MAC1, ETH0, 10000, 10001),
+        (MAC2, ETH1, 10001, 10002),
+        (MAC3, ETH2, 10002, 10003),
+    ]
+
+
+def test_first_apply_order() -> None:
+    changes = list(plan(vm(P, B, C), Config(), BOOT_STATE).changes)
+    shared = [i for i, c in enumerate(changes) if isinstance(c, RuleChange) and c.src is None]
+    per_ip = [i for i, c in enumerate(changes) if isinstance(c, RuleChange) and c.src is not None]
+    assert len(shared) == 1 and per_ip and shared[0] < min(per_ip)
+    # addresses and routes exist before any rule sends traffic to them
+    others = [i for i, c in enumerate(changes) if not isinstance(c, RuleChange)]
+    assert max(others) < shared[0]
+    # in each table the subnet route comes before the default route via the gateway
+    for table in (10000, 10001, 10002):
+        routes = [c for c in changes if isinstance(c, RouteChange) and c.table == table]
+        assert [c.dst.prefixlen == 0 for c in routes] == [False, True]
+
+
+def test_enis_are_matched_by_mac_not_by_name() -> None:
+    # eth1 carries the ENI in device 2, eth2 the one in device 1
+    swapped = replace(
+        BOOT_STATE,
+        links=(LO, ETH0, replace(ETH1, mac=MAC3), replace(ETH2, mac=MAC2), DOCKER0),
+    )
+    p = plan(vm(P, B, C), Config(), swapped)
+    assert (10001, net("10.0.1.0/24"), 4, None) in route_keys(of(p, RouteChange))
+    assert (10002, net("10.0.2.0/24"), 3, None) in route_keys(of(p, RouteChange))
+    assert (4, ip("10.0.1.30"), 32) in addr_keys(of(p, AddrChange))
+    assert (3, ip("10.0.2.10"), 32) in addr_keys(of(p, AddrChange))
+    table_10001 = [c for c in of(p, RouteChange) if c.table == 10001]
+    assert {c.ifname for c in table_10001} == {"eth2"}
+
+
+# ---------------------------------------------------------------- convergence
+
+
+@pytest.mark.parametrize(
+    "config",
+    [Config(), Config(mtu=9001), Config(ipv6=False), Config(table_base=20000, priority_base=500)],
+)
+def test_second_plan_after_applying_is_empty(config: Config) -> None:
+    inst = vm(P, B, C6)
+    state = converged(inst, config, BOOT_STATE)
+    p = plan(inst, config, state)
+    assert p.changes == ()
+    assert all(p.in_sync(e.mac) for e in inst.enis)
+
+
+def test_removed_ip_deletes_exactly_its_rule_and_address() -> None:
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    c_less = make_eni(MAC3, 2, ["10.0.2.10"], "10.0.2.0/24")
+    p = plan(vm(P, B, c_less), Config(), state)
+    assert set(p.changes) == {
+        RuleChange("del", 4, 10003, 10002, h("10.0.2.11"), eni=MAC3),
+        AddrChange("del", 4, "eth2", ip("10.0.2.11"), 32, eni=MAC3),
+    }
+    # the rule goes first: no moment where a rule points at an IP the host no longer has
+    assert isinstance(p.changes[0], RuleChange)
+    assert plan(vm(P, B, c_less), Config(), applied(state, p.changes)).changes == ()
+
+
+def test_removed_eni_deletes_its_rules_routes_addresses_and_group_only() -> None:
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    p = plan(vm(P, B), Config(), state)
+    assert rule_keys(of(p, RuleChange)) == {
+        (10003, 10002, h("10.0.2.10"), None),
+        (10003, 10002, h("10.0.2.11"), None),
+    }
+    assert route_keys(of(p, RouteChange)) == {
+        (10002, net("10.0.2.0/24"), 4, None),
+        (10002, DEFAULT4, 4, ip("10.0.2.1")),
+    }
+    assert addr_keys(of(p, AddrChange)) == {(4, ip("10.0.2.10"), 32), (4, ip("10.0.2.11"), 32)}
+    assert of(p, LinkChange) == [LinkChange(4, "eth2", group=0)]
+    assert len(p.changes) == 7 and len(deletes(p)) == 7
+    after = applied(state, p.changes)
+    assert after.link(4) == replace(ETH2, group=0, up=True)  # left up: only the group changes
+    assert plan(vm(P, B), Config(), after).changes == ()
+
+
+def test_detached_eni_whose_link_is_gone_loses_its_rules() -> None:
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    # detach: the kernel removes the link, its addresses and its routes; rules stay
+    gone = replace(
+        state,
+        links=tuple(link for link in state.links if link.index != 4),
+        addrs=tuple(a for a in state.addrs if a.index != 4),
+        routes=tuple(r for r in state.routes if r.oif != 4),
+    )
+    p = plan(vm(P, B), Config(), gone)
+    assert rule_keys(p.changes) == {  # type: ignore[arg-type]
+        (10003, 10002, h("10.0.2.10"), None),
+        (10003, 10002, h("10.0.2.11"), None),
+    }
+    assert {c.op for c in p.changes} == {"del"}
+
+
+def test_ip_moving_between_enis_adds_before_it_deletes() -> None:
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    p_moved = make_eni(MAC1, 0, ["10.0.1.10"], "10.0.1.0/24", primary=True)
+    b_moved = make_eni(MAC2, 1, ["10.0.1.30", "10.0.1.20"], "10.0.1.0/24")
+    p = plan(vm(p_moved, b_moved, C), Config(), state)
+    assert set(p.changes) == {
+        AddrChange("add", 3, "eth1", ip("10.0.1.20"), 32, eni=MAC2),
+        RuleChange("add", 4, 10002, 10001, h("10.0.1.20"), eni=MAC2),
+        RuleChange("del", 4, 10001, 10000, h("10.0.1.20"), eni=MAC1),
+        AddrChange("del", 2, "eth0", ip("10.0.1.20"), 32, eni=MAC1),
+    }
+    ops = [c.op for c in p.changes]
+    assert ops == ["add", "add", "del", "del"]
+
+
+# ---------------------------------------------------------------- incomplete metadata
+
+
+def test_unsettled_eni_withholds_every_removal_but_still_adds() -> None:
+    state = converged(vm(P, C), Config(), BOOT_STATE)
+    # metadata now lists B (settled) and a just-attached ENI, and no longer C's second IP
+    c_less = make_eni(MAC3, 2, ["10.0.2.10"], "10.0.2.0/24")
+    inst = vm(P, B, c_less, unsettled=[Unsettled("0e:00:00:00:00:09", "no private IP listed yet")])
+    p = plan(inst, Config(), state)
+    assert p.removals_withheld
+    assert deletes(p) == []
+    assert (3, ip("10.0.1.30"), 32) in addr_keys(of(p, AddrChange))
+    assert (10002, 10001, h("10.0.1.30"), None) in rule_keys(of(p, RuleChange))
+    assert any("0e:00:00:00:00:09" in note for note in p.notes)
+    # the same metadata once settled: the removal happens
+    settled = plan(vm(P, B, c_less), Config(), state)
+    assert not settled.removals_withheld
+    assert (10003, 10002, h("10.0.2.11"), None) in rule_keys(of(settled, RuleChange, "del"))
+
+
+def test_unsettled_eni_withholds_group_reset_of_a_removed_eni() -> None:
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    p = plan(vm(P, B, unsettled=[Unsettled(MAC3, "device-number reads 0")]), Config(), state)
+    assert p.changes == ()
+
+
+def test_listed_eni_whose_link_is_absent_keeps_its_rules() -> None:
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    renamed_away = replace(
+        state,
+        links=tuple(link for link in state.links if link.index != 4),
+        addrs=tuple(a for a in state.addrs if a.index != 4),
+    )
+    p = plan(vm(P, B, C), Config(), renamed_away)
+    assert p.changes == ()
+    assert any(MAC3 in note and "no interface" in note for note in p.notes)
+    assert [e.link for e in p.enis if e.eni.mac == MAC3] == [None]
+
+
+# ---------------------------------------------------------------- what is not ours
+
+
+def test_foreign_addresses_are_never_removed() -> None:
+    state = replace(
+        BOOT_STATE,
+        addrs=(
+            *BOOT_STATE.addrs,
+            Addr(2, ip("10.0.1.99"), 24, 0),  # an administrator's address, proto 0
+            Addr(2, ip("fe80::c:ff:fe00:1"), 64, None),
+            Addr(3, ip("192.168.50.1"), 24, 2),  # another tool's (proto kernel_lo)
+            Addr(5, ip("172.17.0.2"), 16, None),
+        ),
+    )
+    p = plan(vm(P, B, C), Config(), state)
+    assert deletes(p) == []
+    assert not any(isinstance(c, AddrChange) and c.ip == ip("10.0.1.10") for c in p.changes)
+
+
+def test_foreign_addresses_survive_removal_of_their_eni() -> None:
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    state = replace(state, addrs=(*state.addrs, Addr(4, ip("192.168.7.1"), 24, None)))
+    p = plan(vm(P, B), Config(), state)
+    assert addr_keys(of(p, AddrChange)) == {(4, ip("10.0.2.10"), 32), (4, ip("10.0.2.11"), 32)}
+
+
+def test_deletes_only_what_the_state_lists_as_ours() -> None:
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    p = plan(vm(P), Config(), state)
+    for c in of(p, RuleChange, "del"):
+        assert c.key() in state.rules
+    for c in of(p, RouteChange, "del"):
+        assert Route(c.family, c.table, c.dst, c.oif, c.gateway) in state.routes
+    for c in of(p, AddrChange, "del"):
+        assert Addr(c.index, c.ip, c.prefixlen, PROTO) in state.addrs
+    # the shared rule and the primary's things stay
+    assert (10000, MAIN, None, G) not in rule_keys(of(p, RuleChange))
+    assert not [c for c in p.changes if getattr(c, "index", None) == 2]
+
+
+def test_our_address_on_a_link_that_is_no_eni_is_deleted() -> None:
+    stray = Link(6, "ens9", "0e:00:00:00:00:09", 0, True, 1500)
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    state = replace(
+        state,
+        links=(*state.links, stray),
+        addrs=(*state.addrs, Addr(6, ip("10.0.3.10"), 32, PROTO)),
+    )
+    p = plan(vm(P, B, C), Config(), state)
+    assert p.changes == (AddrChange("del", 6, "ens9", ip("10.0.3.10"), 32, eni=""),)
+
+
+def test_without_address_protocols_unlisted_addresses_stay_with_a_note() -> None:
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    old_kernel = replace(
+        state,
+        addrs=tuple(replace(a, proto=None) for a in state.addrs),
+        addr_proto_supported=False,
+    )
+    p = plan(vm(P, B), Config(), old_kernel)
+    assert of(p, AddrChange) == []
+    assert len(of(p, RuleChange, "del")) == 2  # rules and routes still carry our marks
+    assert any("6.3" in note for note in p.notes)
+
+
+def test_vlan_and_bridge_with_an_enis_mac_are_not_the_eni() -> None:
+    vlan = Link(6, "eth1.100", MAC2, 0, True, 1500, kind="vlan")
+    bridge = Link(7, "br0", MAC1, 0, True, 1500, kind="bridge")
+    macvlan = Link(8, "mv0", MAC3, 0, True, 1500, kind="macvlan")
+    state = replace(BOOT_STATE, links=(vlan, bridge, macvlan, *BOOT_STATE.links))
+    p = plan(vm(P, B, C), Config(), state)
+    assert [e.link.name if e.link else None for e in p.enis] == ["eth0", "eth1", "eth2"]
+    assert p.notes == ()
+    touched = {getattr(c, "index", None) for c in p.changes} | {
+        getattr(c, "oif", None) for c in p.changes
+    }
+    assert not touched & {6, 7, 8}
+
+
+def test_link_enslaved_to_a_bond_is_left_alone_with_a_note() -> None:
+    bond = Link(7, "bond0", MAC2, 0, True, 1500, kind="bond")
+    slave = replace(ETH1, master=7)
+    state = replace(BOOT_STATE, links=(LO, ETH0, slave, ETH2, DOCKER0, bond))
+    p = plan(vm(P, B, C), Config(), state)
+    touched = {getattr(c, "index", None) for c in p.changes} | {
+        getattr(c, "oif", None) for c in p.changes
+    }
+    assert not touched & {3, 7}
+    assert not any(c.eni == MAC2 for c in p.changes)
+    assert any("eth1" in note and "enslaved" in note for note in p.notes)
+    assert [e.link for e in p.enis if e.eni.mac == MAC2] == [None]
+
+
+def test_link_enslaved_after_configuration_keeps_what_metadata_still_lists() -> None:
+    # ROUTING.md property 9: removal only when metadata no longer lists the IP or ENI; and
+    # the note promises the link is "left alone".
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    bond = Link(7, "bond0", MAC2, 0, True, 1500, kind="bond")
+    state = replace(
+        state,
+        links=tuple(replace(x, master=7) if x.index == 3 else x for x in state.links) + (bond,),
+    )
+    p = plan(vm(P, B, C), Config(), state)
+    assert any("enslaved" in note for note in p.notes)
+    assert deletes(p) == [], [c.describe() for c in p.changes]
+
+
+def test_eni_mac_on_two_links_keeps_what_metadata_still_lists() -> None:
+    # Which link is the ENI cannot be told; like an absent link, nothing of it may be removed
+    # while metadata still lists it (ROUTING.md property 9).
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    twin = Link(6, "macsec0", MAC3, 0, True, 1468, kind="macsec")
+    state = replace(state, links=(*state.links, twin))
+    p = plan(vm(P, B, C), Config(), state)
+    assert any(MAC3 in note and "several" in note for note in p.notes)
+    assert deletes(p) == [], [c.describe() for c in p.changes]
+
+
+# ---------------------------------------------------------------- settings and details
+
+
+def test_ipv6_disabled_plans_no_ipv6_changes() -> None:
+    with_v6 = plan(vm(P, B, C6), Config(), BOOT_STATE)
+    v6 = [c for c in with_v6.changes if getattr(c, "family", None) == 6 or _v6_addr(c)]
+    assert rule_keys(c for c in v6 if isinstance(c, RuleChange)) == {
+        (10000, MAIN, None, G),
+        (10003, 10002, h("2600:1f18:1:2::10"), None),
+    }
+    assert route_keys(c for c in v6 if isinstance(c, RouteChange)) == {
+        (10002, net("2600:1f18:1:2::/64"), 4, None),
+        (10002, DEFAULT6, 4, ip("2600:1f18:1:2::1")),
+    }
+    assert addr_keys(c for c in v6 if isinstance(c, AddrChange)) == {
+        (4, ip("2600:1f18:1:2::10"), 128)
+    }
+
+    without = plan(vm(P, B, C6), Config(ipv6=False), BOOT_STATE)
+    assert [c for c in without.changes if getattr(c, "family", None) == 6 or _v6_addr(c)] == []
+    assert len(without.changes) == len(with_v6.changes) - len(v6)
+
+
+def _v6_addr(c: Change) -> bool:
+    return isinstance(c, AddrChange) and c.ip.version == 6
+
+
+def test_mtu_is_set_on_secondaries_only() -> None:
+    state = replace(BOOT_STATE, links=(LO, ETH0, replace(ETH1, mtu=9001), ETH2, DOCKER0))
+    p = plan(vm(P, B, C), Config(mtu=9001), state)
+    assert {c.ifname: c.mtu for c in of(p, LinkChange)} == {
+        "eth0": None,
+        "eth1": None,
+        "eth2": 9001,
+    }
+    assert (
+        plan(vm(P, B, C), Config(), state).changes
+        == plan(vm(P, B, C), Config(), BOOT_STATE).changes
+    )
+
+
+def test_gateway_change_is_one_route_replace() -> None:
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    new_gw = make_eni(MAC3, 2, ["10.0.2.10", "10.0.2.11"], "10.0.2.0/24", "10.0.2.254")
+    p = plan(vm(P, B, new_gw), Config(), state)
+    assert p.changes == (
+        RouteChange("replace", 10002, DEFAULT4, 4, "eth2", ip("10.0.2.254"), eni=MAC3),
+    )
+
+
+def test_primary_in_a_foreign_group_is_not_regrouped() -> None:
+    # The primary link's group is only set while it is 0; a group some other tool gave it is
+    # left as it is, with a warning on every run because ENI routing cannot work that way
+    # (the secondaries are still put in G).
+    state = replace(
+        BOOT_STATE,
+        links=(LO, replace(ETH0, group=5), replace(ETH1, group=5), ETH2, DOCKER0),
+    )
+    p = plan(vm(P, B, C), Config(), state)
+    assert not [c for c in of(p, LinkChange) if c.index == 2]
+    assert LinkChange(3, "eth1", group=G, up=True, eni=MAC2) in of(p, LinkChange)
+    assert len(p.warnings) == 1
+    assert "eth0" in p.warnings[0] and "group 5" in p.warnings[0]
+
+
+def test_primary_already_in_our_group_is_left_alone() -> None:
+    state = replace(BOOT_STATE, links=(LO, replace(ETH0, group=G), ETH1, ETH2, DOCKER0))
+    p = plan(vm(P, B, C), Config(), state)
+    assert not [c for c in of(p, LinkChange) if c.index == 2]
+
+
+def test_tables_and_priorities_follow_the_configured_bases() -> None:
+    card1 = make_eni(MAC3, 1, ["10.0.2.10"], "10.0.2.0/24", card=1)
+    config = Config(table_base=20000, priority_base=5000, interface_group=77)
+    p = plan(vm(P, B, card1), config, BOOT_STATE)
+    assert rule_keys(of(p, RuleChange)) == {
+        (5000, MAIN, None, 77),
+        (5001, 20000, h("10.0.1.10"), None),
+        (5001, 20000, h("10.0.1.20"), None),
+        (5002, 20001, h("10.0.1.30"), None),
+        (5066, 20065, h("10.0.2.10"), None),
+    }
+    assert {c.table for c in of(p, RouteChange)} == {20000, 20001, 20065}
+    assert {c.group for c in of(p, LinkChange)} == {77}
+
+
+def test_delegated_prefix_gets_a_rule_and_no_address() -> None:
+    c_pfx = make_eni(MAC3, 2, ["10.0.2.10"], "10.0.2.0/24", prefixes=["10.0.2.48/28"])
+    p = plan(vm(P, B, c_pfx), Config(), BOOT_STATE)
+    assert (10003, 10002, net("10.0.2.48/28"), None) in rule_keys(of(p, RuleChange))
+    assert not any(isinstance(c, AddrChange) and c.ip in net("10.0.2.48/28") for c in p.changes)
+    assert "rule add from 10.0.2.48/28 lookup 10002 priority 10003" in [
+        c.describe() for c in p.changes
+    ]
+
+
+def test_in_sync_per_eni() -> None:
+    fresh = plan(vm(P, B, C), Config(), BOOT_STATE)
+    assert not any(fresh.in_sync(m) for m in (MAC1, MAC2, MAC3))
+    half = converged(vm(P, B), Config(), BOOT_STATE)
+    p = plan(vm(P, B, C), Config(), half)
+    assert p.in_sync(MAC1) and p.in_sync(MAC2)
+    assert not p.in_sync(MAC3)
+
+
+def test_describe_reads_like_ip_commands() -> None:
+    p = plan(vm(P, B, C6), Config(mtu=9001), BOOT_STATE)
+    text = [c.describe() for c in p.changes]
+    for expected in [
+        "link set dev eth0 group 229",
+        "link set dev eth1 up group 229 mtu 9001",
+        "addr add 10.0.1.20/32 dev eth0 noprefixroute",
+        "addr add 2600:1f18:1:2::10/128 dev eth2 noprefixroute nodad",
+        "route replace 10.0.1.0/24 dev eth1 scope link table 10001",
+        "route replace default via 10.0.2.1 dev eth2 onlink table 10002",
+        "route replace 2600:1f18:1:2::/64 dev eth2 scope link table 10002",
+        "route replace default via 2600:1f18:1:2::1 dev eth2 onlink table 10002",
+        "rule add from all lookup main suppress_ifgroup 229 priority 10000",
+        "rule add from 10.0.1.20 lookup 10000 priority 10001",
+        "rule add from 10.0.1.30 lookup 10001 priority 10002",
+        "rule add from 2600:1f18:1:2::10 lookup 10002 priority 10003",
+    ]:
+        assert expected in text
+    state = converged(vm(P, B, C6), Config(), BOOT_STATE)
+    gone = [c.describe() for c in plan(vm(P, B), Config(), state).changes]
+    for expected in [
+        "rule del from 10.0.2.11 lookup 10002 priority 10003",
+        "addr del 10.0.2.11/32 dev eth2",
+        "route del default via 10.0.2.1 dev eth2 onlink table 10002",
+        "link set dev eth2 group 0",
+    ]:
+        assert expected in gone
