@@ -336,6 +336,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0].split("#", 1)[0]
         self._drain_body()
         reply = sim.respond(method, path, self.headers)
+        # Counted before answering, so a client that reads the stats right after its own
+        # request always sees it.
+        sim._stats.record(method, path, reply.stats_key)
         try:
             if reply.action == "reset":
                 self.log_message('"%s" reset', self.requestline)
@@ -348,8 +351,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self._write(method, reply)
         except (ConnectionError, socket.timeout):
             self.close_connection = True
-        finally:
-            sim._stats.record(method, path, reply.stats_key)
 
     def _reset(self) -> None:
         # SO_LINGER with a zero timeout turns close() into a TCP RST: a "connection reset".
