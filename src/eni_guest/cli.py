@@ -147,3 +147,11 @@ def show(as_json: bool, **opts: Any) -> None:
         return 0
 
     _run(body)
+
+
+@main.command()
+def demo() -> None:
+    """Build a simulated VM in network namespaces, apply, prove routing with real packets."""
+    from .demo import run
+
+    sys.exit(run(click.echo))
