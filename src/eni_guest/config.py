@@ -44,6 +44,7 @@ class Config:
     ipv6: bool = True  # configure IPv6 addresses and routes of ENIs
     lock_file: str = "/run/eni-guest.lock"
     lock_timeout: float = 30.0  # seconds to wait for another run to finish
+    static_file: str = "/etc/eni-guest/enis.toml"  # ENIs for provider "static", JD Cloud overlay
 
     def validate(self) -> Config:
         def need(ok: bool, key: str, value: Any, why: str) -> None:

@@ -10,13 +10,14 @@ apart, so the planner can configure the rest without removing anything.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Optional, Union
+from typing import Iterable, Optional, Union
 
-from .config import MAX_DEVICE_NUMBER, MAX_NETWORK_CARDS
+from .config import MAX_DEVICE_NUMBER, MAX_NETWORK_CARDS, SLOTS
 from .errors import MetadataInvalid
 
 IPAddress = Union[IPv4Address, IPv6Address]
@@ -84,10 +85,18 @@ class Eni:
     ipv4_prefixes: tuple[IPv4Network, ...] = ()
     ipv6_prefixes: tuple[IPv6Network, ...] = ()
     elastic_ips: tuple[tuple[IPv4Address, IPv4Address], ...] = ()  # (private, public)
+    # Set only for clouds without device numbers (see `assign_table_slots`); AWS leaves it None.
+    table_slot: Optional[int] = None
 
     @property
     def slot(self) -> int:
-        """Stable per-ENI index: survives reboots and re-attach to the same slot, never shared."""
+        """Stable per-ENI index: survives reboots and re-attach to the same slot, never shared.
+
+        Where the cloud publishes device numbers (AWS) it is network card x 64 + device number;
+        elsewhere it is the MAC-derived `table_slot` chosen by `build_instance`.
+        """
+        if self.table_slot is not None:
+            return self.table_slot
         return self.network_card * MAX_DEVICE_NUMBER + self.device_number
 
     @property
@@ -152,7 +161,7 @@ def normalize_mac(value: str) -> Optional[str]:
 
 def _int(raw: RawEni, name: str, value: str, limit: int) -> int:
     text = value.strip().strip('"')
-    if not text.isdigit() or int(text) >= limit:
+    if not (text.isascii() and text.isdigit()) or int(text) >= limit:
         raise _bad(raw, name, value, f"not an integer in 0..{limit - 1}")
     return int(text)
 
@@ -268,6 +277,49 @@ def _build_eni(raw: RawEni, mac: str, primary: bool) -> Eni:
     )
 
 
+def home_slot(mac: str) -> int:
+    """The table slot an ENI without a device number asks for: 1 + sha256(MAC) mod 2047."""
+    digest = hashlib.sha256(mac.encode("ascii")).hexdigest()
+    return 1 + int(digest, 16) % (SLOTS - 1)
+
+
+def assign_table_slots(
+    macs: Iterable[str], primary_mac: str, taken: Iterable[int] = ()
+) -> dict[str, int]:
+    """Give each ENI of a cloud without device numbers a table slot that survives everything.
+
+    Alibaba, Tencent, OpenStack and static descriptions publish no attachment index, and list
+    ENIs in no guaranteed order, so the slot (hence the routing table and rule priorities) is
+    derived from the one thing that stays with an ENI across detach, re-attach and reboot: its
+    MAC.  The primary ENI always gets slot 0.  Every other ENI asks for its `home_slot`,
+    1 + (SHA-256 of the lower-case MAC, as an integer) mod 2047, i.e. a slot in 1..2047
+    (config.SLOTS is 2048).  SHA-256 rather than Python's `hash()`, which is salted per process.
+    When two ENIs ask for the same slot, the ENI with the lower MAC keeps it and the other takes
+    the next free slot upwards (wrapping from 2047 to 1, never 0): ENIs are placed in ascending
+    MAC order, so the result depends only on the set of MACs, never on listing order or history.
+    Every listed ENI takes part, settled or not, so an ENI whose IPs appear a few seconds after
+    its MAC does not displace another one when it settles.  `taken` holds slots already used by
+    ENIs with device numbers (none today: a provider either has them or not); they are skipped.
+    """
+    free = SLOTS - 1
+    used = {0, *taken}
+    slots: dict[str, int] = {}
+    for mac in sorted(set(macs)):
+        if mac == primary_mac:
+            slots[mac] = 0
+            continue
+        slot = home_slot(mac)
+        for _ in range(free):
+            if slot not in used:
+                break
+            slot = slot % free + 1
+        else:
+            raise MetadataInvalid(f"metadata: more ENIs than the {free} table slots")
+        used.add(slot)
+        slots[mac] = slot
+    return slots
+
+
 def build_instance(raw: RawInstance) -> Instance:
     """Validate everything, or raise MetadataInvalid naming the first bad key and value."""
     primary_mac = normalize_mac(raw.primary_mac)
@@ -276,6 +328,8 @@ def build_instance(raw: RawInstance) -> Instance:
     enis: list[Eni] = []
     unsettled: list[Unsettled] = []
     seen_macs: set[str] = set()
+    raws: dict[str, RawEni] = {}
+    hashed: list[str] = []  # MACs of ENIs whose cloud publishes no device number
     for r in raw.enis:
         mac = normalize_mac(r.mac)
         if mac is None:
@@ -283,10 +337,19 @@ def build_instance(raw: RawInstance) -> Instance:
         if mac in seen_macs:
             raise MetadataInvalid(f"metadata {r.source}: MAC {mac} is listed twice")
         seen_macs.add(mac)
+        raws[mac] = r
+        if not r.has_device_numbers:
+            hashed.append(mac)
         try:
             enis.append(_build_eni(r, mac, mac == primary_mac))
         except _Unsettled as e:
             unsettled.append(Unsettled(mac, str(e)))
+    if hashed:
+        taken = [e.slot for e in enis if e.mac not in hashed]
+        table_slots = assign_table_slots(hashed, primary_mac, taken)
+        enis = [
+            replace(e, table_slot=table_slots[e.mac]) if e.mac in table_slots else e for e in enis
+        ]
     if primary_mac not in seen_macs:
         raise MetadataInvalid(
             f"metadata {raw.primary_mac_key} = {primary_mac!r}: not among the listed ENIs"
@@ -300,16 +363,19 @@ def build_instance(raw: RawInstance) -> Instance:
         for ip in (*eni.ips, *eni.prefixes):
             other = owners.get(ip)
             if other is not None:
+                r = raws[eni.mac]
+                key = r.source + r.keys.get("ipv4s" if ip.version == 4 else "ipv6s", "")
                 raise MetadataInvalid(
-                    f"metadata: {ip} is listed on both {other.eni_id} ({other.mac}) "
-                    f"and {eni.eni_id} ({eni.mac})"
+                    f"metadata {key} = {str(ip)!r}: also listed on {other.eni_id} ({other.mac})"
                 )
             owners[ip] = eni
         other = slots.get(eni.slot)
         if other is not None:
+            r = raws[eni.mac]
+            key = r.source + r.keys.get("device_number", "device-number")
             raise MetadataInvalid(
-                f"metadata: {other.eni_id} ({other.mac}) and {eni.eni_id} ({eni.mac}) share "
-                f"network card {eni.network_card} device-number {eni.device_number}"
+                f"metadata {key} = {str(eni.device_number)!r}: network card {eni.network_card} "
+                f"slot already used by {other.eni_id} ({other.mac})"
             )
         slots[eni.slot] = eni
     return Instance(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import logging
+from typing import Optional, Protocol
 
 from ..config import Config
 from ..errors import ConfigError
 from ..model import RawInstance
+
+log = logging.getLogger("eni_guest")
 
 
 class Provider(Protocol):
@@ -20,12 +23,52 @@ class Provider(Protocol):
     def requests_sent(self) -> int: ...
 
 
-PROVIDERS = ("aws",)
+PROVIDERS = ("aws", "alibaba", "tencent", "jdcloud", "openstack", "static", "auto")
 
 
 def get_provider(config: Config) -> Provider:
-    if config.provider == "aws":
+    """The provider config names; "auto" detects the cloud (providers/detect.py) and keeps
+    why on the provider (read it with `chosen_because`), so `eni-guest show` can say it."""
+    name, reason = config.provider, None
+    if name == "auto":
+        from .detect import detect
+
+        name, reason = detect(config)
+        log.info("provider %s chosen: %s", name, reason)
+    provider = _make(name, config)
+    provider.detected_by = reason  # type: ignore[attr-defined]
+    return provider
+
+
+def chosen_because(provider: Provider) -> Optional[str]:
+    """Why "auto" chose this provider (e.g. "DMI sys_vendor 'Amazon EC2'"); None if forced."""
+    return getattr(provider, "detected_by", None)
+
+
+def _make(name: str, config: Config) -> Provider:
+    # Lazy imports: a run loads only the cloud it talks to.
+    if name == "aws":
         from .aws import AwsProvider
 
         return AwsProvider(config)
-    raise ConfigError(f"provider {config.provider!r} is not known (known: {', '.join(PROVIDERS)})")
+    if name == "alibaba":
+        from .alibaba import AlibabaProvider
+
+        return AlibabaProvider(config)
+    if name == "tencent":
+        from .tencent import TencentProvider
+
+        return TencentProvider(config)
+    if name == "jdcloud":
+        from .jdcloud import JdcloudProvider
+
+        return JdcloudProvider(config)
+    if name == "openstack":
+        from .openstack import OpenstackProvider
+
+        return OpenstackProvider(config)
+    if name == "static":
+        from .static import StaticProvider
+
+        return StaticProvider(config)
+    raise ConfigError(f"provider {name!r} is not known (known: {', '.join(PROVIDERS)})")

@@ -1,0 +1,173 @@
+"""Alibaba Cloud ECS instance metadata: HTTP -> RawInstance.  Formats: shared/METADATA.md.
+
+Security-hardening mode works like IMDSv2: `PUT /latest/api/token` returns a token that every
+GET carries.  An instance may enforce it (plain GETs are refused), so a token is always asked
+for first; only a service that does not know the token call at all (404 or 405, older regions)
+is read with plain GETs.  ENIs publish their own gateway (usually the .253 address of the
+vSwitch, never assumed to be .1) and no device number, so table slots come from the MAC
+(model.assign_table_slots).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ..config import Config
+from ..errors import MetadataDisabled, MetadataUnavailable
+from ..model import RawEni, RawInstance
+from .common import invalid, listing, missing, parse_list, prefix_length, subnet_of, unquote
+from .http import HttpClient, NotFound
+
+ENDPOINT = "http://100.100.100.200"
+TOKEN_PATH = "/latest/api/token"
+TTL_HEADER = "X-aliyun-ecs-metadata-token-ttl-seconds"
+TOKEN_HEADER = "X-aliyun-ecs-metadata-token"
+TOKEN_TTL = 300  # seconds: one run needs a few; a short TTL limits what a leaked token gives
+META = "/latest/meta-data/"
+MACS = "network/interfaces/macs/"
+
+
+class AlibabaProvider:
+    name = "alibaba"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.base = config.metadata_url.rstrip("/") or ENDPOINT
+        self.http = HttpClient(
+            config.metadata_timeout, config.metadata_deadline, config.metadata_retries
+        )
+        self.token: Optional[str] = None
+        self.tokenless = False  # the service does not know the token call (404/405)
+
+    @property
+    def requests_sent(self) -> int:
+        return self.http.requests_sent
+
+    def close(self) -> None:
+        self.http.close()
+
+    # ------------------------------------------------------------ hardened-mode session
+
+    def _new_token(self) -> None:
+        url = self.base + TOKEN_PATH
+        r = self.http.request("PUT", url, headers={TTL_HEADER: str(TOKEN_TTL)})
+        if r.status == 200 and r.text.strip():
+            self.token = r.text.strip()
+            return
+        if r.status in (404, 405):
+            self.tokenless = True  # no hardened mode here: plain GETs are the only way
+            return
+        if r.status == 403:
+            raise MetadataDisabled(
+                f"metadata service disabled: {url} answered 403 to the token request"
+            )
+        raise MetadataUnavailable(f"metadata service: {url} answered HTTP {r.status}")
+
+    def get(self, path: str) -> str:
+        """GET a path under /latest/meta-data/; NotFound on 404; one new token on 401."""
+        if self.token is None and not self.tokenless:
+            self._new_token()
+        for attempt in (1, 2):
+            url = f"{self.base}{META}{path}"
+            headers = {TOKEN_HEADER: self.token} if self.token else None
+            r = self.http.request("GET", url, headers=headers)
+            if r.status == 200:
+                return r.text
+            if r.status == 404:
+                raise NotFound(path)
+            if r.status == 401 and self.token and attempt == 1:
+                self._new_token()  # expired or revoked token: get a new one, retry once
+                continue
+            if r.status == 403:
+                raise MetadataDisabled(f"metadata service disabled: {url} answered 403")
+            raise MetadataUnavailable(f"metadata service: {url} answered HTTP {r.status}")
+        raise AssertionError("unreachable")
+
+    def _optional(self, path: str) -> Optional[str]:
+        try:
+            return self.get(path)
+        except NotFound:
+            return None
+
+    # ------------------------------------------------------------ reading
+
+    def read(self) -> RawInstance:
+        """Read every ENI; any failure other than a 404 on an optional key aborts the read."""
+        primary = unquote(self.get("mac"))
+        macs = listing(self.get(MACS), META + MACS)
+        return RawInstance(
+            provider=self.name,
+            primary_mac=primary,
+            primary_mac_key=META + "mac",
+            enis=[self._read_eni(mac) for mac in macs],
+        )
+
+    def _read_eni(self, mac: str) -> RawEni:
+        prefix = f"{MACS}{mac}/"
+        source = META + prefix
+        raw = RawEni(source=source, mac=mac, has_device_numbers=False)
+        try:
+            keys = set(listing(self.get(prefix), source))
+        except NotFound:
+            return raw  # listed a moment ago, gone now: detaching; nothing to configure
+
+        def value(key: str) -> Optional[str]:
+            text = self._optional(prefix + key) if key in keys else None
+            return None if text is None or not unquote(text) else unquote(text)
+
+        def values(key: str) -> list[str]:
+            text = self._optional(prefix + key) if key in keys else None
+            return parse_list(text, source + key) if text is not None else []
+
+        raw.eni_id = value("network-interface-id")
+        raw.keys.update(
+            eni_id="network-interface-id",
+            ipv4s="private-ipv4s",
+            ipv4_subnets="vswitch-cidr-block",
+            ipv4_gateway="gateway",
+            ipv6s="ipv6s",
+            ipv6_subnets="vswitch-ipv6-cidr-block",
+            ipv6_gateway="ipv6-gateway",
+            ipv4_prefixes="ipv4-prefixes",
+            ipv6_prefixes="ipv6-prefixes",
+        )
+
+        # IPv4: the ENI's primary private IP first, then the rest of private-ipv4s.
+        primary_ip = value("primary-ip-address")
+        ipv4s = values("private-ipv4s")
+        if primary_ip:
+            ipv4s = [primary_ip] + [ip for ip in ipv4s if ip != primary_ip]
+        raw.ipv4s = ipv4s
+        cidr, netmask = value("vswitch-cidr-block"), value("netmask")
+        if cidr:
+            raw.ipv4_subnets = [cidr]
+            if netmask:
+                length = prefix_length(netmask, 4)
+                if length is None:
+                    raise invalid(source + "netmask", netmask, "not an IPv4 netmask")
+                if "/" in cidr and cidr.rsplit("/", 1)[1].strip() != str(length):
+                    raise invalid(
+                        source + "netmask", netmask, f"disagrees with vswitch-cidr-block {cidr}"
+                    )
+        elif netmask and ipv4s:
+            # No vSwitch CIDR published: the subnet is the primary IP under the netmask.
+            raw.ipv4_subnets = [
+                subnet_of(ipv4s[0], source + "primary-ip-address", netmask, source + "netmask")
+            ]
+            raw.keys["ipv4_subnets"] = "netmask"
+        raw.ipv4_gateway = value("gateway")
+        if ipv4s and not raw.ipv4_gateway:
+            raise missing(
+                source + "gateway", "the ENI has IPv4 addresses; a gateway is never guessed"
+            )
+
+        raw.ipv6s = values("ipv6s")
+        raw.ipv6_subnets = [v for v in [value("vswitch-ipv6-cidr-block")] if v]
+        raw.ipv6_gateway = value("ipv6-gateway")
+        if raw.ipv6s and not raw.ipv6_gateway:
+            raise missing(
+                source + "ipv6-gateway", "the ENI has IPv6 addresses; a gateway is never guessed"
+            )
+        raw.ipv4_prefixes = values("ipv4-prefixes")
+        raw.ipv6_prefixes = values("ipv6-prefixes")
+        return raw

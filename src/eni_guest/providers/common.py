@@ -1,0 +1,145 @@
+"""Parsing and HTTP helpers shared by the providers of clouds other than AWS.
+
+Each metadata service spells the same things differently (a JSON array on one line, one value
+a line, JSON-quoted strings, a netmask instead of a prefix length), and real services differ
+from their documentation in small ways.  Parsing is lenient about spelling and strict about
+meaning: whatever cannot be read for sure stops the run with one line naming the metadata key
+and the value, because a guess would end up as routes in the kernel.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Optional
+
+from ..config import Config
+from ..errors import MetadataDisabled, MetadataInvalid, MetadataUnavailable
+from .http import HttpClient, NotFound
+
+
+def invalid(key: str, value: object, why: str) -> MetadataInvalid:
+    """The one-line error every provider raises for a value it refuses (same form as model)."""
+    return MetadataInvalid(f"metadata {key} = {value!r}: {why}")
+
+
+def missing(key: str, why: str) -> MetadataInvalid:
+    """A key the ENI needs but the service did not publish (404 or empty)."""
+    return MetadataInvalid(f"metadata {key}: missing ({why})")
+
+
+def unquote(text: str) -> str:
+    """A scalar as the service sent it, bare or JSON-quoted (JD Cloud documents "10.0.128.6")."""
+    value = text.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            decoded = None
+        value = decoded.strip() if isinstance(decoded, str) else value[1:-1].strip()
+    return value
+
+
+def parse_list(text: str, key: str) -> list[str]:
+    """A multi-valued leaf: a JSON array, or values one a line (or separated by commas/spaces).
+
+    Alibaba documents `private-ipv4s` as `["192.168.0.10","192.168.0.11"]` but `ipv6s` as
+    `[2408:...:e4e]` without quotes, and older services answer one value a line; all are
+    accepted.  Something that starts like a JSON array but is not one (cut short, quotes out of
+    place) is refused rather than split into plausible-looking pieces.
+    """
+    body = text.strip()
+    if not body:
+        return []
+    if body.startswith("["):
+        if not body.endswith("]"):
+            raise invalid(key, text, "not a JSON array (no closing ']')")
+        try:
+            decoded = json.loads(body)
+        except ValueError:
+            inner = body[1:-1]
+            if '"' in inner or "[" in inner or "]" in inner:
+                raise invalid(key, text, "not a valid JSON array") from None
+            items = inner.split(",")  # the unquoted form: [2408:...:e4e, 2408:...:e4f]
+        else:
+            if not isinstance(decoded, list) or not all(isinstance(v, str) for v in decoded):
+                raise invalid(key, text, "not a JSON array of strings")
+            items = decoded
+    else:
+        items = re.split(r"[\s,]+", body)
+    return [v for v in (unquote(item) for item in items) if v]
+
+
+def listing(text: str, key: str) -> list[str]:
+    """Directory listing, one entry a line or a JSON array (JD Cloud), without trailing '/'."""
+    return [entry.rstrip("/") for entry in parse_list(text, key) if entry.rstrip("/")]
+
+
+def prefix_length(mask: str, version: int) -> Optional[int]:
+    """Prefix length of a netmask (`255.255.192.0`, `ffff:ffff::`) or a bare length (`18`)."""
+    text = unquote(mask).lstrip("/")
+    bits = 32 if version == 4 else 128
+    if text.isascii() and text.isdigit():
+        length = int(text)
+        return length if length <= bits else None
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if addr.version != version:
+        return None
+    value = int(addr)
+    length = bin(value).count("1")
+    contiguous = ((1 << length) - 1) << (bits - length)
+    return length if value == contiguous else None
+
+
+def subnet_of(ip: str, ip_key: str, mask: str, mask_key: str) -> str:
+    """The subnet (CIDR) holding `ip` under `mask`: how netmask-only clouds describe a subnet."""
+    try:
+        addr = ipaddress.ip_address(unquote(ip))
+    except ValueError:
+        raise invalid(ip_key, ip, "not an IP address") from None
+    length = prefix_length(mask, addr.version)
+    if length is None or length == 0:
+        raise invalid(mask_key, mask, f"not an IPv{addr.version} netmask")
+    return str(ipaddress.ip_interface(f"{addr}/{length}").network)
+
+
+class PlainMetadata:
+    """GETs below one base URL of a service without session tokens (Tencent, JD, OpenStack).
+
+    Only a 404 means "no such key" (NotFound); every other failure raises MetadataUnavailable,
+    so a half-read never looks like "this ENI has no secondary IPs".
+    """
+
+    def __init__(self, config: Config, base: str) -> None:
+        self.base = base
+        self.http = HttpClient(
+            config.metadata_timeout, config.metadata_deadline, config.metadata_retries
+        )
+
+    @property
+    def requests_sent(self) -> int:
+        return self.http.requests_sent
+
+    def close(self) -> None:
+        self.http.close()
+
+    def get(self, path: str) -> str:
+        url = self.base + path
+        r = self.http.request("GET", url)
+        if r.status == 200:
+            return r.text
+        if r.status == 404:
+            raise NotFound(path)
+        if r.status == 403:
+            raise MetadataDisabled(f"metadata service: {url} answered 403 (access refused)")
+        raise MetadataUnavailable(f"metadata service: {url} answered HTTP {r.status}")
+
+    def optional(self, path: str) -> Optional[str]:
+        try:
+            return self.get(path)
+        except NotFound:
+            return None

@@ -1,0 +1,170 @@
+"""JD Cloud instance metadata: HTTP -> RawInstance.  Formats: shared/METADATA.md.
+
+JD Cloud publishes, per ENI (`network/<n>/`, n from 1, the primary being 1), only its MAC,
+its primary private IP, its id and its Elastic IP: directory listings are JSON arrays and
+values JSON strings (`"10.0.128.6"`), both accepted bare too.  No netmask, no gateway, no
+secondary IP.  So each ENI's subnet and gateway come from, in this order:
+
+1. the static ENI file (config.static_file, see providers/static.py), matched by MAC or ENI
+   id, which is also the only source of secondary IPs;
+2. a DHCP probe on that interface (`dhcp_probe`, injected: mac -> (subnet CIDR, gateway)),
+   asked only for ENIs that still lack one of them.
+
+Without either, the read fails with a message saying what to add: a guessed prefix or
+gateway would end up as routes in the kernel.
+
+`network/<n>` is JD's index of the ENI on the instance, so the device number is n - 1 and
+the table slot follows it as on AWS.  JD documents it as a "relative index"; should JD
+renumber the other ENIs when one detaches, their tables would move on the next run (the
+MAC-derived slots of model.assign_table_slots would then be the safer choice).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..config import Config
+from ..errors import MetadataInvalid, MetadataUnavailable
+from ..model import RawEni, RawInstance, normalize_mac
+from .common import PlainMetadata, invalid, listing, unquote
+from .http import NotFound
+from .static import StaticEni, StaticFile, load_static
+
+ENDPOINT = "http://169.254.169.254"
+META = "/metadata/latest/"
+
+# The DHCP probe: MAC of an ENI -> (its subnet in CIDR form, its gateway), as the VPC's DHCP
+# service on that interface answers.  It must leave no client running and no lease behind,
+# and raise MetadataUnavailable when no answer comes.
+DhcpProbe = Callable[[str], "tuple[str, str]"]
+
+
+class JdcloudProvider:
+    name = "jdcloud"
+
+    def __init__(self, config: Config, dhcp_probe: Optional[DhcpProbe] = None) -> None:
+        self.config = config
+        self.dhcp_probe = dhcp_probe
+        self.service = PlainMetadata(config, (config.metadata_url.rstrip("/") or ENDPOINT) + META)
+
+    @property
+    def requests_sent(self) -> int:
+        return self.service.requests_sent
+
+    def close(self) -> None:
+        self.service.close()
+
+    def _overlay(self) -> Optional[StaticFile]:
+        """The static ENI file if there is one: it is optional on JD Cloud, but never ignored."""
+        path = Path(self.config.static_file)
+        return load_static(path, need_primary=False) if path.exists() else None
+
+    def read(self) -> RawInstance:
+        """Read every ENI; any failure other than a 404 on an optional key aborts the read."""
+        overlay = self._overlay()
+        entries = listing(self.service.get("network/"), META + "network/")
+        for entry in entries:
+            if not (entry.isascii() and entry.isdigit()) or int(entry) < 1:
+                raise invalid(META + "network/", entry, "not an ENI number (1, 2, ...)")
+        numbers = sorted({int(e) for e in entries})
+        if 1 not in numbers:
+            raise MetadataInvalid(
+                f"metadata {META}network/ = {entries!r}: no 1/ (the primary ENI) listed"
+            )
+        enis = [self._read_eni(n, overlay) for n in numbers]
+        return RawInstance(
+            provider=self.name,
+            primary_mac=enis[0].mac,
+            primary_mac_key=f"{META}network/1/mac",
+            enis=enis,
+        )
+
+    def _read_eni(self, number: int, overlay: Optional[StaticFile]) -> RawEni:
+        prefix = f"network/{number}/"
+        source = META + prefix
+        try:
+            keys = set(listing(self.service.get(prefix), source))
+            mac_text = self.service.get(prefix + "mac") if "mac" in keys else None
+        except NotFound:
+            mac_text = None
+        if mac_text is None or not unquote(mac_text):
+            # Without its MAC the ENI cannot be told apart: the read is incomplete.
+            raise MetadataUnavailable(
+                f"metadata service: {source} is listed but publishes no mac (yet)"
+            )
+        raw = RawEni(
+            source=source,
+            mac=unquote(mac_text),
+            device_number=str(number - 1),
+            keys={
+                "eni_id": "network-interface-id",
+                "device_number": "",  # the directory number itself
+                "ipv4s": "local-ipv4",
+                "elastic_ips": "floating-ipv4",
+            },
+        )
+
+        def value(key: str) -> Optional[str]:
+            text = self.service.optional(prefix + key) if key in keys else None
+            return unquote(text) if text is not None and unquote(text) else None
+
+        raw.eni_id = value("network-interface-id")
+        local = value("local-ipv4")
+        raw.ipv4s = [local] if local else []
+        floating = value("floating-ipv4")
+        if floating and local:
+            raw.elastic_ips[floating] = local
+
+        mac = normalize_mac(raw.mac)
+        if mac is None:
+            raise invalid(source + "mac", mac_text, "not a MAC")
+        if not local:
+            return raw  # just attached, no IP yet: the model keeps it unsettled, overlay or not
+        match = overlay.match(mac, raw.eni_id) if overlay is not None else None
+        if match is not None:
+            self._apply(raw, match)
+        if raw.ipv4s and not (raw.ipv4_subnets and raw.ipv4_gateway):
+            self._probe(raw, mac, overlay)
+        return raw
+
+    @staticmethod
+    def _apply(raw: RawEni, eni: StaticEni) -> None:
+        """Fill in what the static file says about this ENI; its keys then name the file."""
+        where = f"(from {eni.where.strip()}) "
+        raw.ipv4s = raw.ipv4s + [ip for ip in eni.ipv4s if ip not in raw.ipv4s]
+        if eni.subnet:
+            raw.ipv4_subnets = [eni.subnet]
+            raw.keys["ipv4_subnets"] = f"{where}subnet"
+        if eni.gateway:
+            raw.ipv4_gateway = eni.gateway
+            raw.keys["ipv4_gateway"] = f"{where}gateway"
+        if eni.ipv4s:
+            raw.keys["ipv4s"] = f"local-ipv4 {where}ipv4s"
+        if eni.ipv6s:
+            raw.ipv6s = list(eni.ipv6s)
+            raw.ipv6_subnets = [eni.ipv6_subnet] if eni.ipv6_subnet else []
+            raw.ipv6_gateway = eni.ipv6_gateway
+            raw.keys.update(
+                ipv6s=f"{where}ipv6s",
+                ipv6_subnets=f"{where}ipv6_subnet",
+                ipv6_gateway=f"{where}ipv6_gateway",
+            )
+            if not eni.ipv6_gateway:
+                raise MetadataInvalid(f"{eni.where}ipv6_gateway: missing (the ENI has ipv6s)")
+
+    def _probe(self, raw: RawEni, mac: str, overlay: Optional[StaticFile]) -> None:
+        if self.dhcp_probe is None:
+            where = overlay.path if overlay is not None else self.config.static_file
+            raise MetadataUnavailable(
+                f"jdcloud: {raw.source} (mac {mac}) publishes no subnet prefix or gateway and "
+                f"no DHCP probe is available: describe it in {where} "
+                f'([[eni]] mac = "{mac}", subnet = "...", gateway = "...")'
+            )
+        subnet, gateway = self.dhcp_probe(mac)
+        if not raw.ipv4_subnets:
+            raw.ipv4_subnets = [subnet]
+            raw.keys["ipv4_subnets"] = "(from DHCP) subnet"
+        if not raw.ipv4_gateway:
+            raw.ipv4_gateway = gateway
+            raw.keys["ipv4_gateway"] = "(from DHCP) router"

@@ -1,0 +1,91 @@
+"""Tencent Cloud CVM instance metadata: HTTP -> RawInstance.  Formats: shared/METADATA.md.
+
+The documented name metadata.tencentyun.com resolves to 169.254.0.23; the address is the
+default so that a boot-time run never waits for DNS.  Paths are case-sensitive and MACs are
+listed in upper case: URLs use the listing's spelling, comparisons the lower-cased MAC.
+Each private IP is a directory (`local-ipv4s/<ip>/`) holding its gateway and subnet mask;
+all IPs of an ENI share its subnet, so only the ENI's primary IP's gateway and mask are read
+(the service is rate limited) and the model checks that every other IP lies in that subnet.
+Tencent publishes neither device numbers nor ENI ids: the table slot comes from the MAC
+(model.assign_table_slots) and the lower-cased MAC stands in for the ENI id.
+"""
+
+from __future__ import annotations
+
+from ..config import Config
+from ..model import RawEni, RawInstance
+from .common import PlainMetadata, listing, missing, subnet_of, unquote
+from .http import NotFound
+
+ENDPOINT = "http://169.254.0.23"
+META = "/latest/meta-data/"
+MACS = "network/interfaces/macs/"
+
+
+class TencentProvider:
+    name = "tencent"
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.service = PlainMetadata(config, (config.metadata_url.rstrip("/") or ENDPOINT) + META)
+
+    @property
+    def requests_sent(self) -> int:
+        return self.service.requests_sent
+
+    def close(self) -> None:
+        self.service.close()
+
+    def read(self) -> RawInstance:
+        """Read every ENI; any failure other than a 404 on an optional key aborts the read."""
+        primary = unquote(self.service.get("mac"))
+        macs = listing(self.service.get(MACS), META + MACS)
+        return RawInstance(
+            provider=self.name,
+            primary_mac=primary,
+            primary_mac_key=META + "mac",
+            enis=[self._read_eni(mac) for mac in macs],
+        )
+
+    def _read_eni(self, mac: str) -> RawEni:
+        prefix = f"{MACS}{mac}/"  # the listing's spelling (upper case): paths are case-sensitive
+        source = META + prefix
+        raw = RawEni(source=source, mac=mac, has_device_numbers=False)
+        try:
+            keys = set(listing(self.service.get(prefix), source))
+        except NotFound:
+            return raw  # listed a moment ago, gone now: detaching; nothing to configure
+        raw.eni_id = mac.strip().lower()
+        raw.keys.update(
+            eni_id="(mac)",
+            ipv4s="local-ipv4s/",
+            ipv4_subnets="local-ipv4s/<ip>/subnet-mask",
+            ipv4_gateway="local-ipv4s/<ip>/gateway",
+        )
+        primary_ip = None
+        if "primary-local-ipv4" in keys:
+            text = self.service.optional(prefix + "primary-local-ipv4")
+            primary_ip = unquote(text) if text is not None and unquote(text) else None
+        ips: list[str] = []
+        if "local-ipv4s" in keys:
+            text = self.service.optional(prefix + "local-ipv4s/")
+            ips = listing(text, source + "local-ipv4s/") if text is not None else []
+        if primary_ip:
+            ips = [primary_ip] + [ip for ip in ips if ip != primary_ip]
+        raw.ipv4s = ips
+        if not ips:
+            return raw  # no IP listed yet (just attached): the model keeps it unsettled
+        anchor = f"{prefix}local-ipv4s/{ips[0]}/"
+        mask = self.service.optional(anchor + "subnet-mask")
+        gateway = self.service.optional(anchor + "gateway")
+        if mask is None or not unquote(mask):
+            raise missing(META + anchor + "subnet-mask", "the ENI's subnet cannot be known")
+        if gateway is None or not unquote(gateway):
+            raise missing(META + anchor + "gateway", "a gateway is never guessed")
+        raw.ipv4_subnets = [
+            subnet_of(ips[0], META + anchor + "local-ipv4", mask, META + anchor + "subnet-mask")
+        ]
+        raw.ipv4_gateway = unquote(gateway)
+        raw.keys["ipv4_subnets"] = f"local-ipv4s/{ips[0]}/subnet-mask"
+        raw.keys["ipv4_gateway"] = f"local-ipv4s/{ips[0]}/gateway"
+        return raw
