@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Benchmark of `eni-guest apply` on a simulated VM (root; builds network namespaces).
+
+Measures what a fleet pays on every boot, hot-plug and timer tick:
+  * first apply of N ENIs x M IPs: wall time of the whole process, and its netlink part
+    compared with `ip -batch` applying the very same change set on an identical fresh VM
+    (the floor: iproute2 in C, one process);
+  * a no-op re-apply: wall time and netlink change requests (must be 0);
+  * metadata requests per run (counted by the simulator) and netlink requests per change;
+  * cold start of `eni-guest --version` and import time of the apply path.
+
+Not a timed test: it prints figures, and exits non-zero only if a target is missed
+(first apply's netlink part within 3x of `ip -batch`; no netlink change on a no-op re-apply).
+
+    python benchmarks/bench_apply.py [--enis 15] [--ips 50] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from eni_guest.testbed import SimVM, cleanup_stale
+
+
+def scenario(enis: int, ips: int) -> dict[str, Any]:
+    out = []
+    for n in range(enis):
+        out.append(
+            {
+                "mac": f"0e:be:00:00:{n // 256:02x}:{n % 256:02x}",
+                "interface-id": f"eni-bench{n:08d}",
+                "device-number": n,
+                "local-ipv4s": [f"10.{n // 200}.{n % 200 + 1}.{10 + i}" for i in range(ips)],
+                "subnet-ipv4-cidr-block": f"10.{n // 200}.{n % 200 + 1}.0/24",
+            }
+        )
+    return {"provider": "aws", "primary_mac": out[0]["mac"], "enis": out}
+
+
+def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    return time.perf_counter() - t, r
+
+
+def apply_json(vm: SimVM) -> tuple[float, dict[str, Any], int]:
+    before = vm.metadata_stats()["requests"]
+    t = time.perf_counter()
+    r = vm.agent("apply", "--json")
+    wall = time.perf_counter() - t
+    if r.returncode != 0:
+        sys.exit(f"apply failed ({r.returncode}): {r.stderr}")
+    data = json.loads(r.stdout)
+    after = vm.metadata_stats(min_requests=before + data["metadata_requests"])["requests"]
+    return wall, data, after - before
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--enis", type=int, default=15)
+    ap.add_argument("--ips", type=int, default=50)
+    ap.add_argument("--repeat", type=int, default=5, help="runs per figure (median reported)")
+    args = ap.parse_args()
+    cleanup_stale()
+    sc = scenario(args.enis, args.ips)
+    firsts, netlinks, floors, noops, noop_netlink, md_reqs = [], [], [], [], [], []
+    changes_n = requests_n = 0
+    for _ in range(args.repeat):
+        with SimVM(sc, docker=False) as vm:
+            wall, data, md = apply_json(vm)
+            firsts.append(wall)
+            netlinks.append(data["timings"]["apply"])
+            md_reqs.append(md)
+            changes_n, requests_n = len(data["changes"]), data["netlink_requests"]
+            for _ in range(2):
+                w, again, _md = apply_json(vm)
+                noops.append(w)
+                noop_netlink.append(again["netlink_requests"])
+            lines = "\n".join(data["changes"]) + "\n"
+        with SimVM(sc, docker=False, metadata=False) as floor_vm:
+            batch = floor_vm.tmpdir / "changes.batch"
+            batch.write_text(lines)
+            t, r = timed(["ip", "-n", floor_vm.guest_ns, "-batch", str(batch)])
+            if r.returncode != 0:
+                sys.exit(f"ip -batch failed: {r.stderr}")
+            floors.append(t)
+
+    py = sys.executable
+    versions = [timed([py, "-m", "eni_guest", "--version"])[0] for _ in range(args.repeat * 2)]
+    bare = [timed([py, "-c", "pass"])[0] for _ in range(args.repeat * 2)]
+    imports = [
+        timed(
+            [
+                py,
+                "-c",
+                "import eni_guest.agent, eni_guest.kernel, eni_guest.providers.aws, "
+                "eni_guest.cli, requests",
+            ]
+        )[0]
+        for _ in range(args.repeat * 2)
+    ]
+
+    med = statistics.median
+    floor = med(floors)
+    print(
+        f"eni-guest apply benchmark: {args.enis} ENIs x {args.ips} IPs, "
+        f"median of {args.repeat} (python {sys.version.split()[0]})"
+    )
+    print(
+        f"  change set                        {changes_n} changes, {requests_n} netlink "
+        f"requests ({requests_n / max(changes_n, 1):.2f} per change)"
+    )
+    print(f"  ip -batch (floor)                 {floor * 1000:8.1f} ms   1.00x")
+    print(
+        f"  first apply, netlink part         {med(netlinks) * 1000:8.1f} ms "
+        f"  {med(netlinks) / floor:.2f}x"
+    )
+    print(
+        f"  first apply, whole process        {med(firsts) * 1000:8.1f} ms "
+        f"  {med(firsts) / floor:.2f}x"
+    )
+    print(
+        f"  no-op re-apply, whole process     {med(noops) * 1000:8.1f} ms "
+        f"  {med(noops) / floor:.2f}x   netlink change requests: {max(noop_netlink)}"
+    )
+    print(f"  metadata requests per run         {med(md_reqs):8.0f}")
+    print(
+        f"  cold start `eni-guest --version`  {med(versions) * 1000:8.1f} ms "
+        f"(bare python {med(bare) * 1000:.1f} ms)"
+    )
+    print(
+        f"  import of the apply path          {med(imports) * 1000:8.1f} ms "
+        f"(bare python {med(bare) * 1000:.1f} ms)"
+    )
+    ok = med(netlinks) <= 3 * floor and max(noop_netlink) == 0
+    print(
+        "targets:",
+        "met" if ok else "MISSED",
+        "(netlink part <= 3x ip -batch; no netlink change on a no-op re-apply)",
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
