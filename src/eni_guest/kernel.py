@@ -93,13 +93,26 @@ ADDR_NLAS = frozenset({1, 2})  # IFA_ADDRESS, IFA_LOCAL
 RULE_NLAS = frozenset({2})  # FRA_SRC
 CHUNK = 32 * 1024  # bytes of requests per send(); acks for them always fit the receive buffer
 
-# errors that mean "already the way we want it": adding what exists, deleting what is gone
-_ALREADY = {
-    "add": {errno.EEXIST},
-    "replace": set(),
-    "set": set(),
-    "del": {errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV},
-}
+_GONE = frozenset({errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV})
+
+
+def _harmless(change: Change, err: int) -> bool:
+    """Errors that mean "already the way we want it" (another run or the kernel got there)."""
+    if change.op == "del":
+        return err in _GONE
+    # An address or rule that appeared since the dump is ours to keep.  A route is different:
+    # the planner saw none of ours there, so an existing one was put there by someone else.
+    return change.op == "add" and err == errno.EEXIST and not isinstance(change, RouteChange)
+
+
+def _refusal(change: Change, err: int) -> str:
+    text = f"{change.describe()}: {os.strerror(err)}"
+    if isinstance(change, RouteChange) and err == errno.EEXIST:
+        text += (
+            f" (a route eni-guest did not create holds this destination in table "
+            f"{change.table}, inside eni-guest's table range: remove it or change table_base)"
+        )
+    return text
 
 
 def kernel_supports_addr_proto(release: Optional[str] = None) -> bool:
@@ -243,11 +256,11 @@ class Kernel:
         for stage in stages:
             requests = [(self._request(c), c.op) for c in stage]
             failed = []
-            for change, (op, err) in zip(stage, self.nl.batch(requests)):
+            for change, (_op, err) in zip(stage, self.nl.batch(requests)):
                 if err == 0:
                     on_done(change)
-                elif err not in _ALREADY[op]:
-                    failed.append(f"{change.describe()}: {os.strerror(err)}")
+                elif not _harmless(change, err):
+                    failed.append(_refusal(change, err))
             if failed:
                 more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
                 raise KernelError(f"kernel refused: {failed[0]}{more}")
@@ -328,10 +341,12 @@ class Kernel:
             if c.gateway is not None:
                 attrs.append(("RTA_GATEWAY", str(c.gateway)))
             msg["attrs"] = attrs
-            if c.op == "replace":
+            if c.op == "replace":  # only ever a route of ours (the planner saw it)
                 return self.nl._encode(
                     msg, RTM_NEWROUTE, flags | NL.NLM_F_CREATE | NL.NLM_F_REPLACE
                 )
+            if c.op == "add":  # EXCL: a route someone else put there is never overwritten
+                return self.nl._encode(msg, RTM_NEWROUTE, flags | NL.NLM_F_CREATE | NL.NLM_F_EXCL)
             return self.nl._encode(msg, RTM_DELROUTE, flags)
         if isinstance(c, RuleChange):
             msg = _fields(

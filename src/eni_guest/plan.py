@@ -17,7 +17,7 @@ between ENIs never loses its route; the primary ENI's link and DHCP address are 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Optional, Union
 
@@ -82,7 +82,7 @@ class AddrChange:
 
 @dataclass(frozen=True)
 class RouteChange:
-    op: str  # "replace" | "del"
+    op: str  # "add" (none of ours at this table+destination) | "replace" (ours differs) | "del"
     table: int
     dst: IPNetwork
     oif: int
@@ -237,12 +237,12 @@ def _want_eni(d: _Desired, eni: Eni, link: Link, config: Config, state: KernelSt
         gateway = eni.ipv4_gateway if fam == 4 else eni.ipv6_gateway
         for net in subnets:
             d.routes[(fam, table, net)] = RouteChange(
-                "replace", table, net, link.index, link.name, eni=mac
+                "add", table, net, link.index, link.name, eni=mac
             )
         if gateway is not None:
             default = DEFAULT4 if fam == 4 else DEFAULT6
             d.routes[(fam, table, default)] = RouteChange(
-                "replace", table, default, link.index, link.name, gateway, eni=mac
+                "add", table, default, link.index, link.name, gateway, eni=mac
             )
         for src in [_host(ip) for ip in ips] + prefixes:
             rule = RuleChange("add", fam, prio, table, src, eni=mac)
@@ -283,8 +283,11 @@ def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
     route_adds = []
     for key, c in d.routes.items():
         cur = routes_now.get(key)
-        if cur is None or (cur.oif, cur.gateway) != (c.oif, c.gateway):
+        if cur is None:
             route_adds.append(c)
+        elif (cur.oif, cur.gateway) != (c.oif, c.gateway):
+            # ours, but the gateway or the ENI's link changed: swap it in one step
+            route_adds.append(replace(c, op="replace"))
     # subnet routes before default routes: the gateway is then reachable the moment it appears
     adds += sorted(route_adds, key=lambda c: c.dst.prefixlen == 0)
     # the shared main rule (lowest priority number) before the per-IP rules it must precede

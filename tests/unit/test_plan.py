@@ -129,7 +129,11 @@ def applied(state: KernelState, changes: Iterable[Change], proto: int = PROTO) -
                 del addrs[key]
         elif isinstance(c, RouteChange):
             key = (c.family, c.table, c.dst)
-            if c.op == "replace":
+            if c.op == "add":
+                assert key not in routes, f"adds a route that exists: {c.describe()}"
+                routes[key] = Route(c.family, c.table, c.dst, c.oif, c.gateway)
+            elif c.op == "replace":
+                assert key in routes, f"replaces a route that is not ours: {c.describe()}"
                 routes[key] = Route(c.family, c.table, c.dst, c.oif, c.gateway)
             else:
                 assert key in routes, f"deletes a route that does not exist: {c.describe()}"
@@ -207,7 +211,7 @@ def test_first_apply_on_a_three_eni_vm() -> None:
         (10002, net("10.0.2.0/24"), 4, None),
         (10002, DEFAULT4, 4, ip("10.0.2.1")),
     }
-    assert {c.op for c in of(p, RouteChange)} == {"replace"}
+    assert {c.op for c in of(p, RouteChange)} == {"add"}
     # the shared rule, then one `from IP` rule per IP at priority_base + 1 + slot
     assert rule_keys(of(p, RuleChange)) == {
         (10000, MAIN, None, G),
@@ -606,10 +610,10 @@ def test_describe_reads_like_ip_commands() -> None:
         "link set dev eth1 up group 229 mtu 9001",
         "addr add 10.0.1.20/32 dev eth0 noprefixroute",
         "addr add 2600:1f18:1:2::10/128 dev eth2 noprefixroute nodad",
-        "route replace 10.0.1.0/24 dev eth1 scope link table 10001",
-        "route replace default via 10.0.2.1 dev eth2 onlink table 10002",
-        "route replace 2600:1f18:1:2::/64 dev eth2 scope link table 10002",
-        "route replace default via 2600:1f18:1:2::1 dev eth2 onlink table 10002",
+        "route add 10.0.1.0/24 dev eth1 scope link table 10001",
+        "route add default via 10.0.2.1 dev eth2 onlink table 10002",
+        "route add 2600:1f18:1:2::/64 dev eth2 scope link table 10002",
+        "route add default via 2600:1f18:1:2::1 dev eth2 onlink table 10002",
         "rule add from all lookup main suppress_ifgroup 229 priority 10000",
         "rule add from 10.0.1.20 lookup 10000 priority 10001",
         "rule add from 10.0.1.30 lookup 10001 priority 10002",
@@ -625,3 +629,13 @@ def test_describe_reads_like_ip_commands() -> None:
         "link set dev eth2 group 0",
     ]:
         assert expected in gone
+
+
+def test_a_changed_gateway_replaces_our_route_and_a_new_route_is_an_exclusive_add() -> None:
+    # "add" is sent with NLM_F_EXCL, so a route someone else put in our table is never
+    # overwritten; only a route of ours (seen in the state) is ever replaced.
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    moved = replace(C, ipv4_gateway=ip("10.0.2.254"))
+    ops = {(c.op, c.dst.prefixlen) for c in of(plan(vm(P, B, moved), Config(), state), RouteChange)}
+    assert ops == {("replace", 0)}
+    assert {c.op for c in of(plan(vm(P, B, C), Config(), BOOT_STATE), RouteChange)} == {"add"}

@@ -1,0 +1,64 @@
+"""A route someone else put inside eni-guest's table range is never overwritten.
+
+The planner only ever replaces routes it can see are its own (protocol 229); a new route is
+added with NLM_F_EXCL, so an administrator's route at the same destination makes the run fail
+loudly (exit 4, naming the table) instead of being silently replaced.
+"""
+
+from __future__ import annotations
+
+import json
+
+from conftest import PRIMARY_MAC, SECOND_MAC
+
+from eni_guest import testbed
+
+
+def test_foreign_route_at_our_destination_is_kept_and_reported(simvm, scenario_3eni) -> None:
+    vm = simvm(scenario_3eni)
+    eth1 = vm.ifname_of(SECOND_MAC)
+    vm.guest(["ip", "link", "set", eth1, "up"])
+    vm.guest(
+        [
+            "ip",
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.0.1.99",
+            "dev",
+            eth1,
+            "onlink",
+            "table",
+            "10001",
+            "proto",
+            "static",
+        ]
+    )
+
+    def foreign_default() -> list:
+        routes = json.loads(vm.guest(["ip", "-j", "route", "show", "table", "10001"]).stdout)
+        return [r for r in routes if r["dst"] == "default"]
+
+    before = foreign_default()
+    assert before and before[0]["gateway"] == "10.0.1.99"
+
+    r = vm.agent("apply")
+
+    assert r.returncode == 4
+    err = r.stderr.strip().splitlines()[-1]
+    assert "table 10001" in err and "did not create" in err
+    # the administrator's route is exactly as it was
+    assert foreign_default() == before
+    # the stage that failed stopped the run: no per-IP rule sends traffic to a table we do
+    # not control, and the primary keeps working through main
+    rules = vm.guest(["ip", "rule", "show"]).stdout
+    assert "lookup 10001" not in rules
+    assert vm.probe("10.0.1.10", testbed.FAR_V4).exit_iface == vm.ifname_of(PRIMARY_MAC)
+
+    # once the administrator removes it, the next run converges
+    vm.guest(["ip", "route", "del", "default", "table", "10001"])
+    assert vm.agent("apply").returncode == 0
+    assert vm.probe("10.0.1.20", testbed.FAR_V4).exit_iface == eth1
+    again = json.loads(vm.agent("apply", "--json").stdout)
+    assert again["changes"] == []
