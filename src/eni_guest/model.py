@@ -55,6 +55,9 @@ class RawEni:
     keys: dict[str, str] = field(default_factory=dict)
     # device numbers make sense only where the cloud publishes them (AWS does)
     has_device_numbers: bool = True
+    # Set by a provider that knows the ENI cannot be configured yet, and why (JD Cloud: its
+    # NIC is not in the VM yet, so DHCP cannot tell its subnet); the model keeps it unsettled.
+    unsettled: Optional[str] = None
 
 
 @dataclass
@@ -129,6 +132,9 @@ class Instance:
     primary_mac: str
     enis: tuple[Eni, ...]
     unsettled: tuple[Unsettled, ...] = ()
+    # Why `--provider auto` chose this cloud (e.g. "DMI sys_vendor 'Alibaba Cloud'"), shown by
+    # `eni-guest show`; None when the provider was named in the configuration.
+    chosen_because: Optional[str] = None
 
     @property
     def complete(self) -> bool:
@@ -231,6 +237,8 @@ def _join(nets: tuple) -> str:
 
 
 def _build_eni(raw: RawEni, mac: str, primary: bool) -> Eni:
+    if raw.unsettled:
+        raise _Unsettled(raw.unsettled)
     if raw.eni_id is None or not raw.eni_id.strip().strip('"'):
         raise _Unsettled("no interface id yet")
     eni_id = raw.eni_id.strip().strip('"')
@@ -256,9 +264,10 @@ def _build_eni(raw: RawEni, mac: str, primary: bool) -> Eni:
     for public, private in raw.elastic_ips.items():
         pub = _addr(raw, "elastic_ips", public, 4)
         priv = _addr(raw, "elastic_ips", private, 4)
-        if priv not in ipv4s:
-            raise _bad(raw, "elastic_ips", f"{public} -> {private}", "maps to an IP of another ENI")
-        eips.append((priv, pub))
+        if priv in ipv4s:
+            # Shown, never configured: a mapping that lags an unassigned IP is left out rather
+            # than blocking the routing of every other IP.
+            eips.append((priv, pub))
     return Eni(
         mac=mac,
         eni_id=eni_id,

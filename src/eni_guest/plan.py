@@ -31,6 +31,7 @@ MAIN_TABLE = 254
 VIRTUAL_KINDS = frozenset(
     {"bridge", "bond", "team", "vlan", "macvlan", "macvtap", "ipvlan", "ipvtap", "vxlan", "vrf"}
 )
+ALL_ENIS = "*"  # the `eni` tag of changes every ENI depends on
 DEFAULT4 = IPv4Network("0.0.0.0/0")
 DEFAULT6 = IPv6Network("::/0")
 
@@ -148,7 +149,8 @@ class Plan:
     warnings: tuple[str, ...] = ()  # problems an operator must fix: logged on every run
 
     def in_sync(self, mac: str) -> bool:
-        return not any(c.eni == mac for c in self.changes)
+        """No change pending for this ENI, nor for what every ENI relies on (the shared rule)."""
+        return not any(c.eni in (mac, ALL_ENIS) for c in self.changes)
 
 
 def table_of(eni: Eni, config: Config) -> int:
@@ -248,7 +250,7 @@ def _want_eni(d: _Desired, eni: Eni, link: Link, config: Config, state: KernelSt
             rule = RuleChange("add", fam, prio, table, src, eni=mac)
             d.rules[rule.key()] = rule
         shared = RuleChange(
-            "add", fam, config.priority_base, MAIN_TABLE, None, config.interface_group
+            "add", fam, config.priority_base, MAIN_TABLE, None, config.interface_group, ALL_ENIS
         )
         d.rules.setdefault(shared.key(), shared)
 
@@ -369,3 +371,36 @@ def _eni_of_table(table: int, d: _Desired, instance: Instance, config: Config) -
         if table_of(eni, config) == table:
             return eni.mac
     return ""
+
+
+def plan_unplug(state: KernelState, config: Config) -> Plan:
+    """What to clean up after an interface left, from the kernel alone.  Pure.
+
+    Detach must work while metadata is down (an ENI is often detached *because* something is
+    broken), so this needs no instance: when a link goes, the kernel deletes its addresses and
+    every route through it, which leaves our per-IP rules pointing at an empty table.  Those
+    rules are deleted here, and any route of ours whose interface no longer exists (normally
+    none: the kernel flushed them).  Nothing else: the shared rule stays (the primary ENI is
+    still there), and a table counts as still owned while a route of ours in it leaves through
+    a present link, or while one of its rules' source IPs is still assigned to a present link
+    (an ENI whose IPv4 routes vanished because someone set it down is not unplugged).
+    Deleting a rule whose table is empty never changes a routing decision (the lookup falls
+    through to the next rule), so this is safe even when it guesses wrong; the next full
+    reconcile puts back whatever metadata still wants.
+    """
+    present = {link.index for link in state.links}
+    local = {_host(a.ip) for a in state.addrs if a.index in present}
+    owned = {r.table for r in state.routes if r.oif in present}
+    owned |= {r.table for r in state.rules if r.src is not None and r.src in local}
+    changes: list[Change] = []
+    notes: list[str] = []
+    for r in sorted(state.rules, key=lambda r: (-r.priority, r.family, str(r.src))):
+        if r.suppress_ifgroup is not None or r.table == MAIN_TABLE or r.table in owned:
+            continue
+        changes.append(RuleChange("del", r.family, r.priority, r.table, r.src, r.suppress_ifgroup))
+    for r in state.routes:
+        if r.oif not in present:
+            changes.append(RouteChange("del", r.table, r.dst, r.oif, str(r.oif), r.gateway))
+    if not changes:
+        notes.append("nothing of a departed interface is left in the kernel")
+    return Plan(tuple(changes), (), tuple(notes))

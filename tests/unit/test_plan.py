@@ -639,3 +639,12 @@ def test_a_changed_gateway_replaces_our_route_and_a_new_route_is_an_exclusive_ad
     ops = {(c.op, c.dst.prefixlen) for c in of(plan(vm(P, B, moved), Config(), state), RouteChange)}
     assert ops == {("replace", 0)}
     assert {c.op for c in of(plan(vm(P, B, C), Config(), BOOT_STATE), RouteChange)} == {"add"}
+
+
+def test_no_eni_is_in_sync_while_the_shared_rule_is_missing() -> None:
+    # Without `lookup main suppress_ifgroup` every ENI's traffic to local bridges breaks.
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    assert all(plan(vm(P, B, C), Config(), state).in_sync(m) for m in (MAC1, MAC2, MAC3))
+    broken = replace(state, rules=tuple(r for r in state.rules if r.suppress_ifgroup is None))
+    p = plan(vm(P, B, C), Config(), broken)
+    assert not any(p.in_sync(m) for m in (MAC1, MAC2, MAC3))
