@@ -1,0 +1,177 @@
+"""Keep the distro's own network stack (NetworkManager, systemd-networkd) off secondary ENIs.
+
+Left alone, NetworkManager's automatic "Wired connection" or a cloud image's catch-all networkd
+file runs DHCP on every NIC that appears: a second default route in the main table, and traffic
+flapping between ENIs (ROUTING.md, "Known traps").  So for every secondary ENI we write, into
+/run, a NetworkManager conf.d drop-in listing its MAC under ``unmanaged-devices`` and a
+systemd-networkd ``.network`` file matching its MAC with ``Unmanaged=yes``.
+
+* /run, not /etc: the files describe the ENIs attached now.  A detached ENI's stanza must not
+  outlive a reboot, and the next boot rewrites the list from metadata anyway.
+* Never the primary ENI: it is the distro's (DHCP, the SSH session); unmanaging it would cut
+  the machine off.
+* Files are rewritten atomically and only when their content changes, and only then is the
+  running manager asked to re-read its configuration - a reload, never a restart: restarting a
+  network manager re-runs DHCP and flushes connections of every interface.
+
+Which file wins: NetworkManager reads /usr/lib, then /run, then /etc conf.d files; we append
+with ``unmanaged-devices+=`` so a distro default such as Ubuntu's
+``10-globally-managed-devices.conf`` (``unmanaged-devices=*,except:...``) keeps its meaning
+instead of being replaced by our list.  systemd-networkd uses the first ``.network`` file in
+lexical order over /etc, /run and /usr/lib: ``05-eni-guest.network`` sorts before netplan's
+``10-netplan-*`` and cloud-init's ``10-cloud-init-*``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+log = logging.getLogger("eni_guest")
+
+NM_DROPIN = Path("run/NetworkManager/conf.d/90-eni-guest.conf")
+NETWORKD_FILE = Path("run/systemd/network/05-eni-guest.network")
+
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+# (argv) -> (exit code, combined output); replaced by tests, which must never reach a real
+# NetworkManager or networkd.
+Runner = Callable[[list[str]], tuple[int, str]]
+
+
+def _run(argv: list[str]) -> tuple[int, str]:
+    try:
+        cp = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
+    except FileNotFoundError:
+        return 127, f"{argv[0]}: not found"
+    except subprocess.TimeoutExpired:
+        return 124, f"{' '.join(argv)}: timed out after 15 s"
+    return cp.returncode, (cp.stdout + cp.stderr).strip()
+
+
+def _normalise(macs: Iterable[str], primary_mac: str) -> list[str]:
+    """Lower-case, validated, de-duplicated, sorted (stable file content), primary removed."""
+    primary = primary_mac.strip().lower()
+    out = set()
+    for mac in macs:
+        m = mac.strip().lower()
+        if not _MAC.match(m):
+            raise ValueError(f"not a MAC address: {mac!r}")
+        if m == primary:
+            log.debug("distro network stack: never unmanaging the primary ENI %s", m)
+            continue
+        out.add(m)
+    return sorted(out)
+
+
+def render(secondary_macs: list[str]) -> dict[Path, Optional[str]]:
+    """Content of each drop-in (relative to the root) for these MACs; None: the file must go."""
+    if not secondary_macs:
+        return {NM_DROPIN: None, NETWORKD_FILE: None}
+    from .templating import render_template
+
+    context = {"macs": secondary_macs}
+    return {
+        NM_DROPIN: render_template("networkmanager-unmanaged.conf.j2", context),
+        NETWORKD_FILE: render_template("networkd-unmanaged.network.j2", context),
+    }
+
+
+def write_if_changed(path: Path, content: Optional[str], mode: int = 0o644) -> bool:
+    """Atomically make ``path`` hold ``content`` (None: absent); True if anything changed.
+
+    The mode is set explicitly: systemd-networkd reads its files as the unprivileged
+    ``systemd-network`` user, and our units run with ``UMask=0077``.
+    """
+    try:
+        current: Optional[str] = path.read_text()
+    except FileNotFoundError:
+        current = None
+    if current == content:
+        return False
+    if content is None:
+        path.unlink()
+        return True
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(content)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def _active(unit: str, run: Runner) -> bool:
+    code, _ = run(["systemctl", "is-active", "--quiet", unit])
+    return code == 0
+
+
+def reload_managers(changed: Iterable[Path], run: Optional[Runner] = None) -> None:
+    """Ask each running manager whose file changed to re-read its configuration.
+
+    Only running managers: NetworkManager and networkd are both D-Bus activatable, and asking
+    one that is stopped would start it next to the one the image uses.  Failures are logged,
+    never raised: the files are in place and take effect at the manager's next start anyway.
+    """
+    run = run or _run
+    names = {Path(p).name for p in changed}
+    calls = []
+    if NM_DROPIN.name in names:
+        calls.append(("NetworkManager.service", ["nmcli", "general", "reload", "conf"]))
+    if NETWORKD_FILE.name in names:
+        calls.append(("systemd-networkd.service", ["networkctl", "reload"]))
+    for unit, argv in calls:
+        if not _active(unit, run):
+            log.debug("distro network stack: %s is not running, not reloaded", unit)
+            continue
+        code, out = run(argv)
+        if code != 0:
+            log.warning(
+                "warning: %s failed (exit %d): %s; the ENIs stay managed by %s until it "
+                "re-reads its configuration",
+                " ".join(argv),
+                code,
+                out or "no output",
+                unit.removesuffix(".service"),
+            )
+        else:
+            log.info("%s (eni-guest's drop-in changed)", " ".join(argv))
+
+
+def keep_off(
+    secondary_macs: list[str],
+    primary_mac: str,
+    root: Path = Path("/"),
+    *,
+    enabled: bool = True,
+) -> list[str]:
+    """Make NetworkManager and systemd-networkd leave exactly these secondary ENIs alone.
+
+    Writes (or removes) the drop-ins under ``root`` so they list ``secondary_macs`` minus
+    ``primary_mac``; ENIs no longer listed lose their stanza.  ``enabled=False`` (config
+    ``manage_distro_network = false``) removes our drop-ins, handing every NIC back to the
+    distro.  Returns the paths that changed.  Only when something changed and ``root`` is ``/``
+    are the running managers asked to reload; image builders and tests pass another root.
+    """
+    root = Path(root)
+    macs = _normalise(secondary_macs, primary_mac) if enabled else []
+    changed = []
+    for rel, content in render(macs).items():
+        path = root / rel
+        if write_if_changed(path, content):
+            changed.append(str(path))
+    if changed and root.resolve() == Path("/"):
+        reload_managers([Path(p) for p in changed])
+    return changed

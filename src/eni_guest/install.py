@@ -1,0 +1,468 @@
+"""`eni-guest install` / `uninstall`: place the udev rule, systemd units and cloud-init files.
+
+Image builders run ``eni-guest install --root /mnt/image`` on a mounted image; an operator runs
+``eni-guest install`` on a live machine.  Everything is rendered from the jinja2 templates in
+``eni_guest/templates`` with the absolute path of the installed ``eni-guest``: udev, systemd
+and cloud-init run with a minimal PATH, and pip may have put the command in a virtualenv, under
+/usr/local or in a pyenv version.
+
+Where things go, and why:
+
+* ``/etc/udev/rules.d``, ``/etc/systemd/system``: the administrator's directories.  A tool
+  installed by pip or an image builder is local configuration, not a distro package, and
+  /usr may be read-only or owned by the package manager.
+* Enabling is done by creating the ``multi-user.target.wants`` symlinks ourselves, exactly as
+  ``systemctl enable`` would, so it also works on an image that is not running.
+* udev and systemd are told to reload only when the root is ``/`` (and systemd is running).
+
+Idempotent: a file is written only when its content differs, so a second run changes (and
+reloads) nothing.  ``uninstall`` removes what ``install`` placed: the rule, the units, their
+symlinks, the cloud-init module and drop-in, the iproute2 protocol name and the settings file
+- the latter only while it is still the untouched default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .config import Config, load
+from .distro import write_if_changed
+from .errors import ConfigError
+from .templating import render_template
+
+RULE = "etc/udev/rules.d/90-eni-guest.rules"
+UNIT_DIR = "etc/systemd/system"
+UNITS = (
+    "eni-guest-hotplug@.service",
+    "eni-guest-unplug@.service",
+    "eni-guest-boot.service",
+    "eni-guest-watch.service",
+)
+ENABLED_UNITS = ("eni-guest-boot.service", "eni-guest-watch.service")  # WantedBy=multi-user
+WANTS_DIR = "etc/systemd/system/multi-user.target.wants"
+RT_PROTOS = "etc/iproute2/rt_protos.d/eni-guest.conf"
+CONFIG_FILE = "etc/eni-guest/eni-guest.toml"
+CLOUD_CFG = "etc/cloud/cloud.cfg"
+CLOUD_DROPIN = "etc/cloud/cloud.cfg.d/99-eni-guest.cfg"
+CLOUD_ENV_FILE = "/etc/eni-guest/cloud-init.env"  # written by the cloud-init module at boot
+CLOUD_MODULE = "cc_eni_guest.py"
+# Where cloud-init's config modules live: Debian/Ubuntu, Fedora/RHEL/SUSE/Arch, pip.
+CLOUDINIT_PACKAGE_GLOBS = (
+    "usr/lib/python3/dist-packages/cloudinit/config",
+    "usr/lib/python3*/site-packages/cloudinit/config",
+    "usr/lib64/python3*/site-packages/cloudinit/config",
+    "usr/local/lib/python3*/*-packages/cloudinit/config",
+)
+CLOUD_MODULE_NAME = "eni_guest"
+
+# Drivers of the NICs that carry ENIs: AWS (ena; ixgbevf and Xen's netfront "vif" on older
+# instance types), Alibaba/Tencent/JD Cloud/OpenStack (virtio_net), GCP (gve), SR-IOV
+# virtual functions some OpenStack and bare-metal clouds hand out (iavf, i40evf, mlx5_core,
+# mlx4: mlx4_en is the ethtool name, mlx4_core the PCI driver).
+NIC_DRIVERS = (
+    "ena",
+    "ixgbevf",
+    "vif",
+    "virtio_net",
+    "gve",
+    "iavf",
+    "i40evf",
+    "mlx5_core",
+    "mlx4_en",
+    "mlx4_core",
+)
+# Names of software interfaces, a guard in addition to the driver match.
+EXCLUDED_NAMES = (
+    "lo",
+    "veth*",
+    "docker*",
+    "br-*",
+    "virbr*",
+    "vnet*",
+    "cni*",
+    "flannel*",
+    "cali*",
+    "cilium*",
+    "lxc*",
+    "kube-*",
+    "weave*",
+    "vxlan*",
+    "tun*",
+    "tap*",
+    "wg*",
+    "tailscale*",
+    "zt*",
+    "bond*",
+    "team*",
+    "dummy*",
+    "ifb*",
+)
+EXCLUDED_DEVTYPES = (
+    "bridge",
+    "bond",
+    "team",
+    "vlan",
+    "macvlan",
+    "macvtap",
+    "ipvlan",
+    "vxlan",
+    "geneve",
+    "wireguard",
+    "wlan",
+    "wwan",
+)
+DEFAULT_BINARY = "/usr/local/bin/eni-guest"  # the reference files in the repository's top level
+_UNSAFE = re.compile(r"[\s\"'\\%$;`]")
+
+
+@dataclass
+class Report:
+    """What a run did, one line per path, for the command line and the tests."""
+
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = list(self.changed) + [f"note: {n}" for n in self.notes]
+        if not self.changed:
+            out.append("nothing changed")
+        return out
+
+
+# --------------------------------------------------------------------------- what to write
+
+
+def find_command(binary: Optional[str] = None) -> list[str]:
+    """The absolute command of the installed eni-guest, as argv.
+
+    The console script installed next to this Python (venv, pyenv version, /usr/local) is
+    preferred over a PATH lookup, which may find a pyenv shim or another installation.
+    Last resort: this Python running the package.
+    """
+    if binary:
+        if not os.path.isabs(binary):
+            raise ConfigError(f"--binary {binary!r}: must be an absolute path")
+        argv = [binary]
+    else:
+        script = Path(sysconfig.get_path("scripts")) / "eni-guest"
+        found = shutil.which("eni-guest")
+        if script.is_file() and os.access(script, os.X_OK):
+            argv = [str(script)]
+        elif found and "/shims/" not in found:
+            argv = [str(Path(found).resolve())]
+        else:
+            argv = [sys.executable, "-m", "eni_guest"]
+    for part in argv:
+        if _UNSAFE.search(part):
+            raise ConfigError(
+                f"eni-guest path {part!r} contains a space, quote, '%', '$' or ';': systemd "
+                "and udev would split or expand it; install into a plain path or use --binary"
+            )
+    return argv
+
+
+def _systemctl(root: Path) -> str:
+    for candidate in ("usr/bin/systemctl", "bin/systemctl"):
+        if (root / candidate).exists():
+            return "/" + candidate
+    return "/usr/bin/systemctl"
+
+
+def _protect_home(argv: list[str]) -> str:
+    """ProtectHome=yes hides /root and /home; read-only keeps an eni-guest installed there."""
+    home = ("/home/", "/root/", "/run/user/")
+    return "read-only" if any(a.startswith(home) for a in argv) else "yes"
+
+
+def _config(root: Path) -> Config:
+    path = root / CONFIG_FILE
+    return load(path, environ={}) if path.is_file() else Config()
+
+
+def default_config_text() -> str:
+    def toml(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str):
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return repr(value)
+
+    defaults = Config()
+    settings = [(f.name, toml(getattr(defaults, f.name))) for f in fields(Config)]
+    return render_template("eni-guest.toml.j2", {"settings": settings})
+
+
+def unit_context(argv: list[str], root: Path = Path("/")) -> dict[str, Any]:
+    return {
+        "exec_start": " ".join(argv),
+        "protect_home": _protect_home(argv),
+        "env_file": CLOUD_ENV_FILE,
+        "systemctl": _systemctl(root),
+        "drivers": NIC_DRIVERS,
+        "excluded_names": EXCLUDED_NAMES,
+        "excluded_devtypes": EXCLUDED_DEVTYPES,
+    }
+
+
+def render_rule(context: dict[str, Any]) -> str:
+    return render_template("90-eni-guest.rules.j2", context)
+
+
+def render_units(context: dict[str, Any]) -> dict[str, str]:
+    return {name: render_template(f"{name}.j2", context) for name in UNITS}
+
+
+def render_module(argv: list[str]) -> str:
+    return render_template(
+        "cc_eni_guest.py.j2",
+        {"command": json.dumps(list(argv)), "env_file": json.dumps(CLOUD_ENV_FILE)},
+    )
+
+
+# ------------------------------------------------------------------- cloud-init's module list
+
+_TOP_KEY = re.compile(r"^[^\s#-][^:]*:")
+_SECTION = "cloud_init_modules"
+
+
+def _modules_block(text: str) -> Optional[list[str]]:
+    """The item lines of a top-level ``cloud_init_modules:`` block sequence, verbatim.
+
+    cloud.cfg is YAML; we do not parse it (no YAML library needed for this) but copy the
+    block's lines, which keeps any per-module frequency or arguments exactly as written.
+    Returns None when the key is absent; raises ValueError for a form we do not copy.
+    """
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if not line.startswith(f"{_SECTION}:"):
+            continue
+        rest = line[len(_SECTION) + 1 :].split("#", 1)[0].strip()
+        if rest.startswith("["):
+            if rest.count("[") != 1 or not rest.endswith("]"):
+                raise ValueError(f"{_SECTION} is a nested flow list")
+            items = [x.strip() for x in rest[1:-1].split(",") if x.strip()]
+            return [f" - {x}" for x in items]
+        if rest:
+            raise ValueError(f"{_SECTION}: {rest!r} is not a list")
+        block = []
+        for follow in lines[i + 1 :]:
+            if _TOP_KEY.match(follow):
+                break
+            block.append(follow)
+        # The comment above the next key belongs to that key.
+        while block and (not block[-1].strip() or block[-1].startswith("#")):
+            block.pop()
+        return block
+    return None
+
+
+def cloud_init_dropin(root: Path) -> tuple[Optional[str], list[str]]:
+    """(content of 99-eni-guest.cfg or None, notes) for the image under ``root``.
+
+    cloud-init merges cloud.cfg.d files over cloud.cfg with lists replaced, not appended: a
+    drop-in naming only our module would silently switch off every other init module.  So the
+    drop-in repeats the list in force - from the highest-priority file that sets it - with
+    eni_guest appended.
+    """
+    notes: list[str] = []
+    confd = root / CLOUD_DROPIN
+    candidates = sorted(
+        (p for p in confd.parent.glob("*.cfg") if p.name != confd.name),
+        key=lambda p: p.name,
+        reverse=True,
+    )
+    candidates.append(root / CLOUD_CFG)
+    for path in candidates:
+        try:
+            block = _modules_block(path.read_text(errors="replace"))
+        except FileNotFoundError:
+            continue
+        except ValueError as e:
+            notes.append(
+                f"cloud-init: {path}: {e}; add '{CLOUD_MODULE_NAME}' to its "
+                f"{_SECTION} by hand (the module is installed)"
+            )
+            return None, notes
+        if block is None:
+            continue
+        if path.parent == confd.parent and path.name > confd.name:
+            notes.append(
+                f"cloud-init: {path} sets {_SECTION} after {confd.name}; add "
+                f"'{CLOUD_MODULE_NAME}' to it by hand"
+            )
+        items = [line for line in block if line.strip().startswith("-")]
+        indent = items[0][: len(items[0]) - len(items[0].lstrip())] if items else " "
+        listed = any(re.search(rf"\b{CLOUD_MODULE_NAME}\b|\beni-guest\b", line) for line in items)
+        lines = block + ([] if listed else [f"{indent}- {CLOUD_MODULE_NAME}"])
+        source = "/" + str(path.relative_to(root))
+        return render_template("99-eni-guest.cfg.j2", {"lines": lines, "source": source}), notes
+    lines = [f" - {CLOUD_MODULE_NAME}"]
+    source = "nowhere (no file sets it)"
+    return render_template("99-eni-guest.cfg.j2", {"lines": lines, "source": source}), notes
+
+
+def cloudinit_module_dirs(root: Path) -> list[Path]:
+    dirs: set[Path] = set()
+    for pattern in CLOUDINIT_PACKAGE_GLOBS:
+        dirs.update(p for p in root.glob(pattern) if p.is_dir())
+    return sorted(dirs)
+
+
+# ------------------------------------------------------------------------------- install
+
+
+def _is_live(root: Path) -> bool:
+    return root.resolve() == Path("/")
+
+
+def _link(path: Path, target: str) -> bool:
+    """Make ``path`` a symlink to ``target``; True if it changed."""
+    if path.is_symlink() and os.readlink(path) == target:
+        return False
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    path.symlink_to(target)
+    return True
+
+
+def _call(argv: list[str], report: Report) -> None:
+    try:
+        cp = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        report.notes.append(f"{' '.join(argv)}: {e}")
+        return
+    if cp.returncode != 0:
+        report.notes.append(f"{' '.join(argv)} failed: {(cp.stderr or cp.stdout).strip()}")
+
+
+def install(
+    root: Path = Path("/"),
+    *,
+    enable: bool = True,
+    binary: Optional[str] = None,
+    call: Optional[Callable[[list[str], Report], None]] = None,
+) -> Report:
+    """Place (or refresh) every file under ``root``; see the module docstring."""
+    root = Path(root)
+    call = call or _call
+    report = Report()
+    argv = find_command(binary)
+    if not (root / argv[0].lstrip("/")).exists():
+        report.notes.append(
+            f"the units call {argv[0]}, which does not exist under {root}: install eni-guest "
+            "there too, or pass --binary with its path inside the image"
+        )
+    context = unit_context(argv, root)
+    files: dict[str, Optional[str]] = {RULE: render_rule(context)}
+    for name, text in render_units(context).items():
+        files[f"{UNIT_DIR}/{name}"] = text
+    files[RT_PROTOS] = render_template("rt_protos.conf.j2", {"protocol": _config(root).protocol})
+
+    module_dirs = cloudinit_module_dirs(root)
+    if module_dirs:
+        for d in module_dirs:
+            files[str((d / CLOUD_MODULE).relative_to(root))] = render_module(argv)
+        dropin, notes = cloud_init_dropin(root)
+        report.notes.extend(notes)
+        if dropin is not None:
+            files[CLOUD_DROPIN] = dropin
+    else:
+        report.notes.append("cloud-init not found under the root: its module was not installed")
+
+    written = set()
+    for rel, text in files.items():
+        path = root / rel
+        if write_if_changed(path, text):
+            report.changed.append(f"wrote {path}")
+            written.add(rel)
+        else:
+            report.unchanged.append(str(path))
+    config_path = root / CONFIG_FILE
+    if config_path.exists():
+        report.unchanged.append(str(config_path))
+    else:
+        write_if_changed(config_path, default_config_text())
+        report.changed.append(f"wrote {config_path}")
+
+    units_changed = any(rel.startswith(UNIT_DIR) for rel in written)
+    if enable:
+        for name in ENABLED_UNITS:
+            link = root / WANTS_DIR / name
+            if _link(link, f"/{UNIT_DIR}/{name}"):
+                report.changed.append(f"linked {link} -> /{UNIT_DIR}/{name}")
+                units_changed = True
+            else:
+                report.unchanged.append(str(link))
+
+    if _is_live(root):
+        _reload(report, units_changed, RULE in written, call)
+    return report
+
+
+def _reload(
+    report: Report,
+    units: bool,
+    rules: bool,
+    call: Callable[[list[str], Report], None],
+) -> None:
+    if not os.path.isdir("/run/systemd/system"):
+        if units or rules:
+            report.notes.append("systemd is not running: nothing reloaded")
+        return
+    if units:
+        call(["systemctl", "daemon-reload"], report)
+    if rules:
+        call(["udevadm", "control", "--reload"], report)
+
+
+# ----------------------------------------------------------------------------- uninstall
+
+
+def uninstall(
+    root: Path = Path("/"),
+    *,
+    call: Optional[Callable[[list[str], Report], None]] = None,
+) -> Report:
+    """Remove what ``install`` placed (a settings file only while it is the default)."""
+    root = Path(root)
+    call = call or _call
+    report = Report()
+    live = _is_live(root)
+    if live and os.path.isdir("/run/systemd/system"):
+        call(["systemctl", "stop", *ENABLED_UNITS], report)
+    paths = [root / WANTS_DIR / name for name in ENABLED_UNITS]
+    paths += [root / RULE, root / RT_PROTOS, root / CLOUD_DROPIN]
+    paths += [root / UNIT_DIR / name for name in UNITS]
+    paths += [d / CLOUD_MODULE for d in cloudinit_module_dirs(root)]
+    paths.append(root / CLOUD_ENV_FILE.lstrip("/"))
+    units_changed = rules_changed = False
+    for path in paths:
+        if path.is_symlink() or path.exists():
+            path.unlink()
+            report.changed.append(f"removed {path}")
+            units_changed |= str(path).startswith(str(root / "etc/systemd"))
+            rules_changed |= path == root / RULE
+    config_path = root / CONFIG_FILE
+    if config_path.exists():
+        if config_path.read_text() == default_config_text():
+            config_path.unlink()
+            report.changed.append(f"removed {config_path}")
+        else:
+            report.notes.append(f"kept {config_path}: it was edited")
+    with contextlib.suppress(OSError):  # not empty: someone else's file is in there
+        config_path.parent.rmdir()
+    if live:
+        _reload(report, units_changed, rules_changed, call)
+    return report

@@ -1,0 +1,32 @@
+"""Render the files eni-guest places on a system (units, udev rule, drop-ins) from jinja2 templates.
+
+The templates live in ``eni_guest/templates`` as package data, so an installed eni-guest can
+place them without a source checkout.  StrictUndefined: a misspelt variable must fail the
+install, not write ``ExecStart= hotplug add`` into a unit.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Any:
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # configuration files, not HTML
+    )
+
+
+def render_template(name: str, context: Mapping[str, Any]) -> str:
+    return str(_environment().get_template(name).render(**context))

@@ -1,0 +1,142 @@
+"""keep_off: NetworkManager and systemd-networkd drop-ins for secondary ENIs, in a temp root.
+
+Every test writes under tmp_path; the reload path is tested with a fake runner, so nothing here
+can reach this machine's NetworkManager, networkd or /run.
+"""
+
+from __future__ import annotations
+
+import configparser
+import stat
+from pathlib import Path
+
+import pytest
+
+from eni_guest import distro
+from eni_guest.distro import NETWORKD_FILE, NM_DROPIN, keep_off, reload_managers
+
+PRIMARY = "0e:00:00:00:00:c3"
+SECOND = "0e:00:00:00:00:b2"
+THIRD = "0e:00:00:00:00:a1"
+
+
+@pytest.fixture(autouse=True)
+def no_real_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(argv: list[str]) -> tuple[int, str]:
+        raise AssertionError(f"a test tried to run {argv}")
+
+    monkeypatch.setattr(distro, "_run", refuse)
+
+
+def _nm(root: Path) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=True)
+    parser.read_string((root / NM_DROPIN).read_text())
+    return parser
+
+
+def test_writes_both_drop_ins_for_secondaries_only(tmp_path: Path) -> None:
+    changed = keep_off([THIRD, PRIMARY, SECOND.upper()], PRIMARY, tmp_path)
+    assert sorted(changed) == sorted([str(tmp_path / NM_DROPIN), str(tmp_path / NETWORKD_FILE)])
+    nm = _nm(tmp_path)
+    assert nm["keyfile"]["unmanaged-devices+"] == f"mac:{THIRD};mac:{SECOND}"
+    networkd = (tmp_path / NETWORKD_FILE).read_text()
+    assert f"MACAddress={THIRD} {SECOND}\n" in networkd
+    assert "[Link]\nUnmanaged=yes\n" in networkd
+    assert "Type=ether" in networkd
+    for text in ((tmp_path / NM_DROPIN).read_text(), networkd):
+        assert PRIMARY not in text
+
+
+def test_files_are_world_readable(tmp_path: Path) -> None:
+    """networkd reads .network files as systemd-network, and our units run with UMask=0077."""
+    keep_off([SECOND], PRIMARY, tmp_path)
+    for rel in (NM_DROPIN, NETWORKD_FILE):
+        assert stat.S_IMODE((tmp_path / rel).stat().st_mode) == 0o644
+        assert stat.S_IMODE((tmp_path / rel).parent.stat().st_mode) == 0o755
+
+
+def test_second_call_changes_nothing(tmp_path: Path) -> None:
+    keep_off([SECOND, THIRD], PRIMARY, tmp_path)
+    before = {p: (tmp_path / p).stat().st_mtime_ns for p in (NM_DROPIN, NETWORKD_FILE)}
+    assert keep_off([THIRD, SECOND], PRIMARY, tmp_path) == []
+    assert before == {p: (tmp_path / p).stat().st_mtime_ns for p in (NM_DROPIN, NETWORKD_FILE)}
+
+
+def test_detached_eni_loses_its_stanza(tmp_path: Path) -> None:
+    keep_off([SECOND, THIRD], PRIMARY, tmp_path)
+    assert len(keep_off([SECOND], PRIMARY, tmp_path)) == 2
+    assert THIRD not in (tmp_path / NM_DROPIN).read_text()
+    assert THIRD not in (tmp_path / NETWORKD_FILE).read_text()
+    assert SECOND in (tmp_path / NETWORKD_FILE).read_text()
+
+
+def test_no_secondaries_left_removes_the_files(tmp_path: Path) -> None:
+    keep_off([SECOND], PRIMARY, tmp_path)
+    assert len(keep_off([PRIMARY], PRIMARY, tmp_path)) == 2
+    assert not (tmp_path / NM_DROPIN).exists()
+    assert not (tmp_path / NETWORKD_FILE).exists()
+    assert keep_off([], PRIMARY, tmp_path) == []
+
+
+def test_opt_out_removes_our_files(tmp_path: Path) -> None:
+    keep_off([SECOND], PRIMARY, tmp_path)
+    assert len(keep_off([SECOND], PRIMARY, tmp_path, enabled=False)) == 2
+    assert not (tmp_path / NM_DROPIN).exists()
+    assert keep_off([SECOND], PRIMARY, tmp_path, enabled=False) == []
+
+
+def test_other_files_in_the_directories_are_left_alone(tmp_path: Path) -> None:
+    other = tmp_path / "run/systemd/network/10-netplan-eth0.network"
+    other.parent.mkdir(parents=True)
+    other.write_text("[Match]\nName=eth0\n")
+    keep_off([SECOND], PRIMARY, tmp_path)
+    keep_off([], PRIMARY, tmp_path)
+    assert other.read_text() == "[Match]\nName=eth0\n"
+    # and ours sorts first, so networkd picks it over netplan's and cloud-init's
+    names = [NETWORKD_FILE.name, "10-netplan-eth0.network", "10-cloud-init-eth1.network"]
+    assert min(names) == NETWORKD_FILE.name
+
+
+def test_bad_mac_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not a MAC"):
+        keep_off([SECOND, "eth1"], PRIMARY, tmp_path)
+    assert not (tmp_path / "run").exists()
+
+
+def test_reload_asks_only_running_managers_whose_file_changed() -> None:
+    calls: list[list[str]] = []
+    active = {"NetworkManager.service"}
+
+    def fake(argv: list[str]) -> tuple[int, str]:
+        calls.append(argv)
+        if argv[:3] == ["systemctl", "is-active", "--quiet"]:
+            return (0 if argv[3] in active else 3), ""
+        return 0, ""
+
+    reload_managers([NM_DROPIN, NETWORKD_FILE], run=fake)
+    assert ["nmcli", "general", "reload", "conf"] in calls
+    assert ["networkctl", "reload"] not in calls  # networkd is not running: never D-Bus start it
+
+    calls.clear()
+    active = {"NetworkManager.service", "systemd-networkd.service"}
+    reload_managers([NETWORKD_FILE], run=fake)
+    assert calls[-1] == ["networkctl", "reload"]
+    assert ["nmcli", "general", "reload", "conf"] not in calls
+
+
+def test_reload_failure_is_logged_not_raised(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(distro.log, "propagate", True)  # in case a CLI test turned it off
+
+    def fake(argv: list[str]) -> tuple[int, str]:
+        return (0, "") if argv[0] == "systemctl" else (1, "Error: NetworkManager is not running.")
+
+    reload_managers([NM_DROPIN], run=fake)
+    assert "nmcli general reload conf failed" in caplog.text
+
+
+def test_non_root_tree_never_reloads(tmp_path: Path) -> None:
+    # the autouse fixture makes any subprocess call fail the test
+    keep_off([SECOND], PRIMARY, tmp_path)
+    keep_off([], PRIMARY, tmp_path)
