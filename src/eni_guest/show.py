@@ -1,4 +1,8 @@
-"""`eni-guest show`: what metadata says per ENI, and whether the kernel already matches it."""
+"""`eni-guest show`: what metadata says per ENI, and whether the kernel already matches it.
+
+It also says which cloud's metadata was read and why: with `--provider auto` (the default) a
+wrong guess would explain everything else being wrong, so the reason is printed, not hidden.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,9 @@ def rows(result: Result) -> list[dict]:
                 "primary": eni.primary,
                 "device_number": eni.device_number,
                 "network_card": eni.network_card,
+                # clouds without device numbers: the table slot comes from the MAC
+                "slot": eni.slot,
+                "slot_from_mac": eni.table_slot is not None,
                 "ips": [
                     {"ip": str(ip), "elastic_ip": str(eip) if (eip := eni.elastic_ip(ip)) else None}
                     for ip in eni.ips
@@ -32,10 +39,20 @@ def rows(result: Result) -> list[dict]:
     return out
 
 
+def provider_line(result: Result) -> str:
+    """`aws (set in the configuration)` or `alibaba (auto-detected: DMI sys_vendor ...)`."""
+    why = result.instance.chosen_because
+    how = f"auto-detected: {why}" if why else "set in the configuration"
+    return f"{result.instance.provider} ({how})"
+
+
 def render_json(result: Result) -> str:
+    why = result.instance.chosen_because
     return json.dumps(
         {
             "provider": result.instance.provider,
+            "provider_chosen_by": "auto" if why else "configuration",
+            "provider_chosen_because": why,
             "enis": rows(result),
             "unsettled": [{"mac": u.mac, "reason": u.reason} for u in result.instance.unsettled],
             "notes": list(result.plan.notes),
@@ -54,6 +71,8 @@ def render_text(result: Result) -> str:
         if r["prefixes"]:
             ips += " prefixes " + ", ".join(r["prefixes"])
         dev = f"{r['device_number']}" + (f"/card{r['network_card']}" if r["network_card"] else "")
+        if r["slot_from_mac"]:
+            dev = "-"  # the cloud publishes none; TABLE comes from the MAC
         lines.append(
             (
                 (r["interface"] or "-") + (" *" if r["primary"] else ""),
@@ -69,7 +88,7 @@ def render_text(result: Result) -> str:
     out = [
         "  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [header, *lines]
     ]
-    out.append(f"provider: {result.instance.provider}   * = primary ENI")
+    out.append(f"provider: {provider_line(result)}   * = primary ENI")
     for u in result.instance.unsettled:
         out.append(f"not settled: {u.mac}: {u.reason}")
     for note in result.plan.notes:

@@ -464,6 +464,7 @@ def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENI_GUEST_")}
     env["ENI_GUEST_LOCK_FILE"] = str(tmp_path / "lock")
     env["ENI_GUEST_CONFIG"] = str(tmp_path / "empty.toml")
+    env["ENI_GUEST_PROVIDER"] = "aws"  # the default is auto: these tests count AWS requests
     return subprocess.run(
         [sys.executable, "-m", "eni_guest", *args],
         capture_output=True,

@@ -137,7 +137,7 @@ def test_bare_values_are_accepted_too(overlay):
 def test_without_overlay_or_probe_says_what_to_add(server, tmp_path):
     missing = tmp_path / "none.toml"
     with pytest.raises(MetadataUnavailable) as info:
-        read_instance(config(server, missing))
+        read_with_probe(config(server, missing), None)  # never the real probe on this host
     message = str(info.value)
     assert MAC_1 in message and str(missing) in message and "DHCP" in message
     assert "\n" not in message

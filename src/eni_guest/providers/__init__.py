@@ -34,7 +34,7 @@ def get_provider(config: Config) -> Provider:
         from .detect import detect
 
         name, reason = detect(config)
-        log.info("provider %s chosen: %s", name, reason)
+        log.debug("provider %s chosen: %s", name, reason)  # `show` prints it, -v logs it
     provider = _make(name, config)
     provider.detected_by = reason  # type: ignore[attr-defined]
     return provider
@@ -60,9 +60,11 @@ def _make(name: str, config: Config) -> Provider:
 
         return TencentProvider(config)
     if name == "jdcloud":
+        from ..dhcp import make_probe
         from .jdcloud import JdcloudProvider
 
-        return JdcloudProvider(config)
+        # JD publishes no subnet or gateway: the VPC's DHCP service on each NIC tells them.
+        return JdcloudProvider(config, dhcp_probe=make_probe(config))
     if name == "openstack":
         from .openstack import OpenstackProvider
 

@@ -7,8 +7,9 @@ secondary IP.  So each ENI's subnet and gateway come from, in this order:
 
 1. the static ENI file (config.static_file, see providers/static.py), matched by MAC or ENI
    id, which is also the only source of secondary IPs;
-2. a DHCP probe on that interface (`dhcp_probe`, injected: mac -> (subnet CIDR, gateway)),
-   asked only for ENIs that still lack one of them.
+2. a DHCP probe on that interface (`dhcp_probe`, injected: mac -> (subnet CIDR, gateway);
+   get_provider passes eni_guest.dhcp's), asked only for ENIs that still lack one of them.
+   An ENI whose NIC is not in the VM yet (dhcp.InterfaceMissing) is left unsettled.
 
 Without either, the read fails with a message saying what to add: a guessed prefix or
 gateway would end up as routes in the kernel.
@@ -161,7 +162,13 @@ class JdcloudProvider:
                 f"no DHCP probe is available: describe it in {where} "
                 f'([[eni]] mac = "{mac}", subnet = "...", gateway = "...")'
             )
-        subnet, gateway = self.dhcp_probe(mac)
+        from ..dhcp import InterfaceMissing
+
+        try:
+            subnet, gateway = self.dhcp_probe(mac)
+        except InterfaceMissing as e:
+            raw.unsettled = str(e)  # listed before its NIC appeared: configure the others
+            return
         if not raw.ipv4_subnets:
             raw.ipv4_subnets = [subnet]
             raw.keys["ipv4_subnets"] = "(from DHCP) subnet"

@@ -1,11 +1,20 @@
-"""Offline EC2 instance metadata simulator (``eni-guest-sim``).
+"""Offline instance metadata simulator (``eni-guest-sim``): AWS, Alibaba Cloud, Tencent Cloud,
+JD Cloud and OpenStack formats from one scenario (see scenario.py), and static ENI files.
 
 It lets users test images without a cloud and lets our end-to-end tests drive every metadata
 situation the agent must survive (hot-attach lag, expired tokens, slow or broken answers) from
 a JSON scenario file. Standard library only, so it starts fast inside a bare network namespace.
 """
 
-from .scenario import Control, Eni, Scenario, load_scenario, parse_scenario, render
+from .scenario import (
+    Control,
+    Eni,
+    Scenario,
+    load_scenario,
+    parse_scenario,
+    render,
+    render_static,
+)
 from .server import MetadataSimulator, parse_listen
 
 __all__ = [
@@ -17,4 +26,5 @@ __all__ = [
     "parse_listen",
     "parse_scenario",
     "render",
+    "render_static",
 ]

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from .server import DEFAULT_LISTEN, MetadataSimulator, format_address, parse_listen
+from .scenario import load_scenario, render_static
+from .server import MetadataSimulator, format_address, parse_listen
 
 _BUNDLED = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -41,7 +42,8 @@ def resolve_scenario(value: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eni-guest-sim",
-        description="Serve simulated EC2 instance metadata from a JSON scenario file. "
+        description="Serve simulated instance metadata (AWS, Alibaba, Tencent, JD Cloud or "
+        "OpenStack format, as the scenario's 'provider' says) from a JSON scenario file. "
         "SIGHUP reloads the scenario (it is also reloaded whenever the file changes), "
         "SIGUSR1 resets the request counters, SIGTERM/SIGINT stop.",
     )
@@ -56,8 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         type=_listen_arg,
         metavar="HOST:PORT",
-        help=f"address to serve on, repeatable; IPv6 as [ADDR]:PORT; port 0 picks a free "
-        f"port (default {DEFAULT_LISTEN})",
+        help="address to serve on, repeatable; IPv6 as [ADDR]:PORT; port 0 picks a free "
+        "port (default: the cloud's metadata address, e.g. 169.254.169.254:80 for aws, "
+        "100.100.100.200:80 for alibaba, 169.254.0.23:80 for tencent)",
+    )
+    parser.add_argument(
+        "--print-static",
+        action="store_true",
+        help="print the scenario's ENIs as the agent's static ENI file (provider static, "
+        "TOML) and exit",
     )
     parser.add_argument(
         "--stats",
@@ -72,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.print_static:
+        try:
+            print(render_static(load_scenario(resolve_scenario(args.scenario))), end="")
+        except (OSError, ValueError) as exc:
+            print(f"eni-guest-sim: {exc}", file=sys.stderr)
+            return 2
+        return 0
     handled = {signal.SIGTERM, signal.SIGINT}
     for name in ("SIGHUP", "SIGUSR1"):
         if hasattr(signal, name):
@@ -84,7 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         sim = MetadataSimulator(
             resolve_scenario(args.scenario),
-            listen=args.listen or [DEFAULT_LISTEN],
+            listen=args.listen,  # None: the scenario's cloud's own address
             stats_path=args.stats,
             log_requests=args.log_requests,
         )

@@ -1,9 +1,49 @@
 """Scenario files for the metadata simulator: loading, validation and rendering.
 
-A scenario is a JSON description of one instance's AWS metadata plus "control" knobs for fault
+A scenario is a JSON description of one instance's ENIs plus "control" knobs for fault
 injection. Loading validates it strictly (an unknown or mistyped key is a ``ValueError`` naming
 the key) because a typo in a test scenario would otherwise silently test the wrong thing; the
 ``paths`` section is the one deliberate escape hatch for malformed metadata.
+
+One ENI list, every cloud. The ENIs are written once, in AWS's vocabulary (``mac``,
+``device-number``, ``interface-id``, ``local-ipv4s`` with the ENI's primary IP first,
+``subnet-ipv4-cidr-block``, ``ipv6s``, ``subnet-ipv6-cidr-blocks``, ``ipv4-prefix``,
+``ipv4-associations`` {public: private}, ``lag``...), and ``provider`` picks the format the
+simulator serves, so one test scenario exercises every cloud's parser with the same facts:
+
+=========== ==================== ==========================================================
+provider    served on            format
+=========== ==================== ==========================================================
+aws         169.254.169.254,     IMDSv2 tokens (``X-aws-ec2-metadata-token``), one value a
+            [fd00:ec2::254]      line, ``/latest/meta-data/network/interfaces/macs/<mac>/``
+alibaba     100.100.100.200      hardened-mode tokens (``X-aliyun-ecs-metadata-token``),
+                                 ``private-ipv4s`` as a JSON array, ``primary-ip-address``,
+                                 ``netmask``, ``gateway``, ``vswitch-cidr-block`` per ENI
+tencent     169.254.0.23         no tokens, MACs in UPPER case in listings and paths,
+                                 ``local-ipv4s/<ip>/`` holding ``gateway``, ``subnet-mask``
+jdcloud     169.254.169.254      no tokens, ``/metadata/latest/network/<n>/`` (n =
+                                 device-number + 1, the primary is 1), JSON-array listings,
+                                 JSON-quoted values, only MAC and primary IP per ENI
+openstack   169.254.169.254      no tokens, ``/openstack/latest/network_data.json``: links in
+                                 device-number order (the primary first), one network per IP
+static      (nothing served)     ``render_static`` writes the TOML file of provider "static"
+=========== ==================== ==========================================================
+
+Per-ENI keys only some clouds publish (all optional; AWS never serves them):
+``gateway`` (IPv4; default: the subnet's first host, ``.1``, except Alibaba, whose vSwitch
+gateway is the third-last address, ``.253`` in a /24), ``netmask`` (default: the subnet's),
+``ipv6-gateway`` (default: the IPv6 subnet's ``::1``). ``ipv4_gateway``/``ipv6_gateway`` are
+the functions the testbed uses too, so the simulated VPC puts its router where metadata says.
+What a cloud does not publish is simply not served: Tencent and JD Cloud serve no IPv6, JD
+Cloud no secondary IPs (those come from the agent's local file, see ``render_static``).
+
+Token rules follow each cloud: AWS and Alibaba issue tokens on ``PUT /latest/api/token`` with
+their own TTL header only (an Alibaba token call carrying the AWS header is a 400, and vice
+versa), enforce them on GETs when ``control.imdsv2`` is "required" (401), and refuse token
+calls carrying ``X-Forwarded-For``; the other clouds have no token call (a PUT is a 405) and
+ignore token headers. ``control`` (delay, fail, fail_paths, disabled, redirect_paths,
+oversize_paths, reset_stats) works the same for every provider; ``lag`` hides an ENI's IPs (and
+on AWS reads ``device-number`` 0) for that many seconds after it first appears.
 
 Rendering turns a scenario into a flat tree ``{path: leaf text | directory listing}`` and is a
 pure function of the scenario, the current time and the first-seen time of each MAC, so the
@@ -30,6 +70,22 @@ Tree = dict[str, Union[str, list[str]]]
 META = "latest/meta-data"
 MACS_DIR = f"{META}/network/interfaces/macs"
 TOKEN_PATH = "latest/api/token"
+JD_META = "metadata/latest"
+OPENSTACK_NETWORK_DATA = "openstack/latest/network_data.json"
+
+#: Every format a scenario can ask for; "static" is rendered to a file, never served.
+PROVIDERS = ("aws", "alibaba", "tencent", "jdcloud", "openstack", "static")
+#: Where each cloud's metadata service answers (the simulator's default listen addresses).
+METADATA_ADDRESSES: dict[str, tuple[str, ...]] = {
+    "aws": ("169.254.169.254", "fd00:ec2::254"),
+    "alibaba": ("100.100.100.200",),
+    "tencent": ("169.254.0.23",),
+    "jdcloud": ("169.254.169.254",),
+    "openstack": ("169.254.169.254",),
+    "static": (),
+}
+#: Keys of the scenario that only some clouds publish; AWS's tree never shows them.
+CLOUD_ONLY_KEYS = frozenset({"gateway", "netmask", "ipv6-gateway"})
 
 #: Keys a just-attached ENI does not have yet (AWS fills them in when the attachment settles).
 LAG_HIDDEN_KEYS = frozenset({"local-ipv4s", "ipv6s"})
@@ -78,17 +134,31 @@ def _is_net6(value: str) -> bool:
     return True
 
 
+def _is_netmask(value: str) -> bool:
+    if not _is_ipv4(value):
+        return False
+    try:
+        ipaddress.IPv4Network(f"0.0.0.0/{value}")
+    except ValueError:
+        return False
+    return True
+
+
 _Check = tuple[str, Callable[[str], bool]]
 _TEXT: _Check = ("a string", _is_any)
 _IPV4: _Check = ("an IPv4 address", _is_ipv4)
 _IPV6: _Check = ("an IPv6 address", _is_ipv6)
 _NET4: _Check = ("an IPv4 network such as 10.0.1.0/24", _is_net4)
 _NET6: _Check = ("an IPv6 network such as 2001:db8::/64", _is_net6)
+_NETMASK: _Check = ("an IPv4 netmask such as 255.255.255.0", _is_netmask)
 
 #: Single-valued ENI keys and what their value must look like.
 _ENI_SCALARS: dict[str, _Check] = {
+    "gateway": _IPV4,
     "interface-id": _TEXT,
+    "ipv6-gateway": _IPV6,
     "local-hostname": _TEXT,
+    "netmask": _NETMASK,
     "owner-id": _TEXT,
     "public-hostname": _TEXT,
     "subnet-id": _TEXT,
@@ -331,13 +401,31 @@ def _parse_paths(raw: Any) -> dict[str, Optional[str]]:
     return paths
 
 
+def _check_jd_numbers(enis: tuple[Eni, ...], primary_mac: str) -> None:
+    """JD Cloud serves ENI n at ``network/<n>/`` with n = device-number + 1, the primary at 1:
+    two ENIs with one number, or a primary elsewhere, cannot be rendered faithfully."""
+    seen: dict[int, int] = {}
+    for index, eni in enumerate(enis):
+        if eni.device_number in seen:
+            raise ValueError(
+                f"enis[{index}].device-number: {eni.device_number} is also enis"
+                f"[{seen[eni.device_number]}]'s (jdcloud numbers ENIs network/1/, 2/, ...)"
+            )
+        seen[eni.device_number] = index
+        if (eni.device_number == 0) != (eni.mac == primary_mac):
+            raise ValueError(
+                f"enis[{index}].device-number: jdcloud serves the primary ENI, and only it, "
+                "as network/1/ (device-number 0)"
+            )
+
+
 def parse_scenario(data: Any) -> Scenario:
     """Validate decoded JSON and return a :class:`Scenario`; ``ValueError`` names the bad key."""
     top = _mapping(data, "scenario")
     _check_keys(top, _TOP_KEYS, "scenario")
     provider = top.get("provider", "aws")
-    if provider != "aws":
-        raise ValueError(f"provider: only 'aws' is simulated, got {provider!r}")
+    if provider not in PROVIDERS:
+        raise ValueError(f"provider: expected one of {', '.join(PROVIDERS)}, got {provider!r}")
     if "enis" not in top:
         raise ValueError("enis: missing")
     raw_enis = top["enis"]
@@ -362,6 +450,8 @@ def parse_scenario(data: Any) -> Scenario:
         primary_mac = next((e.mac for e in enis if e.device_number == 0), enis[0].mac)
     else:
         raise ValueError("primary_mac: required when 'enis' is empty")
+    if provider == "jdcloud":
+        _check_jd_numbers(enis, primary_mac)
 
     optional_text = {
         name: _string(top[name], name)
@@ -425,7 +515,7 @@ def _eni_leaves(eni: Eni, lagging: bool) -> list[tuple[str, str]]:
     if eni.network_card is not None:
         items["network-card"] = str(eni.network_card)
     for key, value in eni.values.items():
-        if lagging and key in LAG_HIDDEN_KEYS:
+        if (lagging and key in LAG_HIDDEN_KEYS) or key in CLOUD_ONLY_KEYS:
             continue
         if isinstance(value, list):
             if not value:
@@ -461,14 +551,103 @@ def _with_listings(leaves: Mapping[str, str]) -> Tree:
     return tree
 
 
+def ipv4_gateway(provider: str, eni: Mapping[str, Any]) -> Optional[str]:
+    """The IPv4 router of an ENI's subnet as the simulated cloud publishes it.
+
+    Shared with the testbed, which puts the router of the simulated VPC at this address: an
+    agent that guessed ``.1`` on Alibaba (where the vSwitch gateway is ``.253`` in a /24) would
+    then find no router, as on the real cloud. ``eni`` is a scenario ENI (a dict or ``values``).
+    """
+    if eni.get("gateway"):
+        return str(eni["gateway"])
+    cidr = eni.get("subnet-ipv4-cidr-block")
+    if not cidr:
+        return None
+    net = ipaddress.IPv4Network(str(cidr), strict=False)
+    if provider == "alibaba" and net.num_addresses >= 8:
+        return str(net.broadcast_address - 2)
+    return str(net.network_address + 1)
+
+
+def ipv6_gateway(eni: Mapping[str, Any], cidr: Optional[str] = None) -> Optional[str]:
+    """The IPv6 router of ``cidr`` (default: the ENI's first IPv6 subnet): ``ipv6-gateway`` if
+    the scenario gives one inside it, else the subnet's first host (``::1``)."""
+    cidrs = eni.get("subnet-ipv6-cidr-blocks") or []
+    cidrs = [cidrs] if isinstance(cidrs, str) else list(cidrs)
+    cidr = cidr or (cidrs[0] if cidrs else None)
+    given = eni.get("ipv6-gateway")
+    if cidr is None:
+        return str(given) if given else None
+    net = ipaddress.IPv6Network(str(cidr), strict=False)
+    if given and ipaddress.IPv6Address(str(given)) in net:
+        return str(given)
+    return str(net.network_address + 1)
+
+
+def _netmask(eni: Eni) -> Optional[str]:
+    mask = eni.values.get("netmask")
+    if isinstance(mask, str):
+        return mask
+    cidr = eni.values.get("subnet-ipv4-cidr-block")
+    return str(ipaddress.IPv4Network(str(cidr)).netmask) if cidr else None
+
+
+def _text(eni: Eni, key: str) -> str:
+    value = eni.values.get(key, "")
+    return value if isinstance(value, str) else ",".join(value)
+
+
+def _items(eni: Eni, key: str) -> list[str]:
+    value = eni.values.get(key, [])
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _finish(leaves: dict[str, str], scenario: Scenario, json_listings: bool = False) -> Tree:
+    """Apply the scenario's raw ``paths`` overrides and derive the directory listings."""
+    for path, value in scenario.paths.items():
+        if value is None:
+            prefix = path + "/"
+            for key in [k for k in leaves if k == path or k.startswith(prefix)]:
+                del leaves[key]
+    overrides = {path: value for path, value in scenario.paths.items() if value is not None}
+    leaves.update(overrides)
+    tree = _with_listings(leaves)
+    if json_listings:  # JD Cloud answers a directory with a JSON array of its entries
+        tree = {
+            k: json.dumps(v) if isinstance(v, list) and k not in overrides else v
+            for k, v in tree.items()
+        }
+    for path, value in scenario.paths.items():
+        if value is None:
+            tree.pop(path, None)
+    return tree
+
+
 def render(
     scenario: Scenario, now: float = 0.0, first_seen: Optional[Mapping[str, float]] = None
 ) -> Tree:
-    """Render ``scenario`` to a tree of AWS metadata paths.
+    """Render ``scenario`` to the tree of metadata paths of its ``provider``.
 
     ``now`` and ``first_seen`` (MAC -> time, same clock) decide which ENIs are still inside
-    their ``lag``; with ``first_seen=None`` every ENI is rendered settled.
+    their ``lag``; with ``first_seen=None`` every ENI is rendered settled. A "static" scenario
+    has no metadata service: ``ValueError`` (use :func:`render_static`).
     """
+    renderers: dict[str, Callable[..., Tree]] = {
+        "aws": _render_aws,
+        "alibaba": _render_alibaba,
+        "tencent": _render_tencent,
+        "jdcloud": _render_jdcloud,
+        "openstack": _render_openstack,
+    }
+    if scenario.provider not in renderers:
+        raise ValueError(
+            f"provider {scenario.provider!r} has no metadata service to simulate "
+            "(the agent reads a file: see render_static)"
+        )
+    return renderers[scenario.provider](scenario, now, first_seen)
+
+
+def _render_aws(scenario: Scenario, now: float, first_seen: Optional[Mapping[str, float]]) -> Tree:
     leaves: dict[str, str] = {
         f"{META}/instance-id": scenario.instance_id,
         f"{META}/instance-type": scenario.instance_type,
@@ -485,20 +664,241 @@ def render(
             leaves[f"{MACS_DIR}/{eni.mac}/{key}"] = text
     leaves[f"{META}/placement/availability-zone"] = scenario.availability_zone
     leaves[f"{META}/placement/region"] = scenario.region
+    return _finish(leaves, scenario)
 
-    for path, value in scenario.paths.items():
-        if value is None:
-            prefix = path + "/"
-            for key in [k for k in leaves if k == path or k.startswith(prefix)]:
-                del leaves[key]
-    for path, value in scenario.paths.items():
-        if value is not None:
-            leaves[path] = value
-    tree = _with_listings(leaves)
-    for path, value in scenario.paths.items():
-        if value is None:
-            tree.pop(path, None)
-    return tree
+
+def _render_alibaba(
+    scenario: Scenario, now: float, first_seen: Optional[Mapping[str, float]]
+) -> Tree:
+    leaves: dict[str, str] = {
+        f"{META}/instance-id": scenario.instance_id,
+        f"{META}/instance/instance-type": scenario.instance_type,
+        f"{META}/region-id": scenario.region,
+        f"{META}/zone-id": scenario.availability_zone,
+        f"{META}/network-type": "vpc",
+        f"{META}/mac": scenario.primary_mac.lower(),
+    }
+    for eni in scenario.enis:
+        lagging = is_lagging(eni, now, first_seen)
+        items = {
+            "network-interface-id": _text(eni, "interface-id"),
+            "vpc-id": _text(eni, "vpc-id"),
+            "vswitch-id": _text(eni, "subnet-id"),
+        }
+        cidr = eni.values.get("subnet-ipv4-cidr-block")
+        if cidr:
+            items["vswitch-cidr-block"] = str(cidr)
+        mask, gateway = _netmask(eni), ipv4_gateway("alibaba", eni.values)
+        if mask:
+            items["netmask"] = mask
+        if gateway:
+            items["gateway"] = gateway
+        if eni.values.get("vpc-ipv4-cidr-block"):
+            items["vpc-cidr-block"] = _text(eni, "vpc-ipv4-cidr-block")
+        ips = [] if lagging else _items(eni, "local-ipv4s")
+        if ips:
+            items["primary-ip-address"] = ips[0]
+            items["private-ipv4s"] = json.dumps(ips, separators=(",", ":"))
+            if eni.mac == scenario.primary_mac:
+                leaves[f"{META}/private-ipv4"] = ips[0]
+        ipv6s = [] if lagging else _items(eni, "ipv6s")
+        if ipv6s:  # documented without quotes: [2408:4005:3ab::e4e]
+            items["ipv6s"] = "[" + ",".join(ipv6s) + "]"
+        cidrs6 = _items(eni, "subnet-ipv6-cidr-blocks")
+        if cidrs6:
+            items["vswitch-ipv6-cidr-block"] = cidrs6[0]
+            items["ipv6-gateway"] = ipv6_gateway(eni.values) or ""
+        prefixes = _items(eni, "ipv4-prefix")
+        if prefixes and not lagging:
+            items["ipv4-prefixes"] = json.dumps(prefixes, separators=(",", ":"))
+        for key in sorted(items):
+            leaves[f"{MACS_DIR}/{eni.mac}/{key}"] = items[key]
+    return _finish(leaves, scenario)
+
+
+def _render_tencent(
+    scenario: Scenario, now: float, first_seen: Optional[Mapping[str, float]]
+) -> Tree:
+    leaves: dict[str, str] = {
+        f"{META}/instance-id": scenario.instance_id,
+        f"{META}/instance/instance-type": scenario.instance_type,
+        f"{META}/placement/region": scenario.region,
+        f"{META}/placement/zone": scenario.availability_zone,
+        f"{META}/mac": scenario.primary_mac.upper(),
+    }
+    for eni in scenario.enis:
+        lagging = is_lagging(eni, now, first_seen)
+        mac = eni.mac.upper()  # listed, and only found, in upper case
+        d = f"{MACS_DIR}/{mac}"
+        leaves[f"{d}/mac"] = mac
+        leaves[f"{d}/vpc-id"] = _text(eni, "vpc-id")
+        leaves[f"{d}/subnet-id"] = _text(eni, "subnet-id")
+        ips = [] if lagging else _items(eni, "local-ipv4s")
+        public = {private: pub for pub, private in eni.ipv4_associations}
+        if ips:
+            leaves[f"{d}/primary-local-ipv4"] = ips[0]
+            if eni.mac == scenario.primary_mac:
+                leaves[f"{META}/local-ipv4"] = ips[0]
+        if any(ip in public for ip in ips):
+            leaves[f"{d}/public-ipv4s"] = "\n".join(public[ip] for ip in ips if ip in public)
+        mask, gateway = _netmask(eni), ipv4_gateway("tencent", eni.values)
+        for ip in ips:
+            e = f"{d}/local-ipv4s/{ip}"
+            leaves[f"{e}/local-ipv4"] = ip
+            if gateway:
+                leaves[f"{e}/gateway"] = gateway
+            if mask:
+                leaves[f"{e}/subnet-mask"] = mask
+            if ip in public:
+                leaves[f"{e}/public-ipv4"] = public[ip]
+                leaves[f"{e}/public-ipv4-mode"] = "NAT"
+    return _finish(leaves, scenario)
+
+
+def _render_jdcloud(
+    scenario: Scenario, now: float, first_seen: Optional[Mapping[str, float]]
+) -> Tree:
+    def q(value: str) -> str:
+        return json.dumps(value)
+
+    leaves: dict[str, str] = {
+        f"{JD_META}/instance-id": q(scenario.instance_id),
+        f"{JD_META}/instance-type": q(scenario.instance_type),
+        f"{JD_META}/placement/region": q(scenario.region),
+        f"{JD_META}/placement/availability-zone": q(scenario.availability_zone),
+        f"{JD_META}/attributes/hostname": q(scenario.instance_id),
+    }
+    for eni in sorted(scenario.enis, key=lambda e: e.device_number):
+        d = f"{JD_META}/network/{eni.device_number + 1}"
+        ips = [] if is_lagging(eni, now, first_seen) else _items(eni, "local-ipv4s")
+        items = {
+            "mac": q(eni.mac.lower()),
+            "network-interface-id": q(_text(eni, "interface-id")),
+            "subnet-id": q(_text(eni, "subnet-id")),
+            "security-group-ids": json.dumps(_items(eni, "security-group-ids")),
+        }
+        if ips:  # JD publishes the ENI's primary IP only
+            items["local-ipv4"] = q(ips[0])
+            for public, private in eni.ipv4_associations:
+                if private == ips[0]:
+                    items["floating-ipv4"] = q(public)
+        for key in sorted(items):
+            leaves[f"{d}/{key}"] = items[key]
+    return _finish(leaves, scenario, json_listings=True)
+
+
+def _render_openstack(
+    scenario: Scenario, now: float, first_seen: Optional[Mapping[str, float]]
+) -> Tree:
+    links: list[dict[str, Any]] = []
+    networks: list[dict[str, Any]] = []
+    # Nova lists the ports in attach order and the boot port (the primary) first.
+    ordered = sorted(scenario.enis, key=lambda e: (e.mac != scenario.primary_mac, e.device_number))
+    for eni in ordered:
+        link_id = _text(eni, "interface-id")
+        links.append(
+            {
+                "id": link_id,
+                "vif_id": link_id,
+                "type": "ovs",
+                "mtu": 1500,
+                "ethernet_mac_address": eni.mac.lower(),
+            }
+        )
+        if is_lagging(eni, now, first_seen):
+            continue
+        mask, gateway = _netmask(eni), ipv4_gateway("openstack", eni.values)
+        for ip in _items(eni, "local-ipv4s"):
+            net: dict[str, Any] = {
+                "id": f"network{len(networks)}",
+                "link": link_id,
+                "type": "ipv4",
+                "ip_address": ip,
+                "routes": [],
+                "network_id": _text(eni, "subnet-id"),
+                "services": [],
+            }
+            if mask:
+                net["netmask"] = mask
+            if gateway:
+                route = {"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": gateway}
+                net["routes"].append(route)
+            networks.append(net)
+        cidrs6 = _items(eni, "subnet-ipv6-cidr-blocks")
+        for ip in _items(eni, "ipv6s"):
+            cidr = next(
+                (c for c in cidrs6 if ipaddress.IPv6Address(ip) in ipaddress.IPv6Network(c)),
+                cidrs6[0] if cidrs6 else None,
+            )
+            net = {
+                "id": f"network{len(networks)}",
+                "link": link_id,
+                "type": "ipv6",
+                "ip_address": ip,
+                "routes": [],
+                "network_id": _text(eni, "subnet-id"),
+                "services": [],
+            }
+            if cidr:
+                net["netmask"] = str(ipaddress.IPv6Network(cidr).netmask)
+                gw6 = ipv6_gateway(eni.values, cidr)
+                net["routes"].append({"network": "::", "netmask": "::", "gateway": gw6})
+            networks.append(net)
+    doc = {
+        "links": links,
+        "networks": networks,
+        "services": [{"type": "dns", "address": "10.0.0.2"}],
+    }
+    meta = {
+        "uuid": scenario.instance_id,
+        "name": scenario.instance_id,
+        "hostname": scenario.instance_id,
+        "availability_zone": scenario.availability_zone,
+    }
+    leaves = {
+        OPENSTACK_NETWORK_DATA: json.dumps(doc, indent=2),
+        "openstack/latest/meta_data.json": json.dumps(meta, indent=2),
+    }
+    return _finish(leaves, scenario)
+
+
+def render_static(scenario: Scenario, *, overlay: bool = False, subnets: bool = True) -> str:
+    """The scenario as the TOML file the agent's "static" provider reads (providers/static.py).
+
+    With ``overlay`` it is the local file a JD Cloud instance needs next to its metadata: no
+    ``primary_mac``, and per ENI the MAC and every private IP (JD publishes only the first);
+    ``subnets=False`` then leaves out subnet and gateway, so they must come from DHCP.
+    """
+
+    def s(value: str) -> str:
+        return json.dumps(value)  # a JSON string is a TOML basic string
+
+    def a(values: Iterable[str]) -> str:
+        return "[" + ", ".join(s(v) for v in values) + "]"
+
+    provider = "jdcloud" if overlay else "static"
+    out = [f"# rendered from a scenario by eni_guest.sim.render_static ({provider})"]
+    if not overlay:
+        out.append(f"primary_mac = {s(scenario.primary_mac.lower())}")
+    for eni in sorted(scenario.enis, key=lambda e: e.device_number):
+        out += ["", "[[eni]]", f"mac = {s(eni.mac.lower())}"]
+        if not overlay:
+            out.append(f"id = {s(_text(eni, 'interface-id'))}")
+        ips = _items(eni, "local-ipv4s")
+        if ips:
+            out.append(f"ipv4s = {a(ips)}")
+        cidr, gateway = eni.values.get("subnet-ipv4-cidr-block"), ipv4_gateway(provider, eni.values)
+        if subnets and cidr:
+            out.append(f"subnet = {s(str(cidr))}")
+        if subnets and gateway and ips:
+            out.append(f"gateway = {s(gateway)}")
+        ipv6s, cidrs6 = _items(eni, "ipv6s"), _items(eni, "subnet-ipv6-cidr-blocks")
+        if ipv6s and not overlay:
+            out.append(f"ipv6s = {a(ipv6s)}")
+            if cidrs6:
+                out.append(f"ipv6_subnet = {s(cidrs6[0])}")
+                out.append(f"ipv6_gateway = {s(ipv6_gateway(eni.values) or '')}")
+    return "\n".join(out) + "\n"
 
 
 def body_for(tree: Mapping[str, Union[str, list[str]]], path: str) -> Optional[str]:

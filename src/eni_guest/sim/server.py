@@ -1,7 +1,8 @@
 """The HTTP side of the metadata simulator: tokens, fault injection, statistics, live reload.
 
-The simulator has to behave like the real EC2 instance metadata service in the ways the agent
-depends on (IMDSv2 tokens, 401 on expired tokens, 404 for absent keys, keep-alive), and to
+The simulator has to behave like the real instance metadata services in the ways the agent
+depends on (AWS's IMDSv2 and Alibaba's hardened-mode tokens, each cloud with its own headers,
+401 on expired tokens, 404 for absent keys, keep-alive; formats: scenario.py), and to
 misbehave on demand (slow, failing, resetting, hanging, redirecting, oversized answers) so the
 agent's defences can be tested. Every knob lives in the scenario file and is re-read whenever
 the file changes, so a test changes the "cloud" just by rewriting one file.
@@ -31,6 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional, Protocol, Union
 
 from .scenario import (
+    METADATA_ADDRESSES,
     TOKEN_PATH,
     Control,
     Scenario,
@@ -44,6 +46,32 @@ DEFAULT_LISTEN = "169.254.169.254:80"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 MAX_TTL = 21600
+
+
+@dataclass(frozen=True)
+class TokenRules:
+    """A cloud's session-token headers: the token call needs ``ttl_header``, GETs send
+    ``token_header``. Each cloud knows only its own: the other cloud's headers are ignored."""
+
+    ttl_header: str
+    token_header: str
+
+
+#: Clouds with session tokens on ``PUT /latest/api/token``; the others have no token call.
+TOKEN_RULES: dict[str, TokenRules] = {
+    "aws": TokenRules(TTL_HEADER, TOKEN_HEADER),
+    "alibaba": TokenRules("X-aliyun-ecs-metadata-token-ttl-seconds", "X-aliyun-ecs-metadata-token"),
+}
+
+
+def default_listen(provider: str) -> list[str]:
+    """Where a provider's service answers when ``--listen`` is not given. AWS keeps the one
+    IPv4 address it always had (its IPv6 address needs an interface that carries it)."""
+    if provider == "aws":
+        return [DEFAULT_LISTEN]
+    return [f"{host}:80" for host in METADATA_ADDRESSES.get(provider, ())]
+
+
 #: Where ``redirect_paths`` point: a port nothing listens on, so following it fails loudly.
 REDIRECT_TARGET = "http://127.0.0.1:1/"
 #: Size of an ``oversize_paths`` answer; far above any sane metadata value.
@@ -371,26 +399,23 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class MetadataSimulator:
-    """An in-process EC2 metadata service driven by a scenario file.
+    """An in-process instance metadata service driven by a scenario file.
 
     ``listen`` takes ``"HOST:PORT"`` strings or ``(host, port)`` tuples; port 0 picks a free
-    port (see the return value of :meth:`start`). All sockets share one state: a token issued
-    on one address is valid on the others. Not restartable after :meth:`stop`.
+    port (see the return value of :meth:`start`); ``None`` means the scenario's cloud's own
+    address (:func:`default_listen`). All sockets share one state: a token issued on one
+    address is valid on the others. Not restartable after :meth:`stop`.
     """
 
     def __init__(
         self,
         scenario_path: Union[str, os.PathLike[str]],
-        listen: Sequence[Union[str, _Address]] = (DEFAULT_LISTEN,),
+        listen: Optional[Sequence[Union[str, _Address]]] = (DEFAULT_LISTEN,),
         stats_path: Union[None, str, os.PathLike[str]] = None,
         *,
         log_requests: bool = False,
     ) -> None:
         self.scenario_path = os.fspath(scenario_path)
-        self.listen = [
-            parse_listen(item) if isinstance(item, str) else (item[0], int(item[1]))
-            for item in listen
-        ]
         self.log_requests = log_requests
         self._stats = _Stats(os.fspath(stats_path) if stats_path is not None else None)
         self._tokens = TokenStore()
@@ -400,7 +425,13 @@ class MetadataSimulator:
         self._servers: list[_HTTPServer] = []
         self._threads: list[threading.Thread] = []
         signature = self._signature()
-        scenario = load_scenario(self.scenario_path)  # errors here are the caller's to report
+        scenario = _servable(load_scenario(self.scenario_path))  # the caller reports errors
+        if listen is None:
+            listen = default_listen(scenario.provider)
+        self.listen = [
+            parse_listen(item) if isinstance(item, str) else (item[0], int(item[1]))
+            for item in listen
+        ]
         first_seen = update_first_seen({}, (eni.mac for eni in scenario.enis), time.monotonic())
         self._state = _State(scenario, first_seen, signature)
 
@@ -498,7 +529,7 @@ class MetadataSimulator:
 
     def _load(self, signature: Optional[tuple[int, ...]], force: bool) -> bool:
         try:
-            scenario = load_scenario(self.scenario_path)
+            scenario = _servable(load_scenario(self.scenario_path))
         except (OSError, ValueError) as exc:
             # Complain once per broken version of the file, not once per request.
             if force or signature != self._failed_signature:
@@ -537,19 +568,21 @@ class MetadataSimulator:
         if control.disabled:
             return _error(403)
         key = path.strip("/")
-        if key == TOKEN_PATH:
+        rules = TOKEN_RULES.get(state.scenario.provider)  # None: a cloud without tokens
+        if rules is not None and key == TOKEN_PATH:
             if method != "PUT":
                 return _error(405, ("Allow", "PUT"))
-            return self._token_call(headers)
+            return self._token_call(headers, rules)
         if method not in ("GET", "HEAD"):
             return _error(405, ("Allow", "GET, HEAD"))
-        token = headers.get(TOKEN_HEADER)
-        if token is not None:
-            # Even when IMDSv2 is optional, a token that is sent must be valid.
-            if not self._tokens.check(token, control.expire_tokens_before):
+        if rules is not None:
+            token = headers.get(rules.token_header)
+            if token is not None:
+                # Even when tokens are optional, a token that is sent must be valid.
+                if not self._tokens.check(token, control.expire_tokens_before):
+                    return _error(401)
+            elif control.imdsv2 == "required":
                 return _error(401)
-        elif control.imdsv2 == "required":
-            return _error(401)
         tree = render(state.scenario, time.monotonic(), state.first_seen)
         body = body_for(tree, path)
         if body is None:
@@ -570,13 +603,20 @@ class MetadataSimulator:
             return Reply(200, b"x" * OVERSIZE_BYTES)
         return None
 
-    def _token_call(self, headers: _Headers) -> Reply:
-        # The real service refuses token calls that went through a proxy.
+    def _token_call(self, headers: _Headers, rules: TokenRules) -> Reply:
+        # The real services refuse token calls that went through a proxy.
         if headers.get("X-Forwarded-For") is not None:
             return _error(403)
-        ttl_text = str(headers.get(TTL_HEADER) or "").strip()
+        # Only this cloud's TTL header counts: the other cloud's is a missing parameter (400).
+        ttl_text = str(headers.get(rules.ttl_header) or "").strip()
         if not _DIGITS.match(ttl_text) or not 1 <= int(ttl_text) <= MAX_TTL:
             return _error(400)
         ttl = int(ttl_text)
         token = self._tokens.issue(ttl)
-        return Reply(200, token.encode("ascii"), ((TTL_HEADER, str(ttl)),))
+        return Reply(200, token.encode("ascii"), ((rules.ttl_header, str(ttl)),))
+
+
+def _servable(scenario: Scenario) -> Scenario:
+    """A scenario the server can answer for; "static" has no service (it is a local file)."""
+    render(scenario)  # raises ValueError for "static", naming render_static
+    return scenario

@@ -1,0 +1,185 @@
+"""DHCP probe: an ENI's subnet prefix and gateway, asked of the VPC's DHCP service (JD Cloud).
+
+JD Cloud's metadata publishes each ENI's MAC and primary IP but no netmask and no gateway; the
+VPC's DHCP service on that interface knows both.  `probe(mac, config=...)` asks it once and
+returns `(subnet CIDR, gateway)`; the JD provider gets it injected (providers.get_provider).
+
+Where this lives, and why: the probe is a *read of the network*, exactly like the provider's
+HTTP requests to the metadata service, and it runs in the same phase (before the kernel is
+read for planning, under the same "nothing changes unless the whole read succeeded" rule).
+It is not provider code, because it needs the kernel side (a raw packet socket on the NIC,
+the NIC's link state), which providers never touch so they stay pure HTTP -> RawInstance and
+unit-testable without root; and it is not in kernel.py, which holds the netlink code that
+reads and changes what the planner acts on.  It uses kernel.py (still the only netlink code)
+for the two things it needs from netlink: finding the NIC by MAC and setting its link up and
+down.  The DHCP protocol itself is pyroute2's client (pyroute2 >= 0.9, `pyroute2.dhcp`).
+
+It leaves nothing behind.  The client runs in this process, in a private event loop on its own
+thread, only until the first ACK (or the timeout); its lease class neither writes nor loads a
+file; it has no hooks, so it adds no address and no route (the lease's address is the ENI's
+primary IP, which the agent adds itself as usual); no pid file, no signal handlers, and no
+DHCPRELEASE: the address is the ENI's fixed one, and a RELEASE sent for the primary ENI would
+cancel the lease the distro's own DHCP client holds on it.  A link that was down (a secondary
+ENI the agent has not configured yet) is brought up for the exchange and set down again
+afterwards, which also removes the IPv6 link-local address the kernel gave it: a dry run
+(`show`, `apply --dry-run`) changes nothing.  Nothing else about the link is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ipaddress
+import logging
+import os
+from typing import Any, Callable, Iterator
+
+from .config import Config
+from .errors import MetadataUnavailable, NotPermitted
+
+log = logging.getLogger("eni_guest")
+
+DHCP_TIMEOUT = 5.0  # seconds for one ENI's exchange; a VPC's DHCP server answers in milliseconds
+# Links that share a NIC's MAC but are not where its DHCP answers arrive.
+NOT_NICS = frozenset({"bond", "bridge", "team", "vlan", "macvlan", "macvtap", "ipvlan", "vrf"})
+
+
+class InterfaceMissing(MetadataUnavailable):
+    """The ENI has no usable NIC in this VM yet (not attached, or enslaved to a bond/bridge):
+    the provider treats the ENI as not settled instead of failing the whole read."""
+
+
+def make_probe(config: Config, timeout: float = DHCP_TIMEOUT) -> Callable[[str], tuple[str, str]]:
+    """The `dhcp_probe` the JD Cloud provider takes: MAC -> (subnet CIDR, gateway)."""
+
+    def dhcp_probe(mac: str) -> tuple[str, str]:
+        return probe(mac, config=config, timeout=timeout)
+
+    return dhcp_probe
+
+
+def probe(mac: str, *, config: Config, timeout: float = DHCP_TIMEOUT) -> tuple[str, str]:
+    """Ask the DHCP service on the NIC with this MAC for its subnet and router."""
+    from .kernel import Kernel
+    from .plan import LinkChange
+
+    if os.geteuid() != 0:
+        raise NotPermitted(
+            "jdcloud: learning an ENI's subnet and gateway by DHCP needs root (a raw socket "
+            f"on its NIC); or describe them in {config.static_file} (subnet, gateway)"
+        )
+    kernel = Kernel(config)
+    try:
+        candidates = [
+            link
+            for link in kernel.read_state().links
+            if link.mac == mac and link.kind not in NOT_NICS
+        ]
+        if not candidates:
+            raise InterfaceMissing(f"dhcp: no network interface has MAC {mac} (not attached yet)")
+        if len(candidates) > 1:
+            names = ", ".join(link.name for link in candidates)
+            raise MetadataUnavailable(f"dhcp: MAC {mac} is on several interfaces ({names})")
+        link = candidates[0]
+        if link.master:
+            raise InterfaceMissing(f"dhcp: {link.name} ({mac}) is enslaved to another link")
+
+        def set_up(up: bool) -> None:
+            kernel.apply([LinkChange(link.index, link.name, up=up, eni=mac)], lambda _c: None)
+
+        if not link.up:
+            set_up(True)
+        try:
+            lease = _lease(link.name, timeout)
+        finally:
+            if not link.up:
+                set_up(False)  # as it was: the agent brings it up when it applies
+    finally:
+        kernel.close()
+    return _subnet_and_router(lease, link.name, mac)
+
+
+def _subnet_and_router(lease: Any, ifname: str, mac: str) -> tuple[str, str]:
+    where = f"dhcp: the answer on {ifname} ({mac})"
+    try:
+        mask, routers = lease.subnet_mask, lease.routers
+    except LookupError as e:  # pyroute2's MissingOptionError
+        raise MetadataUnavailable(f"{where} lacks an option: {e}") from None
+    try:
+        subnet = ipaddress.IPv4Interface(f"{lease.ip}/{mask}").network
+        gateway = ipaddress.IPv4Address(routers[0])
+    except (ValueError, IndexError, TypeError):
+        raise MetadataUnavailable(
+            f"{where} is unusable: address {lease.ip!r}, mask {mask!r}, routers {routers!r}"
+        ) from None
+    log.debug(
+        "dhcp: %s (%s): lease %s, subnet %s, router %s", ifname, mac, lease.ip, subnet, gateway
+    )
+    return str(subnet), str(gateway)
+
+
+def _retries() -> Iterator[float]:
+    """Retransmit soon: the server is one hop away, and the whole exchange has a deadline."""
+    yield from (0.5, 1.0, 2.0)
+    while True:
+        yield 2.0
+
+
+def _lease(ifname: str, timeout: float) -> Any:
+    """One DISCOVER/OFFER/REQUEST/ACK exchange on `ifname`; the ACK's lease, kept in memory."""
+    try:
+        from pyroute2.dhcp.client import AsyncDHCPClient, ClientConfig
+        from pyroute2.dhcp.fsm import State
+        from pyroute2.dhcp.leases import Lease
+    except ImportError as e:
+        raise MetadataUnavailable(f"dhcp: needs pyroute2 >= 0.9 (pyroute2.dhcp): {e}") from None
+    # pyroute2 logs through `logging`; without a handler of its own, Python would print its
+    # warnings on stderr, where eni-guest promises one line per change or error.
+    pyroute2_log = logging.getLogger("pyroute2")
+    if not any(isinstance(h, logging.NullHandler) for h in pyroute2_log.handlers):
+        pyroute2_log.addHandler(logging.NullHandler())
+
+    class MemoryLease(Lease):
+        """A lease that is never written to nor read from disk."""
+
+        def dump(self) -> None:
+            pass
+
+        @classmethod
+        def load(cls, interface: str) -> None:
+            return None
+
+    async def exchange() -> Any:
+        cfg = ClientConfig(
+            interface=ifname,
+            lease_type=MemoryLease,
+            hooks=(),
+            release=False,
+            write_pidfile=False,
+            handle_signals=False,
+            host_name=None,
+            vendor_id=None,
+            retransmission=_retries,
+        )
+        async with AsyncDHCPClient(cfg) as client:
+            await client.bootstrap()
+            await client.wait_for_state(State.BOUND, timeout=timeout)
+            return client.lease
+
+    def run() -> Any:
+        # A private loop on a thread of its own: callers may already run an event loop.
+        return asyncio.run(asyncio.wait_for(exchange(), timeout + 2.0))
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="eni-dhcp")
+    try:
+        return pool.submit(run).result()
+    except (asyncio.TimeoutError, concurrent.futures.TimeoutError):
+        raise MetadataUnavailable(
+            f"dhcp: no answer on {ifname} within {timeout:g} s (is there a DHCP server?)"
+        ) from None
+    except PermissionError:
+        raise NotPermitted(f"dhcp: a raw socket on {ifname} needs root (CAP_NET_RAW)") from None
+    except OSError as e:
+        raise MetadataUnavailable(f"dhcp: on {ifname}: {e.strerror or e}") from None
+    finally:
+        pool.shutdown(wait=True)
