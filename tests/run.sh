@@ -15,17 +15,32 @@ command -v ip >/dev/null || need_apt+=(iproute2)
 command -v nft >/dev/null || need_apt+=(nftables)
 command -v ping >/dev/null || need_apt+=(iputils-ping)
 command -v sysctl >/dev/null || need_apt+=(procps)
+command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)  # JD Cloud's VPC DHCP in the e2e tests
+# udevadm test (the udev rule), systemd-analyze verify/security (the units), and the real
+# cloud-init on the distro's Python (the cloud-init module).
+command -v udevadm >/dev/null || need_apt+=(udev)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+/usr/bin/python3 -c 'import cloudinit' 2>/dev/null || need_apt+=(cloud-init)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
+    # Installing udev or systemd must not start daemons here (udevd would re-trigger every
+    # device of the machine): policy-rc.d 101 forbids it for the time of the install.
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    if [ -n "$policy" ]; then rm -f "$policy"; trap - EXIT; fi
 fi
 
 PY=${PYTHON:-python3}
 "$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
 
-"$PY" -m ruff check src tests benchmarks
-"$PY" -m ruff format --check src tests benchmarks
+"$PY" -m ruff check src tests benchmarks cloud-init
+"$PY" -m ruff format --check src tests benchmarks cloud-init
 
 # Oldest supported Python: unit tests only (the e2e tests exercise the same code as root).
 PY39=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.9*/bin/python 2>/dev/null | tail -n 1 || true)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from .config import Config
@@ -32,20 +32,32 @@ class Result:
 
 
 def read_instance(config: Config) -> tuple[Instance, int]:
-    from .providers import get_provider
+    from .providers import chosen_because, get_provider
 
     provider = get_provider(config)
     try:
         raw = provider.read()
     finally:
         provider.close()
-    return build_instance(raw), provider.requests_sent
+    instance = build_instance(raw)
+    why = chosen_because(provider)
+    if why is not None:  # `show` says which cloud auto-detection chose, and why
+        instance = replace(instance, chosen_because=why)
+    return instance, provider.requests_sent
 
 
 def reconcile(
-    config: Config, *, dry_run: bool = False, instance: Optional[Instance] = None
+    config: Config,
+    *,
+    dry_run: bool = False,
+    instance: Optional[Instance] = None,
+    log_warnings: bool = True,
 ) -> Result:
-    """Make the kernel match metadata (or only plan it with dry_run)."""
+    """Make the kernel match metadata (or only plan it with dry_run).
+
+    log_warnings=False leaves the plan's warnings to the caller: the watch daemon reconciles
+    every minute and logs a warning only when it first appears, not on every cycle.
+    """
     requests = 0
     t0 = time.monotonic()
     if instance is None:
@@ -60,7 +72,7 @@ def reconcile(
         p = plan(instance, config, state)
         for note in p.notes:
             log.debug("%s", note)
-        for warning in p.warnings:
+        for warning in p.warnings if log_warnings else ():
             log.warning("warning: %s", warning)
         result = Result(instance, p, state, metadata_requests=requests)
         result.timings = {"metadata": t1 - t0, "kernel_read": t2 - t1, "plan": 0.0, "apply": 0.0}

@@ -41,7 +41,11 @@ def _config(opts: dict[str, Any]):
 def provider_options(f: Callable) -> Callable:
     """Options shared by every command that reads metadata."""
 
-    @click.option("--provider", help="Metadata provider (aws).")
+    @click.option(
+        "--provider",
+        help="Metadata provider: auto (default: DMI, then probes), aws, alibaba, tencent, "
+        "jdcloud, openstack or static.",
+    )
     @click.option("--metadata-url", help="Metadata service base URL (default: the provider's).")
     @click.option(
         "--config",
@@ -149,9 +153,141 @@ def show(as_json: bool, **opts: Any) -> None:
     _run(body)
 
 
+def _need_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise NotPermitted(f"eni-guest {what} changes addresses and routes and must run as root")
+
+
+@main.group()
+def hotplug() -> None:
+    """Handle one interface being attached or detached (run by udev/systemd)."""
+
+
+@hotplug.command("add")
+@click.argument("iface")
+@click.option(
+    "--timeout",
+    type=float,
+    help="Seconds to wait for metadata to list the interface (default: hotplug_timeout, 60).",
+)
+@provider_options
+def hotplug_add(iface: str, timeout: Optional[float], **opts: Any) -> None:
+    """Wait until metadata lists IFACE as a settled ENI, then reconcile.
+
+    Exit 0 also when IFACE is gone or is not an ENI of this instance (a bridge, a Docker veth).
+    """
+
+    def body() -> int:
+        from .hotplug import add
+
+        config = _config({**opts, "hotplug_timeout": timeout})
+        _need_root("hotplug add")
+        return add(config, iface)
+
+    _run(body)
+
+
+@hotplug.command("remove")
+@click.argument("iface")
+@provider_options
+def hotplug_remove(iface: str, **opts: Any) -> None:
+    """Clean up the rules and routes left by IFACE, which is already gone (no metadata needed)."""
+
+    def body() -> int:
+        from .hotplug import remove
+
+        config = _config(opts)
+        _need_root("hotplug remove")
+        return remove(config, iface)
+
+    _run(body)
+
+
 @main.command()
-def demo() -> None:
+@click.option(
+    "--interval",
+    type=float,
+    help="Seconds between full reconciles (default: watch_interval, 60).",
+)
+@provider_options
+def watch(interval: Optional[float], **opts: Any) -> None:
+    """Daemon: follow link events (attach, detach, rename) and reconcile every interval."""
+
+    def body() -> int:
+        from .watch import Watcher
+
+        def load() -> Any:
+            return _config({**opts, "watch_interval": interval})
+
+        watcher = Watcher(load, load())
+        _need_root("watch")
+        return watcher.run()
+
+    _run(body)
+
+
+@main.command()
+@click.option(
+    "--provider",
+    type=click.Choice(["aws", "alibaba", "tencent", "jdcloud", "openstack", "static"]),
+    default="aws",
+    show_default=True,
+    help="Whose metadata format the simulated cloud serves (jdcloud: with DHCP by dnsmasq).",
+)
+def demo(provider: str) -> None:
     """Build a simulated VM in network namespaces, apply, prove routing with real packets."""
     from .demo import run
 
-    sys.exit(run(click.echo))
+    sys.exit(run(click.echo, provider=provider))
+
+
+@main.command()
+@click.option(
+    "--root",
+    default="/",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Install into this directory tree (a mounted image); udev and systemd are reloaded "
+    "only for /.",
+)
+@click.option("--no-enable", is_flag=True, help="Do not enable the boot unit and watch daemon.")
+@click.option(
+    "--binary",
+    help="Absolute path of eni-guest as the units should call it (default: this eni-guest).",
+)
+def install(root: str, no_enable: bool, binary: Optional[str]) -> None:
+    """Place the udev rule, systemd units and cloud-init module (idempotent)."""
+
+    def body() -> int:
+        from .install import install as do_install
+
+        if Path(root).resolve() == Path("/") and os.geteuid() != 0:
+            raise NotPermitted("eni-guest install into / must run as root (or use --root DIR)")
+        for line in do_install(Path(root), enable=not no_enable, binary=binary).lines():
+            click.echo(line)
+        return 0
+
+    _run(body)
+
+
+@main.command()
+@click.option(
+    "--root",
+    default="/",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Remove from this directory tree.",
+)
+def uninstall(root: str) -> None:
+    """Remove what `install` placed (keeps an edited eni-guest.toml)."""
+
+    def body() -> int:
+        from .install import uninstall as do_uninstall
+
+        if Path(root).resolve() == Path("/") and os.geteuid() != 0:
+            raise NotPermitted("eni-guest uninstall from / must run as root (or use --root DIR)")
+        for line in do_uninstall(Path(root)).lines():
+            click.echo(line)
+        return 0
+
+    _run(body)

@@ -31,7 +31,8 @@ RESERVED_TABLES = range(252, 256)  # compat, default, main, local
 class Config:
     """Validated settings.  See README "Configuration" for what each one is for."""
 
-    provider: str = "aws"
+    # "auto": DMI, then short probes of each metadata service (providers/detect.py)
+    provider: str = "auto"
     metadata_url: str = ""  # empty: the provider's own endpoints (AWS: IPv4, then IPv6)
     metadata_timeout: float = 2.0  # seconds for one HTTP request
     metadata_deadline: float = 15.0  # seconds for the whole metadata read, retries included
@@ -45,6 +46,10 @@ class Config:
     lock_file: str = "/run/eni-guest.lock"
     lock_timeout: float = 30.0  # seconds to wait for another run to finish
     static_file: str = "/etc/eni-guest/enis.toml"  # ENIs for provider "static", JD Cloud overlay
+    hotplug_timeout: float = 60.0  # seconds `hotplug add` waits for metadata to list the NIC
+    watch_interval: float = 60.0  # seconds between the watch daemon's full reconciles
+    # write /run drop-ins keeping NetworkManager and systemd-networkd off secondary ENIs (distro.py)
+    manage_distro_network: bool = True
 
     def validate(self) -> Config:
         def need(ok: bool, key: str, value: Any, why: str) -> None:
@@ -95,6 +100,18 @@ class Config:
         )
         need(self.mtu == 0 or 68 <= self.mtu <= 65535, "mtu", self.mtu, "must be 0 or 68..65535")
         need(self.lock_timeout >= 0, "lock_timeout", self.lock_timeout, "must be >= 0")
+        need(
+            0 <= self.hotplug_timeout <= 3600,
+            "hotplug_timeout",
+            self.hotplug_timeout,
+            "must be 0..3600 seconds",
+        )
+        need(
+            0 < self.watch_interval <= 86400,
+            "watch_interval",
+            self.watch_interval,
+            "must be > 0 and <= 86400 seconds",
+        )
         return self
 
 

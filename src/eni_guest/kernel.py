@@ -22,7 +22,7 @@ import struct
 import sys
 import types
 from ipaddress import ip_address, ip_network
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from .config import SLOTS, Config
 from .errors import KernelError
@@ -75,7 +75,8 @@ def _load_messages() -> types.SimpleNamespace:
 NL = _load_messages()
 
 # rtnetlink message types (linux/rtnetlink.h)
-RTM_NEWLINK, RTM_GETLINK = 16, 18
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTMGRP_LINK = 1  # multicast group of link events (the watch daemon's subscription)
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
@@ -172,6 +173,25 @@ class Netlink:
                         out.append(parsed)
                 offset += (length + 3) & ~3
 
+    def get(self, msg, mtype: int, parse: Callable) -> Any:
+        """One non-dump request and its single answer; None when the object does not exist."""
+        data = self._encode(msg, mtype, NL.NLM_F_REQUEST)
+        seq = self.seq
+        self.sock.send(data)
+        while True:
+            buf = self.sock.recv(1 << 20)
+            offset = 0
+            while offset < len(buf):
+                length, kind, _flags, rseq, _pid = struct.unpack_from("=IHHII", buf, offset)
+                if rseq == seq:
+                    if kind == NLMSG_ERROR:
+                        err = -struct.unpack_from("=i", buf, offset + 16)[0]
+                        if err in (errno.ENODEV, errno.ENOENT):
+                            return None
+                        raise KernelError(f"netlink request failed: {os.strerror(err)}")
+                    return parse(buf[offset : offset + length])
+                offset += (length + 3) & ~3
+
     def batch(self, requests: list[tuple[bytes, str]]) -> list[tuple[str, int]]:
         """Send (data, op) requests in as few send() calls as fit; return (op, errno) each."""
         results: list[tuple[str, int]] = []
@@ -240,6 +260,23 @@ class Kernel:
             routes=tuple(routes),
             addr_proto_supported=self.addr_proto,
         )
+
+    def read_links(self) -> list[Link]:
+        """Every link of this namespace (the watch daemon's starting point)."""
+        return self.nl.dump(_fields(NL.ifinfmsg(), family=0), RTM_GETLINK, _parse_link)
+
+    def link_by_name(self, name: str) -> Optional[Link]:
+        """The link called `name` now, or None: one request, cheap enough for every hot-plug."""
+        if not name or len(name.encode()) > 15:  # IFNAMSIZ - 1: no such link can exist
+            return None
+        msg = _fields(NL.ifinfmsg(), family=0)
+        msg["attrs"] = [("IFLA_IFNAME", name)]
+        return self.nl.get(msg, RTM_GETLINK, _parse_link)
+
+    def link_by_index(self, index: int) -> Optional[Link]:
+        """The link with this index now (it survives renames), or None once it is gone."""
+        msg = _fields(NL.ifinfmsg(), family=0, index=index)
+        return self.nl.get(msg, RTM_GETLINK, _parse_link)
 
     # ------------------------------------------------------------ writing
 
@@ -370,6 +407,58 @@ class Kernel:
                 return self.nl._encode(msg, RTM_NEWRULE, flags | NL.NLM_F_CREATE | NL.NLM_F_EXCL)
             return self.nl._encode(msg, RTM_DELRULE, flags)
         raise TypeError(f"unknown change {c!r}")
+
+
+class EventsLost(Exception):
+    """The kernel dropped link events (socket buffer overflow): re-read the links."""
+
+
+class LinkMonitor:
+    """Link events (RTMGRP_LINK) of this namespace: interfaces appearing, changing, leaving.
+
+    A plain netlink socket bound to the link group rather than pyroute2's IPRoute: the message
+    classes are already loaded for the rest of this module, and the daemon then pays no extra
+    import cost.  Non-blocking, so the daemon can wait on it together with its signal pipe.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.bind((0, RTMGRP_LINK))
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def read_events(self) -> list[tuple[bool, Link]]:
+        """Every queued event as (present, link): present is False for a link that left.
+
+        Raises EventsLost when the kernel had to drop events; the caller then re-reads every
+        link, which is always correct because only the current state of links matters.
+        """
+        events: list[tuple[bool, Link]] = []
+        while True:
+            try:
+                buf = self.sock.recv(1 << 20)
+            except BlockingIOError:
+                return events
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    raise EventsLost() from None
+                raise
+            offset = 0
+            while offset + NLMSGHDR_LEN <= len(buf):
+                length, kind, _flags, _seq, _pid = struct.unpack_from("=IHHII", buf, offset)
+                if length < NLMSGHDR_LEN:
+                    break
+                if kind in (RTM_NEWLINK, RTM_DELLINK):
+                    link = _parse_link(buf[offset : offset + length])
+                    if link is not None:
+                        events.append((kind == RTM_NEWLINK, link))
+                offset += (length + 3) & ~3
 
 
 def _nla_offsets(data: bytes, header: int, types_: frozenset[int]) -> list[int]:

@@ -43,6 +43,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from .sim.scenario import (
+    METADATA_ADDRESSES,
+    ipv4_gateway,
+    ipv6_gateway,
+    parse_scenario,
+    render_static,
+)
+
 __all__ = [
     "CONTAINER_V4",
     "CONTAINER_V6",
@@ -67,7 +75,9 @@ __all__ = [
     "neighbour_of",
 ]
 
-#: The cloud's metadata service addresses (AWS).
+#: The cloud's metadata service addresses (AWS). Other clouds' are in
+#: ``sim.scenario.METADATA_ADDRESSES`` (Alibaba 100.100.100.200, Tencent 169.254.0.23): the vpc
+#: carries those of the scenario's ``provider`` too, and the simulator listens there.
 METADATA_V4 = "169.254.169.254"
 METADATA_V6 = "fd00:ec2::254"
 #: A host on the internet, outside the VPC: reaching it needs the subnet's default route.
@@ -147,6 +157,10 @@ class Guest:
     ns: str
     container_ns: Optional[str] = None
     links: dict[str, str] = field(default_factory=dict)  # mac -> guest ifname
+    #: This VM's own metadata (see :meth:`SimVM.add_guest`); ``None``: the SimVM's scenario.
+    scenario: Optional[dict[str, Any]] = None
+    #: Port of this VM's own metadata simulator on the metadata addresses (``None``: 80).
+    metadata_port: Optional[int] = None
 
 
 @dataclass
@@ -700,6 +714,16 @@ class SimVM:
     test could not see *which* ENI they would have left through. The nftables check drops the same
     IPv4 and IPv6 packets either way.
 
+    The scenario's ``provider`` picks the cloud (``sim/scenario.py``): the simulator serves that
+    format on that cloud's address, the vpc's router of each subnet sits where that cloud's
+    metadata says (Alibaba: ``.253``), and :meth:`agent` passes ``--provider`` and
+    ``--metadata-url`` to match. ``static`` runs no simulator: the scenario is written as the
+    agent's static ENI file (:attr:`static_path`); ``jdcloud`` also gets that file, as the
+    overlay carrying the secondary IPs JD does not publish. ``dhcp`` starts dnsmasq on every
+    ENI's vpc-side veth, answering the ENI's MAC with its primary IP, the subnet's mask and the
+    router: JD Cloud's VPC DHCP service, which tells the agent what JD's metadata does not (the
+    overlay then leaves subnet and gateway out).
+
     Use as a context manager, or call :meth:`start` and always :meth:`close`.
     """
 
@@ -713,6 +737,7 @@ class SimVM:
         metadata: bool = True,
         kernel_rp_filter: bool = False,
         sim_command: Optional[Sequence[str]] = None,
+        dhcp: bool = False,
     ) -> None:
         self.scenario: dict[str, Any] = _normalise(scenario)
         self.prefix = _new_prefix()
@@ -736,6 +761,9 @@ class SimVM:
         self._lo_addrs: set[str] = set()
         self._counters_made: set[str] = set()
         self._mtime_ns: Optional[int] = None
+        self._guest_mtimes: dict[str, int] = {}
+        self._dhcp = dhcp
+        self._dnsmasq: dict[str, tuple[tuple[str, ...], subprocess.Popen[Any]]] = {}
         self._started = False
 
     def __repr__(self) -> str:
@@ -750,6 +778,16 @@ class SimVM:
     @property
     def container_ns(self) -> Optional[str]:
         return self.main_guest.container_ns
+
+    @property
+    def provider(self) -> str:
+        """The cloud the scenario simulates (``aws`` unless it says otherwise)."""
+        return str(self.scenario.get("provider", "aws"))
+
+    @property
+    def static_path(self) -> Path:
+        """The agent's static ENI file: all of it for ``static``, the overlay for ``jdcloud``."""
+        return self._tmp / "enis.toml"
 
     @property
     def scenario_path(self) -> Path:
@@ -775,9 +813,10 @@ class SimVM:
 
     def eni(self, mac: str) -> dict[str, Any]:
         mac = mac.lower()
-        for e in self.scenario["enis"]:
-            if e["mac"] == mac:
-                return e
+        for scn in self._scenarios():
+            for e in scn["enis"]:
+                if e["mac"] == mac:
+                    return e
         if mac in self._known:
             return self._known[mac]
         raise KeyError(f"no ENI with MAC {mac}")
@@ -795,6 +834,26 @@ class SimVM:
         if mac in self._ifnames:
             return self._ifnames[mac]
         return f"eth{int(self.eni(mac).get('device-number', 0))}"
+
+    def _scenarios(self) -> list[dict[str, Any]]:
+        """The metadata of every VM: the SimVM's own, then that of guests that have their own."""
+        return [self.scenario] + [g.scenario for g in self.guests if g.scenario is not None]
+
+    def _scenario_of(self, g: Guest) -> dict[str, Any]:
+        return g.scenario if g.scenario is not None else self.scenario
+
+    def _write_scenario_of(self, g: Guest) -> None:
+        if g.scenario is None:
+            self._write_scenario()
+        else:
+            path = self._tmp / f"scenario-{g.name}.json"
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps(g.scenario, indent=2, sort_keys=True))
+            os.replace(tmp, path)
+            # the simulator reloads on an mtime change: make sure there is one
+            mtime = max(os.stat(path).st_mtime_ns, self._guest_mtimes.get(g.name, 0) + 1_000_000)
+            os.utime(path, ns=(mtime, mtime))
+            self._guest_mtimes[g.name] = mtime
 
     # ---- lifecycle
 
@@ -933,7 +992,7 @@ mld-listener-report, mld2-listener-report, mld-listener-done }} accept
 
     def _configure_primary(self, g: Guest) -> None:
         """Configure the primary ENI as the image's DHCP client (and RA) would."""
-        mac = self.scenario.get("primary_mac")
+        mac = self._scenario_of(g).get("primary_mac")
         if not mac or mac not in g.links:
             return
         eni = self.eni(mac)
@@ -944,14 +1003,15 @@ mld-listener-report, mld2-listener-report, mld-listener-done }} accept
         if v4s:
             addr = _subnet_of(v4s[0], _as_list(cidr4), 24)
             lines.append(f"addr add {addr} dev {ifname}")
-            if cidr4:
-                lines.append(f"route add default via {gateway_of(cidr4)} dev {ifname} proto dhcp")
+            gw4 = ipv4_gateway(str(self._scenario_of(g).get("provider", "aws")), eni)
+            if cidr4 and gw4:
+                lines.append(f"route add default via {gw4} dev {ifname} proto dhcp")
         v6s = _as_list(eni.get("ipv6s"))
         cidrs6 = _as_list(eni.get("subnet-ipv6-cidr-blocks"))
         if v6s:
             addr = _subnet_of(v6s[0], cidrs6, 64)
             lines.append(f"addr add {addr} dev {ifname} nodad")
-            gw6 = gateway_of(str(ipaddress.ip_interface(addr).network))
+            gw6 = ipv6_gateway(eni, str(ipaddress.ip_interface(addr).network))
             lines.append(f"route add ::/0 via {gw6} dev {ifname} proto ra")
         # A booted VM finished duplicate address detection on its primary link long ago. Without
         # a usable link-local address the kernel cannot send neighbour solicitations for packets
@@ -1065,7 +1125,7 @@ table ip egt_docker {{
         an IP removed from metadata is no longer routed to its ENI. Only the difference is
         applied, in two batches (removals, then additions).
         """
-        enis = {e["mac"]: e for e in self.scenario["enis"]}
+        enis = {e["mac"]: e for scn in self._scenarios() for e in scn["enis"]}
         self._create_ports([m for m in enis if m not in self._ports or not self._ports[m].exists])
         ports = {m: p for m, p in self._ports.items() if p.exists}
 
@@ -1075,6 +1135,12 @@ table ip egt_docker {{
         route_owner: dict[str, str] = {}
         want_lo = {f"{METADATA_V4}/32", f"{METADATA_V6}/128", f"{FAR_V4}/32", f"{FAR_V6}/128"}
         want_lo |= {f"{OTHER_SUBNET_V4}/32", f"{OTHER_SUBNET_V6}/128"}
+        provider_of: dict[str, str] = {}
+        for scn in self._scenarios():
+            cloud = str(scn.get("provider", "aws"))
+            provider_of.update({e["mac"]: cloud for e in scn["enis"]})
+            for a in METADATA_ADDRESSES.get(cloud, ()):
+                want_lo.add(f"{a}/128" if ":" in a else f"{a}/32")
         v6_by_subnet: dict[str, set[tuple[str, str]]] = {}
         for mac, e in enis.items():
             if mac not in ports:
@@ -1092,7 +1158,7 @@ table ip egt_docker {{
                 route_owner[str(ipaddress.ip_network(pfx, strict=False))] = v
             cidr4 = e.get("subnet-ipv4-cidr-block")
             if cidr4:
-                want_addrs[v].add(f"{gateway_of(cidr4)}/32")
+                want_addrs[v].add(f"{ipv4_gateway(provider_of.get(mac, 'aws'), e)}/32")
                 want_lo.add(f"{neighbour_of(cidr4)}/32")
         for r, v in route_owner.items():
             want_routes[v].add(r)
@@ -1102,7 +1168,7 @@ table ip egt_docker {{
             v = ports[mac].vpc_if
             for c in _as_list(e.get("subnet-ipv6-cidr-blocks")):
                 key = str(ipaddress.ip_network(c, strict=False))
-                want_addrs[v].add(f"{gateway_of(c)}/128")
+                want_addrs[v].add(f"{ipv6_gateway(e, c)}/128")
                 want_lo.add(f"{neighbour_of(c)}/128")
                 # Guests ND for anything in their own subnet: answer for the neighbour and for
                 # the addresses of the other ENIs in it (the vpc then routes them).
@@ -1131,6 +1197,77 @@ table ip egt_docker {{
             p.routes = set(want_routes[p.vpc_if])
             p.proxies = set(want_proxies[p.vpc_if])
         self._lo_addrs = want_lo
+        if self._dhcp:
+            self._sync_dhcp(enis, provider_of)
+
+    def _sync_dhcp(self, enis: Mapping[str, Any], provider_of: Mapping[str, str]) -> None:
+        """One dnsmasq per existing ENI veth: the ENI's MAC gets its primary IP, the subnet's
+        mask and the router (as the VPC's DHCP service would); restarted when that changes."""
+        if shutil.which("dnsmasq") is None:
+            raise SimVMError("`dnsmasq` not found (install dnsmasq-base): needed for dhcp=True")
+        want: dict[str, tuple[str, ...]] = {}
+        for mac, p in self._ports.items():
+            e = enis.get(mac)
+            ips = _as_list(e.get("local-ipv4s")) if e else []
+            cidr = e.get("subnet-ipv4-cidr-block") if e else None
+            if not (p.exists and ips and cidr):
+                continue
+            net = ipaddress.IPv4Network(str(cidr), strict=False)
+            router = ipv4_gateway(provider_of.get(mac, "aws"), e) or gateway_of(str(cidr))
+            base = self._tmp / f"dnsmasq-{p.vpc_if}"
+            want[mac] = (
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--port=0",  # DHCP only, no DNS
+                f"--interface={p.vpc_if}",
+                "--bind-interfaces",  # one instance per veth, side by side
+                f"--dhcp-range={net.network_address},static,{net.netmask}",
+                f"--dhcp-host={mac},{ips[0]}",
+                f"--dhcp-option=option:router,{router}",
+                f"--dhcp-leasefile={base}.leases",
+                f"--pid-file={base}.pid",
+                f"--log-facility={base}.log",
+                "--log-dhcp",
+                "--user=root",
+                "--no-ping",
+                "--dhcp-authoritative",
+                "--no-resolv",
+                "--no-hosts",
+            )
+        for mac, (args, proc) in list(self._dnsmasq.items()):
+            if want.get(mac) != args or proc.poll() is not None:
+                _stop(proc, grace=1.0)
+                if proc in self._procs:
+                    self._procs.remove(proc)
+                del self._dnsmasq[mac]
+        for mac, args in want.items():
+            if mac not in self._dnsmasq:
+                self._start_dnsmasq(mac, args)
+
+    def _start_dnsmasq(self, mac: str, args: tuple[str, ...], timeout: float = 10.0) -> None:
+        log = Path(next(a for a in args if a.startswith("--log-facility=")).split("=", 1)[1])
+        with contextlib.suppress(FileNotFoundError):
+            log.unlink()
+        cmd = ["ip", "netns", "exec", self.vpc_ns, "dnsmasq", *args]
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self._procs.append(proc)
+        self._dnsmasq[mac] = (args, proc)
+        deadline = time.monotonic() + timeout
+        while True:  # listening once it says which interface its sockets are bound to
+            text = log.read_text(errors="replace") if log.exists() else ""
+            if "DHCP, sockets bound" in text:
+                return
+            if proc.poll() is not None or time.monotonic() > deadline:
+                _stop(proc, grace=1.0)
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise SimVMError(f"dnsmasq did not start: {shlex.join(cmd)}\n{text}{err}")
+            time.sleep(0.02)
 
     # ---- hot-plug
 
@@ -1145,9 +1282,10 @@ table ip egt_docker {{
         mac = mac.lower()
         g = guest or self.main_guest
         eni = self.eni(mac)
-        if all(e["mac"] != mac for e in self.scenario["enis"]):
-            self.scenario["enis"].append(eni)
-            self._write_scenario()
+        scn = self._scenario_of(g)
+        if all(e["mac"] != mac for e in scn["enis"]):
+            scn["enis"].append(eni)
+            self._write_scenario_of(g)
         self._sync_vpc()
         p = self._ports[mac]
         if p.guest is not None:
@@ -1178,6 +1316,10 @@ table ip egt_docker {{
         if not keep_in_metadata:
             self.scenario["enis"] = [e for e in self.scenario["enis"] if e["mac"] != mac]
             self._write_scenario()
+            for g in self.guests:
+                if g.scenario is not None and any(e["mac"] == mac for e in g.scenario["enis"]):
+                    g.scenario["enis"] = [e for e in g.scenario["enis"] if e["mac"] != mac]
+                    self._write_scenario_of(g)
         self._sync_vpc()
 
     def add_eni(
@@ -1194,15 +1336,105 @@ table ip egt_docker {{
         if attach:
             self.attach(e["mac"], ifname)
 
-    def add_guest(self) -> Guest:
-        """Add a second (third...) VM in the same VPC, without ENIs: attach some with
-        ``attach(mac, guest=g)``. The building block for ENI-migration tests."""
+    def add_guest(
+        self, scenario: Optional[Mapping[str, Any]] = None, *, timeout: float = 10.0
+    ) -> Guest:
+        """Add a second (third...) VM in the same VPC.
+
+        Without ``scenario`` the VM has no ENIs and shares the SimVM's metadata: attach some
+        with ``attach(mac, guest=g)``. With ``scenario`` it is a VM of its own, as the
+        ENI-migration tests need: its ENIs are created and attached, its primary configured
+        like a DHCP client would, and its own metadata simulator serves ``scenario`` on the
+        metadata addresses at ``g.metadata_port`` (:meth:`agent` with ``guest=g`` uses it).
+        """
         if not self._namespaces:
             raise SimVMError("start the SimVM before adding guests")
-        g = Guest(f"g{len(self.guests) + 1}", f"{self.prefix}-g{len(self.guests) + 1}")
-        self._build_guest(g)
+        n = len(self.guests) + 1
+        g = Guest(f"g{n}", f"{self.prefix}-g{n}")
+        if scenario is not None:
+            g.scenario = _normalise(scenario)
+            g.metadata_port = 8000 + n
+            for e in g.scenario["enis"]:
+                if any(e["mac"] == x["mac"] for scn in self._scenarios() for x in scn["enis"]):
+                    raise SimVMError(f"ENI {e['mac']} is already listed for another VM")
+                self._known[e["mac"]] = e
         self.guests.append(g)
+        self._build_guest(g)
+        if g.scenario is not None:
+            self._write_scenario_of(g)
+            self._sync_vpc()
+            for e in sorted(g.scenario["enis"], key=lambda e: int(e.get("device-number", 0))):
+                self.attach(e["mac"], guest=g)
+            self._configure_primary(g)
+            self._start_guest_metadata(g, timeout)
         return g
+
+    def _start_guest_metadata(self, g: Guest, timeout: float) -> None:
+        """A metadata simulator serving one added VM's scenario (AWS addresses, own port)."""
+        path = self._tmp / f"scenario-{g.name}.json"
+        out_path, err_path = self._tmp / f"sim-{g.name}.out", self._tmp / f"sim-{g.name}.err"
+        cmd = ["ip", "netns", "exec", self.vpc_ns, *self._sim_command, "--scenario", str(path)]
+        cmd += ["--listen", f"{METADATA_V4}:{g.metadata_port}"]
+        cmd += ["--listen", f"[{METADATA_V6}]:{g.metadata_port}"]
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=_child_env(),
+                start_new_session=True,
+            )
+        self._procs.append(proc)
+        deadline = time.monotonic() + timeout
+        while out_path.read_text(errors="replace").count("listening on") < 2:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                _stop(proc)
+                self._procs.remove(proc)
+                raise SimVMError(
+                    f"metadata simulator of {g.name} did not start: {shlex.join(cmd)}\n"
+                    f"{err_path.read_text(errors='replace')}"
+                )
+            time.sleep(0.05)
+
+    def move(
+        self,
+        mac: str,
+        guest: Guest,
+        ifname: Optional[str] = None,
+        *,
+        device_number: Optional[int] = None,
+    ) -> str:
+        """Migrate an attached ENI to another VM: its link leaves the old VM's namespace and
+        appears, down, in ``guest`` (the same veth end moves, the cloud side stays), the old
+        VM's metadata stops listing it and ``guest``'s lists it at ``device_number`` (default:
+        the lowest free one). Returns the new interface name."""
+        mac = mac.lower()
+        p = self._ports.get(mac)
+        if p is None or p.guest is None or p.ifname is None:
+            raise SimVMError(f"ENI {mac} is not attached")
+        src = p.guest
+        if src is guest:
+            raise SimVMError(f"ENI {mac} is already attached to {guest.name}")
+        eni = copy.deepcopy(self.eni(mac))
+        src_scn, dst_scn = self._scenario_of(src), self._scenario_of(guest)
+        if device_number is None:
+            used = {int(e.get("device-number", 0)) for e in dst_scn["enis"]}
+            device_number = min(set(range(1, len(used) + 2)) - used)
+        eni["device-number"] = device_number
+        src_scn["enis"] = [e for e in src_scn["enis"] if e["mac"] != mac]
+        dst_scn["enis"] = [e for e in dst_scn["enis"] if e["mac"] != mac] + [eni]
+        self._known[mac] = eni
+        self._write_scenario_of(src)
+        self._write_scenario_of(guest)
+        name = ifname or f"eth{device_number}"
+        _run(["ip", "-n", src.ns, "link", "set", "dev", p.ifname, "down"])
+        _run(["ip", "-n", src.ns, "link", "set", "dev", p.ifname, "netns", guest.ns, "name", name])
+        src.links.pop(mac, None)
+        p.guest, p.ifname = guest, name
+        guest.links[mac] = name
+        self._sync_vpc()
+        return name
 
     # ---- metadata
 
@@ -1223,6 +1455,21 @@ table ip egt_docker {{
             mtime = self._mtime_ns + 1_000_000_000
             os.utime(path, ns=(mtime, mtime))
         self._mtime_ns = mtime
+        if self.provider in ("static", "jdcloud"):
+            self._write_static()
+
+    def _write_static(self) -> None:
+        """The static ENI file follows the scenario as metadata would (a scenario the simulator
+        would refuse leaves the file as it was: tests write broken files themselves)."""
+        try:
+            parsed = parse_scenario(self.scenario)
+        except ValueError:
+            return
+        jd = self.provider == "jdcloud"
+        text = render_static(parsed, overlay=jd, subnets=not (jd and self._dhcp))
+        tmp = self.static_path.with_name(self.static_path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.static_path)
 
     def update_scenario(self, scenario: Mapping[str, Any]) -> None:
         """Replace the whole scenario: metadata changes, and the vpc routes follow it.
@@ -1243,10 +1490,14 @@ table ip egt_docker {{
         self._write_scenario()
 
     def start_metadata(self, timeout: float = 10.0) -> None:
-        """Start the metadata simulator in the vpc, on the cloud's v4 and v6 addresses."""
+        """Start the metadata simulator in the vpc, on the cloud's metadata addresses
+        (``static``: only write the file, there is no service)."""
         if self._sim is not None and self._sim.poll() is None:
             return
         self._write_scenario()
+        listen = [f"[{a}]:80" if ":" in a else f"{a}:80" for a in METADATA_ADDRESSES[self.provider]]
+        if not listen:
+            return
         out_path, err_path = self._tmp / "sim.out", self._tmp / "sim.err"
         cmd = [
             "ip",
@@ -1256,10 +1507,7 @@ table ip egt_docker {{
             *self._sim_command,
             "--scenario",
             str(self.scenario_path),
-            "--listen",
-            f"{METADATA_V4}:80",
-            "--listen",
-            f"[{METADATA_V6}]:80",
+            *(arg for address in listen for arg in ("--listen", address)),
             "--stats",
             str(self.stats_path),
         ]
@@ -1276,7 +1524,7 @@ table ip egt_docker {{
         deadline = time.monotonic() + timeout
         while True:
             text = out_path.read_text(errors="replace")
-            if text.count("listening on") >= 2:
+            if text.count("listening on") >= len(listen):
                 self._sim = proc
                 return
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -1372,24 +1620,45 @@ table ip egt_docker {{
         given or ``defaults=False``. The lock file lives in the tmpdir so concurrent test runs
         do not serialise on the host's lock.
         """
+        cmd, full_env = self.agent_command(*args, defaults=defaults, env=env, guest=guest)
+        return _run(cmd, check=check, timeout=timeout, env=full_env)
+
+    def agent_command(
+        self,
+        *args: str,
+        defaults: bool = True,
+        env: Optional[Mapping[str, str]] = None,
+        guest: Optional[Guest] = None,
+    ) -> tuple[list[str], dict[str, str]]:
+        """The command line and environment :meth:`agent` runs, for a long-lived process
+        (``eni-guest watch``) that a test starts with ``subprocess.Popen`` itself.
+
+        The defaults go after the subcommand (after ``hotplug add``/``remove`` for the group).
+        A guest added with its own scenario gets its own metadata port and lock file.
+        """
+        g = guest or self.main_guest
         argv = [str(a) for a in args]
         extra: list[str] = []
         at = next((i + 1 for i, a in enumerate(argv) if not a.startswith("-")), None)
+        if at is not None and argv[at - 1] == "hotplug" and at < len(argv):
+            at += 1  # a command group: its options belong to the subcommand
+        cloud = str(self._scenario_of(g).get("provider", "aws"))
         if defaults and at is not None:
             if not any(a == "--provider" or a.startswith("--provider=") for a in argv):
-                extra += ["--provider", "aws"]
-            if not any(a == "--metadata-url" or a.startswith("--metadata-url=") for a in argv):
-                extra += ["--metadata-url", f"http://{METADATA_V4}"]
+                extra += ["--provider", cloud]
+            given = any(a == "--metadata-url" or a.startswith("--metadata-url=") for a in argv)
+            if not given and cloud != "static":
+                port = f":{g.metadata_port}" if g.metadata_port is not None else ""
+                host = METADATA_V4 if g.metadata_port else METADATA_ADDRESSES[cloud][0]
+                extra += ["--metadata-url", f"http://{host}{port}"]
             argv[at:at] = extra
-        full_env = _child_env({"ENI_GUEST_LOCK_FILE": str(self.lock_file), **(env or {})})
-        ns = (guest or self.main_guest).ns
-        return self._exec(
-            ns,
-            [sys.executable, "-m", "eni_guest", *argv],
-            check=check,
-            timeout=timeout,
-            env=full_env,
-        )
+        lock = self.lock_file if g.scenario is None else self._tmp / f"lock-{g.name}"
+        base_env = {"ENI_GUEST_LOCK_FILE": str(lock)}
+        if cloud in ("static", "jdcloud"):
+            base_env["ENI_GUEST_STATIC_FILE"] = str(self.static_path)
+        full_env = _child_env({**base_env, **(env or {})})
+        cmd = ["ip", "netns", "exec", g.ns, sys.executable, "-m", "eni_guest", *argv]
+        return cmd, full_env
 
     # ---- traffic
 

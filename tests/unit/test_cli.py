@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -28,6 +29,12 @@ def test_apply_as_non_root_says_so_in_one_line(tmp_path: Path, monkeypatch) -> N
     from eni_guest import cli
 
     monkeypatch.setattr(cli.os, "geteuid", lambda: 1000)
+    # main() sets up the "eni_guest" logger for a terminal (propagate off): put it back after
+    # this in-process run, or later tests' caplog would see nothing.
+    logger = cli.log
+    monkeypatch.setattr(logger, "handlers", list(logger.handlers))  # a copy: main() edits it
+    monkeypatch.setattr(logger, "propagate", logger.propagate)
+    monkeypatch.setattr(logger, "level", logger.level)
     monkeypatch.setenv("ENI_GUEST_LOCK_FILE", str(tmp_path / "lock"))
     r = CliRunner().invoke(cli.main, ["apply", "--metadata-url", "http://127.0.0.1:9"])
     assert r.exit_code == 6
@@ -54,12 +61,28 @@ def test_unreachable_metadata_is_exit_3_and_fast() -> None:
     r = run(
         "apply",
         "--dry-run",
+        "--provider",
+        "aws",
         "--metadata-url",
         "http://127.0.0.1:9",
         env={"ENI_GUEST_METADATA_RETRIES": "1", "ENI_GUEST_METADATA_DEADLINE": "3"},
     )
     assert r.returncode == 3
     assert r.stderr.startswith("eni-guest: metadata service") and r.stderr.count("\n") == 1
+
+
+def test_auto_where_nothing_answers_is_exit_3_within_seconds(tmp_path: Path) -> None:
+    """The default provider is auto: DMI (none usable here, or not this cloud), then probes."""
+    start = time.monotonic()
+    r = run(
+        "show",
+        "--metadata-url",
+        "http://127.0.0.1:9",
+        env={"ENI_GUEST_STATIC_FILE": str(tmp_path / "absent.toml")},
+    )
+    assert r.returncode == 3 and r.stderr.count("\n") == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert time.monotonic() - start < 8
 
 
 def test_version_is_printed_without_loading_the_network_stack() -> None:

@@ -1,0 +1,265 @@
+"""Hot-plug of one interface: `eni-guest hotplug add IFACE` and `eni-guest hotplug remove IFACE`.
+
+udev (through a per-interface systemd unit) runs these when a NIC appears or leaves, and the
+watch daemon runs the same logic in-process.  Both must be quick and must never guess:
+
+* `add` waits, without holding the run lock, until metadata lists the interface's MAC as a
+  settled ENI (right after a hot attach AWS may list it with device-number 0 and no IPs for a
+  few seconds; configuring it then would put two ENIs in one table).  It then takes the lock,
+  reads metadata once more and runs a normal full reconcile.  The second read is deliberate:
+  with eight ENIs attached at once, eight `add`s queue on the lock, and a read taken before
+  the wait may predate an ENI that a run in between configured; reconciling with it would
+  remove that ENI again.  A read taken under the lock is never older than the kernel state.
+* `remove` runs after the interface is gone and needs no metadata (detach must work while the
+  metadata service is down): it deletes only what the kernel shows to be orphaned
+  (`plan.plan_unplug`).
+
+Interfaces that cannot be ENIs (bridges, VLANs, tunnels, ...) are ignored with exit 0, and so,
+after one complete metadata read, is a veth whose MAC metadata does not list: Docker and CNI
+plugins create veths all the time.  (ENIs of the simulated VM are veths, so veths are looked
+up at all.)
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable, Optional
+
+from .config import Config
+from .errors import MetadataDisabled, MetadataError, MetadataUnavailable
+from .model import Instance
+from .plan import Change
+from .state import Link
+
+if TYPE_CHECKING:
+    from .agent import Result
+
+log = logging.getLogger("eni_guest")
+
+# IFLA_INFO_KIND of links that may be ENIs: "" is a NIC driver (ena, virtio_net, ixgbevf,
+# vif, mlx5...), "veth" is an ENI of the simulated VM.  Every other kind (bridge, bond, vlan,
+# vxlan, tun, wireguard, dummy, macvlan, ipvlan, ...) is created by software on the host.
+CLOUD_NIC_KINDS = frozenset({"", "veth"})
+_ETHER_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+SETTLED, UNSETTLED, UNLISTED = "settled", "unsettled", "unlisted"
+FIRST_DELAY, MAX_DELAY = 0.2, 3.0  # seconds: backoff between metadata reads while waiting
+
+
+def not_a_nic(link: Link) -> Optional[str]:
+    """Why `link` cannot be an ENI, or None when it may be one."""
+    if link.kind not in CLOUD_NIC_KINDS:
+        return f"{link.name} is a {link.kind} interface, not a cloud NIC"
+    if not _ETHER_MAC.match(link.mac) or link.mac == "00:00:00:00:00:00":
+        return f"{link.name} has no Ethernet address"
+    return None
+
+
+def classify(instance: Instance, mac: str) -> tuple[str, str]:
+    """(SETTLED | UNSETTLED | UNLISTED, why) for a MAC in one complete metadata read."""
+    if instance.by_mac(mac) is not None:
+        return SETTLED, ""
+    for u in instance.unsettled:
+        if u.mac == mac:
+            return UNSETTLED, u.reason
+    return UNLISTED, ""
+
+
+class Backoff:
+    """Exponential backoff with jitter between metadata reads.
+
+    Jitter because hot-plug comes in bursts (eight ENIs at boot, a storm of udev events): the
+    waiters must not hit the metadata service, which is rate limited per ENI, in lockstep.
+    """
+
+    def __init__(
+        self,
+        first: float = FIRST_DELAY,
+        cap: float = MAX_DELAY,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.first, self.cap, self.rng = first, cap, rng
+        self.delay = first
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+    def next(self) -> float:
+        """The next pause: between half and all of the current delay, which then doubles."""
+        d = self.delay
+        self.delay = min(self.cap, d * 2)
+        return d / 2 + self.rng() * d / 2
+
+
+def resolve_provider(config: Config) -> Config:
+    """Detect the cloud once for a whole wait (or daemon) instead of on every metadata read."""
+    if config.provider != "auto":
+        return config
+    from .providers.detect import detect
+
+    name, reason = detect(config)
+    log.info("provider %s chosen: %s", name, reason)
+    return replace(config, provider=name)
+
+
+def _read(config: Config, left: float) -> Instance:
+    """One complete metadata read that ends by the caller's deadline (at least 0.5 s)."""
+    from .agent import read_instance
+
+    budget = max(left, 0.5)
+    capped = replace(
+        config,
+        metadata_deadline=min(config.metadata_deadline, budget),
+        metadata_timeout=min(config.metadata_timeout, budget),
+    )
+    return read_instance(capped)[0]
+
+
+@dataclass
+class _Wait:
+    """What the last metadata read said about the interface being waited for."""
+
+    state: str = UNLISTED
+    why: str = ""
+    error: Optional[MetadataError] = None
+
+
+def wait_until_settled(
+    config: Config,
+    link: Link,
+    timeout: float,
+    *,
+    relookup: Callable[[int], Optional[Link]],
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: Callable[[], float] = random.random,
+) -> Optional[Link]:
+    """Poll metadata until `link`'s MAC is a settled ENI; return the link (it may have been
+    renamed), or None when there is nothing to configure (the link left, or it is not an ENI
+    of this instance).  Raises MetadataError when metadata stayed down or the ENI unsettled
+    for the whole timeout: the caller changes nothing.
+    """
+    deadline = clock() + timeout
+    backoff = Backoff(rng=rng)
+    last = _Wait()
+    while True:
+        try:
+            instance = _read(config, deadline - clock())
+        except MetadataDisabled:
+            raise  # switched off: waiting will not switch it on
+        except MetadataError as e:
+            last = _Wait(error=e)
+        else:
+            state, why = classify(instance, link.mac)
+            last = _Wait(state, why)
+            if state == SETTLED:
+                return link
+            if state == UNLISTED and link.kind == "veth":
+                log.debug("%s (%s) is not an ENI of this instance: ignored", link.name, link.mac)
+                return None
+        left = deadline - clock()
+        if left <= 0:
+            break
+        sleep(min(backoff.next(), left))
+        now = relookup(link.index)
+        if now is None:
+            log.debug("%s left while waiting for metadata: nothing to do", link.name)
+            return None
+        link = now
+    if last.error is not None:
+        raise MetadataUnavailable(
+            f"{link.name} ({link.mac}): metadata still failing after {timeout:g} s "
+            f"(hotplug_timeout), nothing changed: {last.error}"
+        )
+    if last.state == UNSETTLED:
+        raise MetadataUnavailable(
+            f"{link.name} ({link.mac}): metadata lists it but it has not settled after "
+            f"{timeout:g} s (hotplug_timeout): {last.why}; nothing changed"
+        )
+    log.warning("interface %s (%s) is not an ENI of this instance", link.name, link.mac)
+    return None
+
+
+def add(config: Config, ifname: str) -> int:
+    """`eni-guest hotplug add IFACE`: wait for metadata to settle, then reconcile.  Exit code."""
+    from .kernel import Kernel
+
+    kernel = Kernel(config)
+    try:
+        link = kernel.link_by_name(ifname)
+        if link is None:
+            log.debug("%s is gone: nothing to do", ifname)
+            return 0
+        why = not_a_nic(link)
+        if why is not None:
+            log.debug("%s: ignored", why)
+            return 0
+        config = resolve_provider(config)
+        start = time.monotonic()
+        settled = wait_until_settled(
+            config, link, config.hotplug_timeout, relookup=kernel.link_by_index
+        )
+    finally:
+        kernel.close()
+    if settled is None:
+        return 0
+    log.debug(
+        "%s (%s) settled in metadata after %.1f s",
+        settled.name,
+        settled.mac,
+        time.monotonic() - start,
+    )
+    reconcile_locked(config)
+    return 0
+
+
+def reconcile_locked(config: Config, *, log_warnings: bool = True) -> Result:
+    """A full reconcile under the run lock, with metadata read under the lock (see above)."""
+    from .agent import reconcile
+    from .lock import run_lock
+
+    with run_lock(config.lock_file, config.lock_timeout):
+        return reconcile(config, log_warnings=log_warnings)
+
+
+def remove(config: Config, ifname: str) -> int:
+    """`eni-guest hotplug remove IFACE`: clean up after an interface that is gone.  Exit code."""
+    from .kernel import Kernel
+    from .lock import run_lock
+
+    kernel = Kernel(config)
+    try:
+        if kernel.link_by_name(ifname) is not None:
+            log.debug("%s is still present: nothing to remove", ifname)
+            return 0
+    finally:
+        kernel.close()
+    with run_lock(config.lock_file, config.lock_timeout):
+        unplug(config)
+    return 0
+
+
+def unplug(config: Config) -> list[Change]:
+    """Delete what departed interfaces left behind (no metadata needed); caller holds the lock."""
+    from .kernel import Kernel
+    from .plan import plan_unplug
+
+    kernel = Kernel(config)
+    applied: list[Change] = []
+
+    def done(change: Change) -> None:
+        applied.append(change)
+        log.info("%s", change.describe())
+
+    try:
+        p = plan_unplug(kernel.read_state(), config)
+        for note in p.notes:
+            log.debug("%s", note)
+        kernel.apply(p.changes, done)
+    finally:
+        kernel.close()
+    return applied

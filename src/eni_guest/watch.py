@@ -1,0 +1,367 @@
+"""`eni-guest watch`: a daemon that follows link events and re-reads metadata every interval.
+
+Why a daemon besides udev: some images have no udev hook installed, a rename or a MAC change
+produces no udev "add", and IPs assigned or unassigned in the console (keepalived-style IP
+failover) produce no event at all in the guest: only reading metadata again finds them.
+
+Two threads:
+* the main thread owns the netlink link-event socket and the signal pipe.  It keeps the name
+  and MAC of every present link (bounded by the links that exist, so memory stays flat) and
+  passes on only what matters: a new link, a rename or MAC change (maybe an ENI to configure),
+  and the departure of a link in our interface group (an ENI whose rules must go);
+* the worker does every metadata read and every kernel change, one at a time, so two
+  reconciles never run at once in this process (other processes are kept out by the run
+  lock).  Links waiting for metadata to settle share one backoff schedule: a burst of new
+  interfaces costs one metadata read per poll, not one per interface, and a slow wait never
+  blocks events, the periodic reconcile or a detach.
+
+While metadata fails nothing is changed (reconcile reads metadata before the kernel), and the
+outage is logged once when it starts and once when it ends.  Cleaning up after a detach needs
+no metadata and still happens.  SIGTERM stops within about a second; SIGHUP re-reads the
+configuration and keeps the old one if the new one is invalid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from . import hotplug
+from .config import Config
+from .errors import ConfigError, EniGuestError, MetadataError
+from .model import Instance
+from .state import Link
+
+log = logging.getLogger("eni_guest")
+
+STOP_GRACE = 0.8  # seconds SIGTERM waits for the worker to finish what it is doing
+
+
+@dataclass
+class _Waiting:
+    """A link that appeared and waits for metadata to list its MAC as a settled ENI."""
+
+    link: Link
+    deadline: float
+
+
+@dataclass
+class _Inbox:
+    """What the main thread hands to the worker (guarded by Watcher._cond)."""
+
+    appeared: dict[int, Link] = field(default_factory=dict)
+    left: set[int] = field(default_factory=set)
+    unplug: bool = False
+    reconcile: bool = False
+
+
+class Watcher:
+    """The daemon.  `run()` is the whole process; `cycle()` is one periodic reconcile."""
+
+    def __init__(
+        self,
+        load_config: Callable[[], Config],
+        config: Optional[Config] = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._load = load_config
+        self.config = config if config is not None else load_config()
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._inbox = _Inbox()
+        self._stopping = False
+        self._waiting: dict[int, _Waiting] = {}  # worker-owned, keyed by ifindex
+        self._backoff = hotplug.Backoff()
+        self._poll_at = 0.0
+        self._next_full = 0.0  # the first cycle runs at once
+        self._outage: Optional[str] = None
+        self._warnings: frozenset[str] = frozenset()
+        self._detected: Optional[tuple[Config, Config]] = None
+        self.cycles = 0
+
+    # ------------------------------------------------------------ the worker
+
+    def _effective(self) -> Config:
+        """The configuration with provider "auto" resolved once per configuration loaded."""
+        cfg = self.config
+        if cfg.provider != "auto":
+            return cfg
+        if self._detected is None or self._detected[0] is not cfg:
+            self._detected = (cfg, hotplug.resolve_provider(cfg))
+        return self._detected[1]
+
+    def _metadata(self, read: Callable[[Config], Any]) -> Any:
+        """Run a metadata read; log an outage once when it starts and once when it ends."""
+        try:
+            out = read(self._effective())
+        except MetadataError as e:
+            if self._outage is None:
+                log.error("metadata unavailable, changing nothing until it answers: %s", e)
+            self._outage = str(e)
+            return None
+        if self._outage is not None:
+            log.info("metadata available again")
+            self._outage = None
+        return out
+
+    def cycle(self) -> bool:
+        """One full reconcile under the run lock; False when metadata or the kernel failed."""
+        from .agent import read_instance, reconcile
+        from .lock import run_lock
+
+        cfg = self.config
+        self._next_full = self._clock() + cfg.watch_interval
+        self.cycles += 1
+        try:
+            with run_lock(cfg.lock_file, cfg.lock_timeout):
+                instance = self._metadata(lambda c: read_instance(c)[0])
+                if instance is None:
+                    return False
+                result = reconcile(self._effective(), instance=instance, log_warnings=False)
+        except EniGuestError as e:  # kernel refused a change, lock held too long
+            log.error("%s", e)
+            return False
+        new = frozenset(result.plan.warnings)
+        for warning in sorted(new - self._warnings):
+            log.warning("warning: %s", warning)
+        self._warnings = new
+        self._settle(instance)
+        return True
+
+    def _settle(self, instance: Instance) -> None:
+        """Forget waiting links that this complete read has decided."""
+        for index, w in list(self._waiting.items()):
+            state, _ = hotplug.classify(instance, w.link.mac)
+            if state == hotplug.SETTLED:
+                del self._waiting[index]
+            elif state == hotplug.UNLISTED and w.link.kind == "veth":
+                log.debug("%s (%s) is not an ENI of this instance", w.link.name, w.link.mac)
+                del self._waiting[index]
+
+    def _poll(self) -> None:
+        """One metadata read for the waiting links; reconcile as soon as one has settled."""
+        from .agent import read_instance
+
+        instance: Optional[Instance] = self._metadata(lambda c: read_instance(c)[0])
+        now = self._clock()
+        if instance is not None:
+            states = [hotplug.classify(instance, w.link.mac)[0] for w in self._waiting.values()]
+            if hotplug.SETTLED in states:
+                # reads metadata again under the lock: see hotplug.py for why
+                self.cycle()
+            else:
+                self._settle(instance)
+        for index, w in list(self._waiting.items()):
+            if now >= w.deadline:
+                del self._waiting[index]
+                self._give_up(w, instance)
+        self._poll_at = now + self._backoff.next()
+
+    @staticmethod
+    def _give_up(w: _Waiting, instance: Optional[Instance]) -> None:
+        """hotplug_timeout passed for a waiting link: say why it stays unconfigured."""
+        name, mac = w.link.name, w.link.mac
+        if instance is None:
+            log.error("%s (%s): gave up waiting, metadata unavailable", name, mac)
+            return
+        state, why = hotplug.classify(instance, mac)
+        if state == hotplug.UNSETTLED:
+            log.error(
+                "%s (%s): listed in metadata but not settled (%s); not configured", name, mac, why
+            )
+        elif state == hotplug.UNLISTED:
+            log.warning("interface %s (%s) is not an ENI of this instance", name, mac)
+
+    def _unplug(self) -> None:
+        from .lock import run_lock
+
+        cfg = self.config
+        try:
+            with run_lock(cfg.lock_file, cfg.lock_timeout):
+                hotplug.unplug(cfg)
+        except EniGuestError as e:
+            log.error("%s", e)
+
+    def _take(self, box: _Inbox) -> None:
+        """Act on what the main thread passed on (called without holding the condition)."""
+        now = self._clock()
+        for index in box.left:
+            self._waiting.pop(index, None)
+        if box.appeared:
+            for index, link in box.appeared.items():
+                self._waiting[index] = _Waiting(link, now + self.config.hotplug_timeout)
+            self._backoff.reset()
+            self._poll_at = now
+        if box.unplug:
+            self._unplug()
+        if box.reconcile:
+            self._next_full = now
+
+    def _due(self) -> float:
+        return min(self._next_full, self._poll_at) if self._waiting else self._next_full
+
+    def work(self) -> None:
+        """The worker thread's loop; returns when stop() is called."""
+        while True:
+            with self._cond:
+                while not self._stopping and not self._has_mail():
+                    left = self._due() - self._clock()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                if self._stopping:
+                    return
+                box, self._inbox = self._inbox, _Inbox()
+            try:
+                self._take(box)
+                now = self._clock()
+                if now >= self._next_full:
+                    self.cycle()
+                elif self._waiting and now >= self._poll_at:
+                    self._poll()
+            except Exception:  # a bug: say so, keep the daemon alive for the next cycle
+                log.exception("internal error (a bug), continuing")
+                self._next_full = self._clock() + self.config.watch_interval
+
+    def _has_mail(self) -> bool:
+        b = self._inbox
+        return bool(b.appeared or b.left or b.unplug or b.reconcile)
+
+    # ------------------------------------------------------------ the main thread
+
+    def post(
+        self,
+        appeared: Optional[Link] = None,
+        left: Optional[Link] = None,
+        reconcile: bool = False,
+    ) -> None:
+        """Hand an event to the worker."""
+        with self._cond:
+            box = self._inbox
+            if appeared is not None:
+                box.appeared[appeared.index] = appeared
+                box.left.discard(appeared.index)
+            if left is not None:
+                box.appeared.pop(left.index, None)
+                box.left.add(left.index)
+                box.unplug |= left.group == self.config.interface_group
+            box.reconcile |= reconcile
+            self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+
+    def reload(self) -> None:
+        """SIGHUP: a new configuration, or the old one kept with the reason logged."""
+        try:
+            new = self._load()
+        except ConfigError as e:
+            log.error("configuration not reloaded, keeping the old one: %s", e)
+            return
+        with self._cond:
+            self.config = new
+            self._next_full = min(self._next_full, self._clock() + new.watch_interval)
+            self._cond.notify()
+        log.info("configuration reloaded")
+
+    def run(self) -> int:
+        """Subscribe to link events, start the worker, serve signals until SIGTERM."""
+        from .kernel import EventsLost, Kernel, LinkMonitor
+
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        got: list[int] = []
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            got.append(signum)
+            with contextlib.suppress(BlockingIOError):  # full pipe: a wake-up is pending
+                os.write(wake_w, b"!")
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_signal)
+        # Subscribe before the first dump: a link appearing in between is then not missed.
+        monitor = LinkMonitor()
+        known: dict[int, Link] = {}
+
+        def resync(startup: bool) -> None:
+            """Re-read every link and post the differences (start, and lost events)."""
+            kernel = Kernel(self.config)
+            try:
+                now = {link.index: link for link in kernel.read_links()}
+            finally:
+                kernel.close()
+            for index, link in list(known.items()):
+                if index not in now:
+                    self.post(left=link)
+                    del known[index]
+            for link in now.values():
+                self._seen(known, link, startup)
+
+        worker = threading.Thread(target=self.work, name="eni-guest-worker", daemon=True)
+        try:
+            resync(startup=True)
+            worker.start()
+            log.info("watching link events; full reconcile every %g s", self.config.watch_interval)
+            while True:
+                try:
+                    ready, _, _ = select.select([monitor, wake_r], [], [])
+                except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                    continue
+                if wake_r in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(wake_r, 64):
+                            pass
+                    signums = []
+                    while got:  # pop, not copy-and-clear: a signal may arrive meanwhile
+                        signums.append(got.pop())
+                    if any(s in (signal.SIGTERM, signal.SIGINT) for s in signums):
+                        break
+                    if signal.SIGHUP in signums:
+                        self.reload()
+                if monitor in ready:
+                    try:
+                        events = monitor.read_events()
+                    except EventsLost:
+                        log.debug("link events were lost: re-reading every link")
+                        resync(startup=False)
+                        continue
+                    for present, link in events:
+                        if present:
+                            self._seen(known, link)
+                        elif known.pop(link.index, None) is not None:
+                            self.post(left=link)
+        finally:
+            self.stop()
+            if worker.is_alive():
+                worker.join(STOP_GRACE)
+            monitor.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            os.close(wake_r)
+            os.close(wake_w)
+        log.info("stopped")
+        return 0
+
+    def _seen(self, known: dict[int, Link], link: Link, startup: bool = False) -> None:
+        """A link exists now: pass it on if it is new, renamed or has a new MAC."""
+        before = known.get(link.index)
+        known[link.index] = link
+        if startup or (before is not None and (before.name, before.mac) == (link.name, link.mac)):
+            return  # present at start (the first cycle covers it), or flags/group/MTU changed
+        if hotplug.not_a_nic(link) is not None:
+            return
+        self.post(appeared=link, reconcile=before is not None and before.mac != link.mac)
+
+
+def run(load_config: Callable[[], Config]) -> int:
+    """`eni-guest watch`: load the configuration (errors exit 2) and run until SIGTERM."""
+    return Watcher(load_config).run()
