@@ -78,6 +78,8 @@ def reconcile(
         result.timings = {"metadata": t1 - t0, "kernel_read": t2 - t1, "plan": 0.0, "apply": 0.0}
         t3 = time.monotonic()
         result.timings["plan"] = t3 - t2
+        if not dry_run:
+            _keep_distro_off(instance, config)
         if not dry_run and p.changes:
             names = {e.mac: e.eni_id for e in instance.enis}
 
@@ -94,3 +96,27 @@ def reconcile(
         return result
     finally:
         kernel.close()
+
+
+def _keep_distro_off(instance: Instance, config: Config) -> None:
+    """Tell NetworkManager / systemd-networkd to leave the secondary ENIs alone, before we
+    configure them: a DHCP client of theirs would add a second main-table default route.
+
+    Unsettled ENIs are included: a just-attached NIC is exactly what they would grab.
+    A failure here is reported, not fatal: routing matters more than the drop-ins.
+    """
+    from pathlib import Path
+
+    from .distro import keep_off
+
+    macs = [e.mac for e in instance.enis if not e.primary] + [u.mac for u in instance.unsettled]
+    try:
+        for path in keep_off(
+            macs,
+            instance.primary_mac,
+            Path(config.distro_root),
+            enabled=config.manage_distro_network,
+        ):
+            log.info("wrote %s", path)
+    except OSError as e:
+        log.warning("warning: NetworkManager/networkd drop-ins not written: %s", e)

@@ -50,6 +50,8 @@ class Config:
     watch_interval: float = 60.0  # seconds between the watch daemon's full reconciles
     # write /run drop-ins keeping NetworkManager and systemd-networkd off secondary ENIs (distro.py)
     manage_distro_network: bool = True
+    # where those /run drop-ins go; only "/" reloads the running managers (tests use a temp dir)
+    distro_root: str = "/"
 
     def validate(self) -> Config:
         def need(ok: bool, key: str, value: Any, why: str) -> None:
@@ -100,6 +102,7 @@ class Config:
         )
         need(self.mtu == 0 or 68 <= self.mtu <= 65535, "mtu", self.mtu, "must be 0 or 68..65535")
         need(self.lock_timeout >= 0, "lock_timeout", self.lock_timeout, "must be >= 0")
+        need(self.distro_root.startswith("/"), "distro_root", self.distro_root, "must be absolute")
         need(
             0 <= self.hotplug_timeout <= 3600,
             "hotplug_timeout",

@@ -801,6 +801,10 @@ class SimVM:
     def lock_file(self) -> Path:
         return self._tmp / "lock"
 
+    def distro_root(self, guest: Optional[Guest] = None) -> Path:
+        """Where the agent in this guest writes its NetworkManager/networkd drop-ins."""
+        return self._tmp / f"root-{(guest or self.main_guest).name}"
+
     @property
     def _tmp(self) -> Path:
         if self.tmpdir is None:
@@ -1653,7 +1657,12 @@ table ip egt_docker {{
                 extra += ["--metadata-url", f"http://{host}{port}"]
             argv[at:at] = extra
         lock = self.lock_file if g.scenario is None else self._tmp / f"lock-{g.name}"
-        base_env = {"ENI_GUEST_LOCK_FILE": str(lock)}
+        # The guest shares this machine's /run: the NetworkManager/networkd drop-ins go to the
+        # VM's own directory, never to the host's.
+        base_env = {
+            "ENI_GUEST_LOCK_FILE": str(lock),
+            "ENI_GUEST_DISTRO_ROOT": str(self.distro_root(g)),
+        }
         if cloud in ("static", "jdcloud"):
             base_env["ENI_GUEST_STATIC_FILE"] = str(self.static_path)
         full_env = _child_env({**base_env, **(env or {})})
