@@ -11,16 +11,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+from e2e_support import PRIMARY_MAC, SECOND_MAC, THIRD_MAC, three_eni
 
 from eni_guest.testbed import SimVM, check_environment, cleanup_stale
 
-_E2E_DIR = Path(__file__).resolve().parent
+__all__ = ["PRIMARY_MAC", "SECOND_MAC", "THIRD_MAC"]  # the tests import them from here
 
-# MACs sort in the opposite order of device numbers (as in cloud-init's EC2 tests), so any code
-# that orders ENIs by MAC gets the wrong answer.
-PRIMARY_MAC = "0e:00:00:00:00:c3"
-SECOND_MAC = "0e:00:00:00:00:b2"
-THIRD_MAC = "0e:00:00:00:00:a1"
+_E2E_DIR = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -28,6 +25,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if _E2E_DIR in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_writes_to_this_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Safety net: a simulated VM shares this machine's /run, so any agent a test starts
+    without the testbed's environment still writes its lock and NetworkManager/networkd
+    drop-ins to a temporary directory, never to the host's /run."""
+    root = tmp_path_factory.mktemp("host-run")
+    saved = {k: os.environ.get(k) for k in ("ENI_GUEST_DISTRO_ROOT", "ENI_GUEST_LOCK_FILE")}
+    os.environ.setdefault("ENI_GUEST_DISTRO_ROOT", str(root))
+    os.environ.setdefault("ENI_GUEST_LOCK_FILE", str(root / "eni-guest.lock"))
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,47 +61,12 @@ def e2e_environment() -> None:
 
 @pytest.fixture
 def scenario_3eni() -> dict[str, Any]:
-    """A realistic three-ENI instance.
+    """A realistic three-ENI instance (a fresh copy per test; see ``e2e_support.three_eni``).
 
     eth0 (primary, 10.0.1.10 + secondary 10.0.1.11 + IPv6, with an Elastic IP), eth1 in the
     primary's own subnet (10.0.1.20/.21), eth2 in another subnet (10.0.2.30/.31 + IPv6).
     """
-    return {
-        "provider": "aws",
-        "primary_mac": PRIMARY_MAC,
-        "instance_id": "i-0123456789abcdef0",
-        "enis": [
-            {
-                "mac": PRIMARY_MAC,
-                "interface-id": "eni-0000000000000000a",
-                "device-number": 0,
-                "local-ipv4s": ["10.0.1.10", "10.0.1.11"],
-                "subnet-ipv4-cidr-block": "10.0.1.0/24",
-                "ipv6s": ["2001:db8:1::10"],
-                "subnet-ipv6-cidr-blocks": ["2001:db8:1::/64"],
-                "ipv4-associations": {"203.0.113.5": "10.0.1.11"},
-            },
-            {
-                "mac": SECOND_MAC,
-                "interface-id": "eni-0000000000000000b",
-                "device-number": 1,
-                "local-ipv4s": ["10.0.1.20", "10.0.1.21"],
-                "subnet-ipv4-cidr-block": "10.0.1.0/24",
-                "subnet-ipv6-cidr-blocks": ["2001:db8:1::/64"],
-            },
-            {
-                "mac": THIRD_MAC,
-                "interface-id": "eni-0000000000000000c",
-                "device-number": 2,
-                "local-ipv4s": ["10.0.2.30", "10.0.2.31"],
-                "subnet-ipv4-cidr-block": "10.0.2.0/24",
-                "ipv6s": ["2001:db8:2::30"],
-                "subnet-ipv6-cidr-blocks": ["2001:db8:2::/64"],
-            },
-        ],
-        "paths": {},
-        "control": {"delay": 0, "fail": None, "fail_paths": []},
-    }
+    return three_eni()
 
 
 @pytest.fixture

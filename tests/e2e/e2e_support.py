@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import subprocess
-import sys
 import time
 from typing import Any, Optional
 
 from eni_guest.testbed import SimVM
 
+# MACs sort in the opposite order of device numbers (as in cloud-init's EC2 tests), so any code
+# that orders ENIs by MAC gets the wrong answer.
 PRIMARY_MAC = "0e:00:00:00:00:c3"
 SECOND_MAC = "0e:00:00:00:00:b2"
 THIRD_MAC = "0e:00:00:00:00:a1"
@@ -25,9 +25,8 @@ OURS = "229"  # protocol and interface group of everything the agent creates
 PRIO_RANGE = range(10000, 12049)  # priority_base .. priority_base + 2048
 TABLE_RANGE = range(10000, 12048)  # table_base .. table_base + 2047
 
-# The ``scenario_3eni`` fixture of conftest.py, for module-scoped VMs (a function-scoped fixture
-# cannot feed them). ``test_prop_routing.py::test_scenario_copy_matches_fixture`` keeps the two
-# identical.
+# The three-ENI instance of the e2e tests: the ``scenario_3eni`` fixture and the module-scoped
+# VMs (which a function-scoped fixture cannot feed) both take a copy from ``three_eni()``.
 _THREE_ENI: dict[str, Any] = {
     "provider": "aws",
     "primary_mac": PRIMARY_MAC,
@@ -99,20 +98,12 @@ def apply_json(vm: SimVM, *args: str, env: Optional[dict[str, str]] = None) -> d
     return out
 
 
-def agent_argv(vm: SimVM, *args: str) -> tuple[list[str], dict[str, str]]:
-    """The command and environment ``SimVM.agent`` would use, for ``subprocess.Popen``.
+def start_agent(vm: SimVM, *args: str, **env: str) -> subprocess.Popen[str]:
+    """``SimVM.agent`` in the background (same command line and environment).
 
     ``ip netns exec`` execs the interpreter, so the Popen pid is the agent itself.
     """
-    argv = ["ip", "netns", "exec", vm.guest_ns, sys.executable, "-m", "eni_guest"]
-    argv += [args[0], "--provider", "aws", "--metadata-url", "http://169.254.169.254", *args[1:]]
-    env = dict(os.environ, ENI_GUEST_LOCK_FILE=str(vm.lock_file))
-    return argv, env
-
-
-def start_agent(vm: SimVM, *args: str, **env: str) -> subprocess.Popen[str]:
-    argv, full_env = agent_argv(vm, *args)
-    full_env.update(env)
+    argv, full_env = vm.agent_command(*args, env=env)
     return subprocess.Popen(
         argv, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

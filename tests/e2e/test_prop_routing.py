@@ -164,10 +164,6 @@ def _subnet(mac: str, ip: str) -> str:
     return str(eni["subnet-ipv4-cidr-block"])
 
 
-def test_scenario_copy_matches_fixture(scenario_3eni: dict[str, Any]) -> None:
-    assert three_eni() == scenario_3eni
-
-
 def test_apply_succeeded_and_changed_something(routed: Routed) -> None:
     assert routed.applied["changes"], "the first apply must configure the secondary ENIs"
 
