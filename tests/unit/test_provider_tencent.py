@@ -89,7 +89,7 @@ def test_default_endpoint_is_the_address_not_a_name():
     assert ENDPOINT == "http://169.254.0.23"
     provider = TencentProvider(Config(provider="tencent").validate())
     try:
-        assert provider.service.base.startswith("http://169.254.0.23/")
+        assert provider.service.root == "http://169.254.0.23"
     finally:
         provider.close()
 

@@ -13,16 +13,28 @@ from __future__ import annotations
 from typing import Optional
 
 from ..config import Config
-from ..errors import MetadataDisabled, MetadataUnavailable
 from ..model import RawEni, RawInstance
-from .common import invalid, listing, missing, parse_list, prefix_length, subnet_of, unquote
-from .http import HttpClient, NotFound
+from .common import (
+    MetadataService,
+    TokenRules,
+    invalid,
+    listing,
+    missing,
+    parse_list,
+    prefix_length,
+    subnet_of,
+    unquote,
+)
+from .http import NotFound
 
 ENDPOINT = "http://100.100.100.200"
-TOKEN_PATH = "/latest/api/token"
-TTL_HEADER = "X-aliyun-ecs-metadata-token-ttl-seconds"
-TOKEN_HEADER = "X-aliyun-ecs-metadata-token"
-TOKEN_TTL = 300  # seconds: one run needs a few; a short TTL limits what a leaked token gives
+# 404/405 to the token call: an older service without hardened mode, read with plain GETs
+TOKENS = TokenRules(
+    "/latest/api/token",
+    "X-aliyun-ecs-metadata-token-ttl-seconds",
+    "X-aliyun-ecs-metadata-token",
+    optional=True,
+)
 META = "/latest/meta-data/"
 MACS = "network/interfaces/macs/"
 
@@ -32,56 +44,18 @@ class AlibabaProvider:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.base = config.metadata_url.rstrip("/") or ENDPOINT
-        self.http = HttpClient(
-            config.metadata_timeout, config.metadata_deadline, config.metadata_retries
-        )
-        self.token: Optional[str] = None
-        self.tokenless = False  # the service does not know the token call (404/405)
+        self.service = MetadataService(config, [config.metadata_url or ENDPOINT], META, TOKENS)
 
     @property
     def requests_sent(self) -> int:
-        return self.http.requests_sent
+        return self.service.requests_sent
 
     def close(self) -> None:
-        self.http.close()
-
-    # ------------------------------------------------------------ hardened-mode session
-
-    def _new_token(self) -> None:
-        url = self.base + TOKEN_PATH
-        r = self.http.request("PUT", url, headers={TTL_HEADER: str(TOKEN_TTL)})
-        if r.status == 200 and r.text.strip():
-            self.token = r.text.strip()
-            return
-        if r.status in (404, 405):
-            self.tokenless = True  # no hardened mode here: plain GETs are the only way
-            return
-        if r.status == 403:
-            raise MetadataDisabled(
-                f"metadata service disabled: {url} answered 403 to the token request"
-            )
-        raise MetadataUnavailable(f"metadata service: {url} answered HTTP {r.status}")
+        self.service.close()
 
     def get(self, path: str) -> str:
-        """GET a path under /latest/meta-data/; NotFound on 404; one new token on 401."""
-        if self.token is None and not self.tokenless:
-            self._new_token()
-        for attempt in (1, 2):
-            url = f"{self.base}{META}{path}"
-            headers = {TOKEN_HEADER: self.token} if self.token else None
-            r = self.http.request("GET", url, headers=headers)
-            if r.status == 200:
-                return r.text
-            if r.status == 404:
-                raise NotFound(path)
-            if r.status == 401 and self.token and attempt == 1:
-                self._new_token()  # expired or revoked token: get a new one, retry once
-                continue
-            if r.status == 403:
-                raise MetadataDisabled(f"metadata service disabled: {url} answered 403")
-            raise MetadataUnavailable(f"metadata service: {url} answered HTTP {r.status}")
-        raise AssertionError("unreachable")
+        """GET a path under /latest/meta-data/ (hardened-mode token if the service has it)."""
+        return self.service.get(path)
 
     def _optional(self, path: str) -> Optional[str]:
         try:

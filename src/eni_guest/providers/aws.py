@@ -9,13 +9,14 @@ from __future__ import annotations
 from typing import Optional
 
 from ..config import Config
-from ..errors import MetadataDisabled, MetadataUnavailable
 from ..model import RawEni, RawInstance
-from .http import HttpClient, NotFound
+from .common import MetadataService, TokenRules
+from .http import NotFound
 
 ENDPOINTS = ("http://169.254.169.254", "http://[fd00:ec2::254]")
-TOKEN_PATH = "/latest/api/token"
-TOKEN_TTL = 300  # seconds: one run needs a few; a short TTL limits what a leaked token gives
+TOKENS = TokenRules(
+    "/latest/api/token", "X-aws-ec2-metadata-token-ttl-seconds", "X-aws-ec2-metadata-token"
+)
 META = "/latest/meta-data/"
 MACS = "network/interfaces/macs/"
 
@@ -50,61 +51,19 @@ class AwsProvider:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.endpoints = (config.metadata_url.rstrip("/"),) if config.metadata_url else ENDPOINTS
-        self.http = HttpClient(
-            config.metadata_timeout, config.metadata_deadline, config.metadata_retries
-        )
-        self.base: Optional[str] = None
-        self.token: Optional[str] = None
+        roots = (config.metadata_url,) if config.metadata_url else ENDPOINTS
+        self.service = MetadataService(config, roots, META, TOKENS)
 
     @property
     def requests_sent(self) -> int:
-        return self.http.requests_sent
+        return self.service.requests_sent
 
     def close(self) -> None:
-        self.http.close()
-
-    # ------------------------------------------------------------ IMDSv2 session
-
-    def _new_token(self) -> None:
-        errors = []
-        for base in [self.base] if self.base else self.endpoints:
-            url = base + TOKEN_PATH
-            try:
-                r = self.http.request(
-                    "PUT", url, headers={"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL)}
-                )
-            except MetadataUnavailable as e:
-                errors.append(str(e))
-                continue  # IPv4 endpoint unreachable: try the IPv6 one
-            if r.status == 403:
-                raise MetadataDisabled(
-                    f"metadata service disabled: {url} answered 403 to the token request"
-                )
-            if r.status != 200 or not r.text.strip():
-                raise MetadataUnavailable(f"metadata service: {url} answered HTTP {r.status}")
-            self.base, self.token = base, r.text.strip()
-            return
-        raise MetadataUnavailable("; ".join(errors))
+        self.service.close()
 
     def get(self, path: str) -> str:
-        """GET a path under /latest/meta-data/; NotFound on 404; one re-token on 401."""
-        if self.token is None:
-            self._new_token()
-        for attempt in (1, 2):
-            url = f"{self.base}{META}{path}"
-            r = self.http.request("GET", url, headers={"X-aws-ec2-metadata-token": self.token})
-            if r.status == 200:
-                return r.text
-            if r.status == 404:
-                raise NotFound(path)
-            if r.status == 401 and attempt == 1:
-                self._new_token()  # expired or revoked token: get a new one, retry once
-                continue
-            if r.status == 403:
-                raise MetadataDisabled(f"metadata service disabled: {url} answered 403")
-            raise MetadataUnavailable(f"metadata service: {url} answered HTTP {r.status}")
-        raise AssertionError("unreachable")
+        """GET a path under /latest/meta-data/ (IMDSv2 token); NotFound on 404."""
+        return self.service.get(path)
 
     # ------------------------------------------------------------ reading
 

@@ -1,4 +1,4 @@
-"""Parsing and HTTP helpers shared by the providers of clouds other than AWS.
+"""Parsing and HTTP helpers shared by the providers.
 
 Each metadata service spells the same things differently (a JSON array on one line, one value
 a line, JSON-quoted strings, a netmask instead of a prefix length), and real services differ
@@ -12,7 +12,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 from ..config import Config
 from ..errors import MetadataDisabled, MetadataInvalid, MetadataUnavailable
@@ -107,15 +108,41 @@ def subnet_of(ip: str, ip_key: str, mask: str, mask_key: str) -> str:
     return str(ipaddress.ip_interface(f"{addr}/{length}").network)
 
 
-class PlainMetadata:
-    """GETs below one base URL of a service without session tokens (Tencent, JD, OpenStack).
-
-    Only a 404 means "no such key" (NotFound); every other failure raises MetadataUnavailable,
-    so a half-read never looks like "this ENI has no secondary IPs".
+@dataclass(frozen=True)
+class TokenRules:
+    """An IMDSv2-style session (AWS; Alibaba's hardened mode): PUT `path` with a TTL header
+    returns a token that every GET carries; a 401 means it expired (one new token, one retry).
     """
 
-    def __init__(self, config: Config, base: str) -> None:
-        self.base = base
+    path: str
+    ttl_header: str
+    token_header: str
+    ttl: int = 300  # seconds: a run needs a few; a short TTL limits what a leaked token gives
+    # True: a service answering 404/405 to the token call has no token mode (plain GETs)
+    optional: bool = False
+
+
+class MetadataService:
+    """GETs below the base URL of a metadata service, with session tokens where it has them.
+
+    Only a 404 means "no such key" (NotFound); every other failure raises MetadataUnavailable,
+    so a half-read never looks like "this ENI has no secondary IPs".  `roots` are the service's
+    URLs without a path; with several (AWS: IPv4, then IPv6) the first that answers the token
+    call is used for the whole run.  `prefix` is the path every key lives under.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        roots: Sequence[str],
+        prefix: str = "",
+        tokens: Optional[TokenRules] = None,
+    ) -> None:
+        self.roots = tuple(r.rstrip("/") for r in roots)
+        self.prefix = prefix
+        self.tokens = tokens
+        self.root: Optional[str] = None if tokens else self.roots[0]
+        self.token: Optional[str] = None
         self.http = HttpClient(
             config.metadata_timeout, config.metadata_deadline, config.metadata_retries
         )
@@ -127,16 +154,47 @@ class PlainMetadata:
     def close(self) -> None:
         self.http.close()
 
+    def _new_token(self, rules: TokenRules) -> None:
+        errors = []
+        for root in [self.root] if self.root else self.roots:
+            url = root + rules.path
+            try:
+                r = self.http.request("PUT", url, headers={rules.ttl_header: str(rules.ttl)})
+            except MetadataUnavailable as e:
+                errors.append(str(e))
+                continue  # this endpoint is unreachable: try the next one
+            if r.status == 200 and r.text.strip():
+                self.root, self.token = root, r.text.strip()
+                return
+            if r.status in (404, 405) and rules.optional:
+                self.root, self.token = root, None  # no token mode here: plain GETs
+                return
+            if r.status == 403:
+                raise MetadataDisabled(
+                    f"metadata service disabled: {url} answered 403 to the token request"
+                )
+            raise MetadataUnavailable(f"metadata service: {url} answered HTTP {r.status}")
+        raise MetadataUnavailable("; ".join(errors))
+
     def get(self, path: str) -> str:
-        url = self.base + path
-        r = self.http.request("GET", url)
-        if r.status == 200:
-            return r.text
-        if r.status == 404:
-            raise NotFound(path)
-        if r.status == 403:
-            raise MetadataDisabled(f"metadata service: {url} answered 403 (access refused)")
-        raise MetadataUnavailable(f"metadata service: {url} answered HTTP {r.status}")
+        """GET prefix + path: the body, NotFound on 404; a 401 gets one new token, one retry."""
+        if self.root is None and self.tokens is not None:
+            self._new_token(self.tokens)
+        for attempt in (1, 2):
+            url = f"{self.root}{self.prefix}{path}"
+            headers = {self.tokens.token_header: self.token} if self.tokens and self.token else None
+            r = self.http.request("GET", url, headers=headers)
+            if r.status == 200:
+                return r.text
+            if r.status == 404:
+                raise NotFound(path)
+            if r.status == 401 and self.tokens and self.token and attempt == 1:
+                self._new_token(self.tokens)  # expired or revoked token
+                continue
+            if r.status == 403:
+                raise MetadataDisabled(f"metadata service disabled: {url} answered 403")
+            raise MetadataUnavailable(f"metadata service: {url} answered HTTP {r.status}")
+        raise AssertionError("unreachable")
 
     def optional(self, path: str) -> Optional[str]:
         try:

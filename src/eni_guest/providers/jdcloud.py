@@ -28,7 +28,7 @@ from typing import Callable, Optional
 from ..config import Config
 from ..errors import MetadataInvalid, MetadataUnavailable
 from ..model import RawEni, RawInstance, normalize_mac
-from .common import PlainMetadata, invalid, listing, unquote
+from .common import MetadataService, invalid, listing, unquote
 from .http import NotFound
 from .static import StaticEni, StaticFile, load_static
 
@@ -47,7 +47,7 @@ class JdcloudProvider:
     def __init__(self, config: Config, dhcp_probe: Optional[DhcpProbe] = None) -> None:
         self.config = config
         self.dhcp_probe = dhcp_probe
-        self.service = PlainMetadata(config, (config.metadata_url.rstrip("/") or ENDPOINT) + META)
+        self.service = MetadataService(config, [config.metadata_url or ENDPOINT], META)
 
     @property
     def requests_sent(self) -> int:

@@ -29,7 +29,7 @@ from typing import Any, Optional
 from ..config import Config
 from ..errors import MetadataInvalid, MetadataUnavailable
 from ..model import RawEni, RawInstance
-from .common import PlainMetadata, invalid, missing, prefix_length, subnet_of
+from .common import MetadataService, invalid, missing, prefix_length, subnet_of
 from .http import NotFound
 
 log = logging.getLogger("eni_guest")
@@ -45,7 +45,7 @@ class OpenstackProvider:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.service = PlainMetadata(config, config.metadata_url.rstrip("/") or ENDPOINT)
+        self.service = MetadataService(config, [config.metadata_url or ENDPOINT])
 
     @property
     def requests_sent(self) -> int:

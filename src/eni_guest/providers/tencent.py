@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ..config import Config
 from ..model import RawEni, RawInstance
-from .common import PlainMetadata, listing, missing, subnet_of, unquote
+from .common import MetadataService, listing, missing, subnet_of, unquote
 from .http import NotFound
 
 ENDPOINT = "http://169.254.0.23"
@@ -27,7 +27,7 @@ class TencentProvider:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.service = PlainMetadata(config, (config.metadata_url.rstrip("/") or ENDPOINT) + META)
+        self.service = MetadataService(config, [config.metadata_url or ENDPOINT], META)
 
     @property
     def requests_sent(self) -> int:
