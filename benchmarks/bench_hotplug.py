@@ -117,7 +117,10 @@ lock, url, scenario_path, cycles = sys.argv[1], sys.argv[2], sys.argv[3], int(sy
 logging.getLogger("eni_guest").addHandler(logging.StreamHandler(open(os.devnull, "w")))
 logging.getLogger("eni_guest").setLevel(logging.INFO)
 logging.getLogger("eni_guest").propagate = False
-cfg = Config(provider="aws", metadata_url=url, lock_file=lock).validate()
+# the drop-ins go next to the lock, in the VM's temp dir: never this machine's /run
+cfg = Config(
+    provider="aws", metadata_url=url, lock_file=lock, distro_root=os.path.dirname(lock)
+).validate()
 w = Watcher(lambda: cfg, cfg)
 scenario = json.load(open(scenario_path))
 third = scenario["enis"][2]
