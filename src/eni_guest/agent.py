@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import Mapping, Optional
 
 from .config import Config
 from .model import Instance, build_instance
@@ -29,6 +29,17 @@ class Result:
     netlink_requests: int = 0
     # wall time of each phase in seconds (the benchmark compares "apply" with `ip -batch`)
     timings: dict[str, float] = field(default_factory=dict)
+
+
+def log_changes(changes: list[Change], names: Optional[Mapping[str, str]] = None) -> None:
+    """One line per change, in `ip` syntax with the ENI id; one log record (one write) for
+    a whole stage: a first apply of 750 IPs logs 1,500 lines, and a write each cost a
+    quarter of its netlink time.  The CLI's formatter prefixes every line."""
+    names = names or {}
+    log.info(
+        "%s",
+        "\n".join(c.describe() + (f" ({names[c.eni]})" if c.eni in names else "") for c in changes),
+    )
 
 
 def read_instance(config: Config) -> tuple[Instance, int]:
@@ -83,10 +94,9 @@ def reconcile(
         if not dry_run and p.changes:
             names = {e.mac: e.eni_id for e in instance.enis}
 
-            def done(change: Change) -> None:
-                result.applied.append(change)
-                owner = f" ({names[change.eni]})" if change.eni in names else ""
-                log.info("%s%s", change.describe(), owner)
+            def done(changes: list[Change]) -> None:
+                result.applied.extend(changes)
+                log_changes(changes, names)
 
             try:
                 kernel.apply(p.changes, done)

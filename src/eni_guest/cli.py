@@ -23,9 +23,16 @@ from .errors import EXIT_INTERNAL, EniGuestError, NotPermitted
 log = logging.getLogger("eni_guest")
 
 
+class LineFormatter(logging.Formatter):
+    """`eni-guest: ` before every line, also of a record that logs a stage's many changes."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(f"eni-guest: {line}" for line in super().format(record).splitlines())
+
+
 def _setup_logging(verbose: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("eni-guest: %(message)s"))
+    handler.setFormatter(LineFormatter())
     log.handlers[:] = [handler]
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     log.propagate = False

@@ -85,7 +85,7 @@ def probe(mac: str, *, config: Config, timeout: float = DHCP_TIMEOUT) -> tuple[s
             raise InterfaceMissing(f"dhcp: {link.name} ({mac}) is enslaved to another link")
 
         def set_up(up: bool) -> None:
-            kernel.apply([LinkChange(link.index, link.name, up=up, eni=mac)], lambda _c: None)
+            kernel.apply([LinkChange(link.index, link.name, up=up, eni=mac)], lambda _done: None)
 
         if not link.up:
             set_up(True)

@@ -245,15 +245,16 @@ def remove(config: Config, ifname: str) -> int:
 
 def unplug(config: Config) -> list[Change]:
     """Delete what departed interfaces left behind (no metadata needed); caller holds the lock."""
+    from .agent import log_changes
     from .kernel import Kernel
     from .plan import plan_unplug
 
     kernel = Kernel(config)
     applied: list[Change] = []
 
-    def done(change: Change) -> None:
-        applied.append(change)
-        log.info("%s", change.describe())
+    def done(changes: list[Change]) -> None:
+        applied.extend(changes)
+        log_changes(changes)
 
     try:
         p = plan_unplug(kernel.read_state(), config)
