@@ -118,7 +118,7 @@ def _add_local_networks(vm: SimVM) -> None:
 
 @pytest.fixture(scope="module")
 def routed() -> Iterator[Routed]:
-    vm = SimVM(three_eni())
+    vm = SimVM(three_eni(), kernel_rp_filter=True)  # the kernel's strict rp_filter too
     try:
         vm.start()
         _add_local_networks(vm)
