@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Mapping, Optional
 
 from .config import Config
-from .model import Instance, build_instance
+from .model import Instance, apply_overlay, build_instance
 from .plan import Change, Plan, plan
 from .state import KernelState
 
@@ -50,7 +50,9 @@ def read_instance(config: Config) -> tuple[Instance, int]:
         raw = provider.read()
     finally:
         provider.close()
-    instance = build_instance(raw)
+    # The configuration's overlay (added IPs, overridden subnets and gateways, exclusions) goes
+    # in before validation, so it is held to the same rules as metadata.
+    instance = build_instance(apply_overlay(raw, config))
     why = chosen_because(provider)
     if why is not None:  # `show` says which cloud auto-detection chose, and why
         instance = replace(instance, chosen_because=why)
@@ -90,7 +92,7 @@ def reconcile(
         t3 = time.monotonic()
         result.timings["plan"] = t3 - t2
         if not dry_run:
-            _keep_distro_off(instance, config)
+            _keep_distro_off(instance, config, state)
         if not dry_run and p.changes:
             names = {e.mac: e.eni_id for e in instance.enis}
 
@@ -108,18 +110,23 @@ def reconcile(
         kernel.close()
 
 
-def _keep_distro_off(instance: Instance, config: Config) -> None:
+def _keep_distro_off(instance: Instance, config: Config, state: KernelState) -> None:
     """Tell NetworkManager / systemd-networkd to leave the secondary ENIs alone, before we
     configure them: a DHCP client of theirs would add a second main-table default route.
 
     Unsettled ENIs are included: a just-attached NIC is exactly what they would grab.
-    A failure here is reported, not fatal: routing matters more than the drop-ins.
+    Excluded ENIs and interfaces are not: whoever manages them (often the distro itself)
+    must keep them.  A failure here is reported, not fatal: routing matters more than the
+    drop-ins.
     """
     from pathlib import Path
 
     from .distro import keep_off
 
+    # (excluded ENIs are not in instance.enis; links excluded by name are dropped here)
+    left_alone = {link.mac for link in state.links if config.excluded_interface(link.name)}
     macs = [e.mac for e in instance.enis if not e.primary] + [u.mac for u in instance.unsettled]
+    macs = [m for m in macs if m not in left_alone]
     try:
         for path in keep_off(
             macs,

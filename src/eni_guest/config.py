@@ -4,13 +4,21 @@ The same agent runs from udev, systemd, cloud-init and by hand; each of those se
 different place, so every setting can come from any of the three, later ones winning.  An
 unknown key or a value of the wrong type stops the run before anything is read or changed: a
 typo in a table base must never lead to routes in the wrong table.
+
+The overlay settings (`exclude_enis`, `exclude_interfaces`, `exclude_ips` and the `[[eni]]`
+tables, README "Overlay configuration") are checked here for syntax only (a MAC, an address, a
+network in CIDR form): whether an added IP lies in its ENI's subnet can only be known once
+metadata is read, so `model.apply_overlay` feeds them through the same validation as metadata.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import sys
 from dataclasses import dataclass, fields, replace
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -25,6 +33,46 @@ MAX_DEVICE_NUMBER = 64
 SLOTS = MAX_NETWORK_CARDS * MAX_DEVICE_NUMBER  # 2048
 MAX_U32 = 2**32 - 1
 RESERVED_TABLES = range(252, 256)  # compat, default, main, local
+
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+# What an ENI id may look like on any cloud (eni-0abc..., port-..., an OpenStack port UUID):
+# printable, no spaces, so it can be logged and matched as is.
+ENI_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# Something meant as a MAC ("0e:11:22", "0E-11-...") rather than an id: held to MAC syntax, so
+# a mistyped MAC is an error instead of an ENI id that never matches.
+_MAC_LIKE = re.compile(r"^[0-9A-Fa-f]{1,2}([:-][0-9A-Fa-f]{1,2})+$")
+# Characters the kernel refuses in interface names (dev_valid_name): a pattern holding one
+# could never match, so it is a mistake.
+_NOT_IN_IFNAME = re.compile(r"[\s/:]")
+
+
+def normalize_mac(value: str) -> Optional[str]:
+    """Lower-case, colon-separated MAC, or None; quotes and dashes (some clouds) are accepted."""
+    mac = value.strip().strip('"').lower().replace("-", ":")
+    return mac if _MAC.match(mac) else None
+
+
+@dataclass(frozen=True)
+class EniOverlay:
+    """One `[[eni]]` table of the configuration file: what to add to or change on one ENI.
+
+    Values are syntax-checked, normalised strings (addresses as `ipaddress` prints them), not
+    yet validated against the ENI: `model.apply_overlay` puts them into the raw metadata so
+    the model validates them like metadata, and `where` ("config FILE: eni[2]") lets its
+    errors name the file and the table.
+    """
+
+    match: str  # a MAC (lower case) or an ENI id, as metadata lists it
+    add_ipv4s: tuple[str, ...] = ()
+    add_ipv6s: tuple[str, ...] = ()
+    ipv4_subnet: Optional[str] = None
+    ipv4_gateway: Optional[str] = None
+    ipv6_subnet: Optional[str] = None
+    ipv6_gateway: Optional[str] = None
+    where: str = ""
+
+    def matches(self, mac: Optional[str], eni_id: Optional[str]) -> bool:
+        return self.match in (mac, eni_id)
 
 
 @dataclass(frozen=True)
@@ -52,6 +100,25 @@ class Config:
     manage_distro_network: bool = True
     # where those /run drop-ins go; only "/" reloads the running managers (tests use a temp dir)
     distro_root: str = "/"
+    # Overlay (README "Overlay configuration"): what eni-guest must leave alone, by ENI (MAC or
+    # id), by interface name (fnmatch patterns) and by IP (networks, e.g. a CNI's pod IPs)...
+    exclude_enis: tuple[str, ...] = ()
+    exclude_interfaces: tuple[str, ...] = ()
+    exclude_ips: tuple[str, ...] = ()  # normalised networks ("10.0.2.50/32")
+    # ...and the [[eni]] tables: IPs to add to an ENI, its subnet or gateway to override.
+    eni: tuple[EniOverlay, ...] = ()
+
+    def excluded_eni(self, mac: Optional[str], eni_id: Optional[str]) -> Optional[str]:
+        """The `exclude_enis` entry naming this ENI (by MAC or by id), or None."""
+        return next((e for e in self.exclude_enis if e in (mac, eni_id)), None)
+
+    def excluded_interface(self, ifname: str) -> Optional[str]:
+        """The `exclude_interfaces` pattern this interface name matches, or None."""
+        return next((p for p in self.exclude_interfaces if fnmatchcase(ifname, p)), None)
+
+    def overlay_for(self, mac: Optional[str], eni_id: Optional[str]) -> Optional[EniOverlay]:
+        """The `[[eni]]` table naming this ENI (by MAC or by id), or None."""
+        return next((o for o in self.eni if o.matches(mac, eni_id)), None)
 
     def validate(self) -> Config:
         def need(ok: bool, key: str, value: Any, why: str) -> None:
@@ -115,16 +182,173 @@ class Config:
             self.watch_interval,
             "must be > 0 and <= 86400 seconds",
         )
+        # Adding an IP and excluding it would be two contradicting orders for one address.
+        excluded = [ipaddress.ip_network(n) for n in self.exclude_ips]
+        for overlay in self.eni:
+            for key in ("add_ipv4s", "add_ipv6s"):
+                for text in getattr(overlay, key):
+                    addr = ipaddress.ip_address(text)
+                    net = next((n for n in excluded if addr in n), None)
+                    if net is not None:
+                        raise ConfigError(
+                            f"{overlay.where}.{key} = {text!r}: also excluded by "
+                            f"exclude_ips {str(net)!r}; an IP is either added or left alone"
+                        )
         return self
 
 
 _FIELDS = {f.name: f for f in fields(Config)}
 _TYPES = {name: type(getattr(Config(), name)) for name in _FIELDS}
+OVERLAY_KEYS = (
+    "match",
+    "add_ipv4s",
+    "add_ipv6s",
+    "ipv4_subnet",
+    "ipv4_gateway",
+    "ipv6_subnet",
+    "ipv6_gateway",
+)
+
+
+def _address(text: str, version: int) -> Optional[str]:
+    """The address in canonical form if `text` is a unicast IPv`version` address, else None."""
+    try:
+        addr = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if addr.version != version or addr.is_multicast or addr.is_unspecified or addr.is_loopback:
+        return None
+    return str(addr)
+
+
+def _network(text: str, version: Optional[int] = None) -> tuple[Optional[str], str]:
+    """(canonical network, "") or (None, why); a bare address is a /32 (/128)."""
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(text.strip(), strict=False)
+        except ValueError:
+            return None, "not an IP address or network in CIDR form"
+        return None, f"not a network: host bits are set (the network would be {loose})"
+    if version is not None and net.version != version:
+        return None, f"not an IPv{version} network in CIDR form"
+    if net.prefixlen == 0:
+        return None, f"too wide: it covers every IPv{net.version} address"
+    return str(net), ""
+
+
+def _eni_ref(text: str) -> tuple[Optional[str], str]:
+    """(a normalised MAC or an ENI id, "") or (None, why)."""
+    mac = normalize_mac(text)
+    if mac is not None:
+        return mac, ""
+    if _MAC_LIKE.match(text.strip()):
+        return None, "not a MAC (6 hexadecimal pairs, e.g. 0e:11:22:33:44:55)"
+    if not ENI_ID.match(text.strip()):
+        return None, "not a MAC or an ENI id"
+    return text.strip(), ""
+
+
+def _string_list(key: str, value: Any, source: str) -> list[str]:
+    """A TOML list of strings, or an environment variable's comma-separated string."""
+    if isinstance(value, str) and source.startswith("environment"):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{source}: {key} = {value!r}: must be a list of strings")
+    return list(value)
+
+
+def _coerce_list(key: str, value: Any, source: str) -> tuple[str, ...]:
+    """exclude_enis, exclude_interfaces, exclude_ips: checked and normalised, one per entry."""
+    out: list[str] = []
+    for item in _string_list(key, value, source):
+        if key == "exclude_enis":
+            norm, why = _eni_ref(item)
+        elif key == "exclude_ips":
+            norm, why = _network(item)
+        else:
+            ok = item.strip() != "" and not _NOT_IN_IFNAME.search(item)
+            norm, why = (item, "") if ok else (None, "not an interface name pattern")
+        if norm is None:
+            raise ConfigError(f"{source}: {key} = {value!r}: {item!r} is {why}")
+        if norm not in out:
+            out.append(norm)
+    return tuple(out)
+
+
+def _coerce_overlays(value: Any, source: str) -> tuple[EniOverlay, ...]:
+    """The [[eni]] tables; errors name the table as eni[N], N counting from 1 as in the file."""
+    if source.startswith("environment"):
+        raise ConfigError(f"{source}: eni: [[eni]] tables can only be given in the config file")
+    if not isinstance(value, (list, tuple)) or not all(isinstance(t, dict) for t in value):
+        raise ConfigError(f"{source}: eni = {value!r}: must be [[eni]] tables")
+    overlays: list[EniOverlay] = []
+    for n, table in enumerate(value, 1):
+        overlay = _overlay(f"{source}: eni[{n}]", table)
+        for m, other in enumerate(overlays, 1):
+            if other.match == overlay.match:
+                raise ConfigError(
+                    f"{overlay.where}.match = {table['match']!r}: eni[{m}] names the same ENI"
+                )
+        overlays.append(overlay)
+    return tuple(overlays)
+
+
+def _overlay(where: str, table: dict[str, Any]) -> EniOverlay:
+    """One [[eni]] table, syntax-checked; `where` ("config FILE: eni[2]") starts every error."""
+    for key in table:
+        if key not in OVERLAY_KEYS:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(OVERLAY_KEYS)})")
+
+    def bad(key: str, val: Any, why: str) -> ConfigError:
+        return ConfigError(f"{where}.{key} = {val!r}: {why}")
+
+    match_text = table.get("match")
+    if match_text is None:
+        raise ConfigError(f"{where}.match: missing (the ENI's MAC or id)")
+    if not isinstance(match_text, str):
+        raise bad("match", match_text, "must be a string (the ENI's MAC or id)")
+    match, why = _eni_ref(match_text)
+    if match is None:
+        raise bad("match", match_text, why)
+    values: dict[str, Any] = {}
+    for key, version in (("add_ipv4s", 4), ("add_ipv6s", 6)):
+        items = table.get(key, [])
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise bad(key, items, "must be a list of strings")
+        addrs: list[str] = []
+        for item in items:
+            addr = _address(item, version)
+            if addr is None:
+                raise bad(key, items, f"{item!r} is not a unicast IPv{version} address")
+            if addr not in addrs:
+                addrs.append(addr)
+        values[key] = tuple(addrs)
+    for key, version in (("ipv4_subnet", 4), ("ipv6_subnet", 6)):
+        if key in table:
+            text = table[key]
+            net, why = _network(text, version) if isinstance(text, str) else (None, "")
+            if net is None:
+                raise bad(key, text, why or f"not an IPv{version} network in CIDR form")
+            values[key] = net
+    for key, version in (("ipv4_gateway", 4), ("ipv6_gateway", 6)):
+        if key in table:
+            text = table[key]
+            gateway = _address(text, version) if isinstance(text, str) else None
+            if gateway is None:
+                raise bad(key, text, f"not an IPv{version} address")
+            values[key] = gateway
+    return EniOverlay(match=match, where=where, **values)
 
 
 def _coerce(key: str, value: Any, source: str) -> Any:
     """Turn a value from TOML or the environment into the field's type, or say what is wrong."""
+    if key == "eni":
+        return _coerce_overlays(value, source)
     want = _TYPES[key]
+    if want is tuple:
+        return _coerce_list(key, value, source)
     if isinstance(value, str) and want is not str:
         text = value.strip()
         try:
@@ -185,9 +409,9 @@ def load(
         env_file = environ.get(ENV_PREFIX + "CONFIG")
         config_file = Path(env_file) if env_file else None
     if config_file is not None:
-        values.update(_check_keys(read_toml(config_file), str(config_file)))
+        values.update(_check_keys(read_toml(config_file), f"config {config_file}"))
     elif DEFAULT_CONFIG_FILE.exists():
-        values.update(_check_keys(read_toml(DEFAULT_CONFIG_FILE), str(DEFAULT_CONFIG_FILE)))
+        values.update(_check_keys(read_toml(DEFAULT_CONFIG_FILE), f"config {DEFAULT_CONFIG_FILE}"))
     env = {
         k[len(ENV_PREFIX) :].lower(): v
         for k, v in environ.items()

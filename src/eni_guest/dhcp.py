@@ -49,6 +49,11 @@ class InterfaceMissing(MetadataUnavailable):
     the provider treats the ENI as not settled instead of failing the whole read."""
 
 
+class InterfaceExcluded(MetadataUnavailable):
+    """The ENI's NIC has a name the configuration excludes (exclude_interfaces): no DHCP
+    exchange on it (left alone means not even probed); the provider marks the ENI excluded."""
+
+
 def make_probe(config: Config, timeout: float = DHCP_TIMEOUT) -> Callable[[str], tuple[str, str]]:
     """The `dhcp_probe` the JD Cloud provider takes: MAC -> (subnet CIDR, gateway)."""
 
@@ -81,6 +86,9 @@ def probe(mac: str, *, config: Config, timeout: float = DHCP_TIMEOUT) -> tuple[s
             names = ", ".join(link.name for link in candidates)
             raise MetadataUnavailable(f"dhcp: MAC {mac} is on several interfaces ({names})")
         link = candidates[0]
+        pattern = config.excluded_interface(link.name)
+        if pattern is not None:
+            raise InterfaceExcluded(f"interface {link.name} matches exclude_interfaces {pattern!r}")
         if link.master:
             raise InterfaceMissing(f"dhcp: {link.name} ({mac}) is enslaved to another link")
 

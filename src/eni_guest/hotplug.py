@@ -17,7 +17,8 @@ watch daemon runs the same logic in-process.  Both must be quick and must never 
 Interfaces that cannot be ENIs (bridges, VLANs, tunnels, ...) are ignored with exit 0, and so,
 after one complete metadata read, is a veth whose MAC metadata does not list: Docker and CNI
 plugins create veths all the time.  (ENIs of the simulated VM are veths, so veths are looked
-up at all.)
+up at all.)  What the configuration excludes (exclude_interfaces by name, at once; exclude_enis
+after one metadata read) is not waited for either: it is left alone.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ log = logging.getLogger("eni_guest")
 CLOUD_NIC_KINDS = frozenset({"", "veth"})
 _ETHER_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
-SETTLED, UNSETTLED, UNLISTED = "settled", "unsettled", "unlisted"
+SETTLED, UNSETTLED, UNLISTED, EXCLUDED = "settled", "unsettled", "unlisted", "excluded"
 FIRST_DELAY, MAX_DELAY = 0.2, 3.0  # seconds: backoff between metadata reads while waiting
 
 
@@ -60,9 +61,12 @@ def not_a_nic(link: Link) -> Optional[str]:
 
 
 def classify(instance: Instance, mac: str) -> tuple[str, str]:
-    """(SETTLED | UNSETTLED | UNLISTED, why) for a MAC in one complete metadata read."""
+    """(SETTLED | UNSETTLED | UNLISTED | EXCLUDED, why) for a MAC in one complete metadata read."""
     if instance.by_mac(mac) is not None:
         return SETTLED, ""
+    for x in instance.excluded:
+        if x.mac == mac:
+            return EXCLUDED, x.reason
     for u in instance.unsettled:
         if u.mac == mac:
             return UNSETTLED, u.reason
@@ -158,6 +162,9 @@ def wait_until_settled(
             last = _Wait(state, why)
             if state == SETTLED:
                 return link
+            if state == EXCLUDED:
+                log.debug("%s (%s) is excluded (%s): left alone", link.name, link.mac, why)
+                return None
             if state == UNLISTED and link.kind == "veth":
                 log.debug("%s (%s) is not an ENI of this instance: ignored", link.name, link.mac)
                 return None
@@ -197,6 +204,10 @@ def add(config: Config, ifname: str) -> int:
         why = not_a_nic(link)
         if why is not None:
             log.debug("%s: ignored", why)
+            return 0
+        pattern = config.excluded_interface(link.name)
+        if pattern is not None:
+            log.debug("%s matches exclude_interfaces %r: left alone", link.name, pattern)
             return 0
         config = resolve_provider(config)
         start = time.monotonic()

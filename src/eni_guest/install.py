@@ -196,6 +196,8 @@ def default_config_text() -> str:
             return "true" if value else "false"
         if isinstance(value, str):
             return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(value, tuple):  # the overlay's lists; every default is empty
+            return "[" + ", ".join(toml(v) for v in value) + "]"
         return repr(value)
 
     defaults = Config()

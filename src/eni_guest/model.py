@@ -6,25 +6,51 @@ bad MAC, an address outside its subnet or an IP claimed by two ENIs stops the ru
 line naming the metadata key and the value, before the kernel is touched.  ENIs that are
 listed but not settled yet (just attached: device-number 0 on a secondary, no IPs) are kept
 apart, so the planner can configure the rest without removing anything.
+
+Local configuration (README "Overlay configuration") is merged into the raw data by
+`apply_overlay` *before* `build_instance`, so an IP added by hand or an overridden subnet or
+gateway is validated exactly like metadata; only the error names the config key instead.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import ipaddress
-import re
+import logging
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Iterable, Optional, Union
 
-from .config import MAX_DEVICE_NUMBER, MAX_NETWORK_CARDS, SLOTS
+from .config import (
+    ENI_ID,
+    MAX_DEVICE_NUMBER,
+    MAX_NETWORK_CARDS,
+    SLOTS,
+    Config,
+    EniOverlay,
+    normalize_mac,
+)
 from .errors import MetadataInvalid
+
+__all__ = [
+    "Eni",
+    "Excluded",
+    "Instance",
+    "RawEni",
+    "RawInstance",
+    "Unsettled",
+    "apply_overlay",
+    "assign_table_slots",
+    "build_instance",
+    "home_slot",
+    "normalize_mac",
+]
+
+log = logging.getLogger("eni_guest")
 
 IPAddress = Union[IPv4Address, IPv6Address]
 IPNetwork = Union[IPv4Network, IPv6Network]
-
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_ENI_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 # ---------------------------------------------------------------- raw data from providers
@@ -58,6 +84,19 @@ class RawEni:
     # Set by a provider that knows the ENI cannot be configured yet, and why (JD Cloud: its
     # NIC is not in the VM yet, so DHCP cannot tell its subnet); the model keeps it unsettled.
     unsettled: Optional[str] = None
+    # Why local configuration excludes this ENI (set by `apply_overlay` for exclude_enis, by
+    # JD Cloud for a NIC whose name matches exclude_interfaces, which it then does not probe):
+    # the model then neither validates nor configures it, and the planner removes nothing of it.
+    excluded: Optional[str] = None
+    # The ENI's IPs and prefixes that exclude_ips removed (`apply_overlay`), for `show`.
+    left_alone: list[str] = field(default_factory=list)
+    # True when ipv4s no longer starts with the first IPv4 metadata lists (the address the
+    # primary ENI's DHCP client holds): exclude_ips took it, or metadata lists no IPv4 and
+    # add_ipv4s supplied them.  The planner must then not take ipv4s[0] for the DHCP address.
+    ipv4s_lack_primary_ip: bool = False
+    # (field, value) -> the config key that supplied the value (`apply_overlay`), so that an
+    # invalid added IP or overridden gateway is blamed on the config file, not on metadata.
+    origins: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,6 +106,9 @@ class RawInstance:
     primary_mac_key: str
     enis: list[RawEni]
     instance_id: str = ""
+    # exclude_ips of the configuration (`apply_overlay`): networks whose addresses and rules
+    # are left alone even where metadata no longer lists them.
+    excluded_ips: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- validated model
@@ -90,6 +132,13 @@ class Eni:
     elastic_ips: tuple[tuple[IPv4Address, IPv4Address], ...] = ()  # (private, public)
     # Set only for clouds without device numbers (see `assign_table_slots`); AWS leaves it None.
     table_slot: Optional[int] = None
+    # IPs and prefixes metadata lists for this ENI but exclude_ips leaves alone: not in the
+    # tuples above, so nothing is configured for them; kept to be shown.
+    excluded_ips: tuple[Union[IPAddress, IPNetwork], ...] = ()
+    # ipv4s does not start with the ENI's primary IP (it is excluded, or metadata lists no
+    # IPv4 and they were all added by the config): ipv4s[0] is then not the primary ENI's
+    # DHCP address but a secondary IP the agent adds like any other.
+    ipv4s_lack_primary_ip: bool = False
 
     @property
     def slot(self) -> int:
@@ -126,6 +175,21 @@ class Unsettled:
 
 
 @dataclass(frozen=True)
+class Excluded:
+    """An ENI metadata lists that the configuration excludes: left alone, neither configured
+    nor stripped.  Only what the planner needs to protect it is kept, read leniently (it is
+    not validated: eni-guest does not act on it): the MAC, the IPs and prefixes as metadata
+    lists them (unparseable ones left out) and its table slot where that can be known."""
+
+    mac: str
+    eni_id: str  # as metadata lists it; "" when it lists none
+    reason: str  # e.g. "exclude_enis 'eni-0abc'"
+    ips: tuple[IPAddress, ...] = ()
+    prefixes: tuple[IPNetwork, ...] = ()
+    slot: Optional[int] = None
+
+
+@dataclass(frozen=True)
 class Instance:
     provider: str
     instance_id: str
@@ -135,6 +199,10 @@ class Instance:
     # Why `--provider auto` chose this cloud (e.g. "DMI sys_vendor 'Alibaba Cloud'"), shown by
     # `eni-guest show`; None when the provider was named in the configuration.
     chosen_because: Optional[str] = None
+    # ENIs the configuration excludes (exclude_enis), and the networks of exclude_ips: the
+    # planner configures none of them and removes nothing of theirs.
+    excluded: tuple[Excluded, ...] = ()
+    excluded_ips: tuple[IPNetwork, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -156,13 +224,11 @@ class _Unsettled(Exception):
 
 
 def _bad(raw: RawEni, name: str, value: object, why: str) -> MetadataInvalid:
+    origin = raw.origins.get((name, value)) if isinstance(value, str) else None
+    if origin is not None:  # the value came from the config file: name its key
+        return MetadataInvalid(f"{origin} = {value!r}: {why}")
     key = raw.source + raw.keys.get(name, name)
     return MetadataInvalid(f"metadata {key} = {value!r}: {why}")
-
-
-def normalize_mac(value: str) -> Optional[str]:
-    mac = value.strip().strip('"').lower().replace("-", ":")
-    return mac if _MAC.match(mac) else None
 
 
 def _int(raw: RawEni, name: str, value: str, limit: int) -> int:
@@ -215,25 +281,31 @@ def _family(raw: RawEni, version: int) -> tuple[tuple, tuple, Optional[IPAddress
     if ips:
         if not nets:
             raise _bad(raw, nets_name, "", f"ENI has IPv{v} addresses but no IPv{v} subnet")
+        where = _join(raw, nets_name, nets)
         for addr in ips:
             if not any(addr in n for n in nets):
-                raise _bad(raw, ips_name, str(addr), f"outside the ENI's subnets {_join(nets)}")
+                raise _bad(raw, ips_name, str(addr), f"outside the ENI's subnets {where}")
         gw_text = getattr(raw, gw_name)
         if gw_text:
             gateway = _addr(raw, gw_name, gw_text, version)
             if not any(gateway in n for n in nets) and not gateway.is_link_local:
-                raise _bad(raw, gw_name, gw_text, f"outside the ENI's subnets {_join(nets)}")
+                raise _bad(raw, gw_name, gw_text, f"outside the ENI's subnets {where}")
         else:
             # The VPC router is the subnet's first host address on AWS (.1 in a /24).
             gateway = nets[0].network_address + 1
     for pfx in prefixes:
         if nets and not any(pfx.subnet_of(n) for n in nets):
-            raise _bad(raw, pfx_name, str(pfx), f"outside the ENI's subnets {_join(nets)}")
+            raise _bad(
+                raw, pfx_name, str(pfx), f"outside the ENI's subnets {_join(raw, nets_name, nets)}"
+            )
     return tuple(ips), nets, gateway, prefixes
 
 
-def _join(nets: tuple) -> str:
-    return ", ".join(str(n) for n in nets) or "(none)"
+def _join(raw: RawEni, nets_name: str, nets: tuple) -> str:
+    """The subnets for an error message, saying so when the config file overrode them."""
+    text = ", ".join(str(n) for n in nets) or "(none)"
+    origin = next((o for (name, _), o in raw.origins.items() if name == nets_name), None)
+    return f"{text} (from {origin})" if origin else text
 
 
 def _build_eni(raw: RawEni, mac: str, primary: bool) -> Eni:
@@ -242,7 +314,7 @@ def _build_eni(raw: RawEni, mac: str, primary: bool) -> Eni:
     if raw.eni_id is None or not raw.eni_id.strip().strip('"'):
         raise _Unsettled("no interface id yet")
     eni_id = raw.eni_id.strip().strip('"')
-    if not _ENI_ID.match(eni_id):
+    if not ENI_ID.match(eni_id):
         raise _bad(raw, "eni_id", raw.eni_id, "not an interface id")
     card = 0
     if raw.network_card is not None:
@@ -258,7 +330,8 @@ def _build_eni(raw: RawEni, mac: str, primary: bool) -> Eni:
             raise _Unsettled("device-number reads 0 on a secondary ENI: attachment still settling")
     ipv4s, ipv4_nets, gw4, pfx4 = _family(raw, 4)
     ipv6s, ipv6_nets, gw6, pfx6 = _family(raw, 6)
-    if not ipv4s and not ipv6s:
+    if not ipv4s and not ipv6s and not raw.left_alone:
+        # (an ENI whose every IP is excluded is settled: there is just nothing to configure)
         raise _Unsettled("no private IP listed yet")
     eips = []
     for public, private in raw.elastic_ips.items():
@@ -283,6 +356,8 @@ def _build_eni(raw: RawEni, mac: str, primary: bool) -> Eni:
         ipv4_prefixes=pfx4,  # type: ignore[arg-type]
         ipv6_prefixes=pfx6,  # type: ignore[arg-type]
         elastic_ips=tuple(eips),
+        excluded_ips=tuple(_lenient(raw.left_alone)),
+        ipv4s_lack_primary_ip=raw.ipv4s_lack_primary_ip,
     )
 
 
@@ -329,13 +404,55 @@ def assign_table_slots(
     return slots
 
 
+def _lenient(texts: Iterable[str]) -> list:
+    """Addresses ("10.0.2.31") and networks ("10.0.2.64/28") of unvalidated texts; the
+    unparseable ones are left out (used only to protect what is left alone, never to act)."""
+    out = []
+    for text in texts:
+        text = text.strip().strip('"')
+        try:
+            out.append(ipaddress.ip_network(text) if "/" in text else ipaddress.ip_address(text))
+        except ValueError:
+            continue
+    return out
+
+
+def _excluded(r: RawEni, mac: str, primary: bool, slot: Optional[int]) -> Excluded:
+    """An excluded ENI, read leniently: only what protects it from removal."""
+    if slot is None and r.has_device_numbers:
+        try:
+            card = 0 if r.network_card is None else _int(r, "", r.network_card, MAX_NETWORK_CARDS)
+            device = _int(r, "", r.device_number or "", MAX_DEVICE_NUMBER)
+            if device or card or primary:  # a secondary still reading 0 has no slot yet
+                slot = card * MAX_DEVICE_NUMBER + device
+        except MetadataInvalid:
+            slot = None
+    return Excluded(
+        mac=mac,
+        eni_id=(r.eni_id or "").strip().strip('"'),
+        reason=r.excluded or "",
+        ips=tuple(_lenient([*r.ipv4s, *r.ipv6s])),
+        prefixes=tuple(
+            p
+            for p in _lenient([*r.ipv4_prefixes, *r.ipv6_prefixes])
+            if isinstance(p, (IPv4Network, IPv6Network))
+        ),
+        slot=slot,
+    )
+
+
 def build_instance(raw: RawInstance) -> Instance:
-    """Validate everything, or raise MetadataInvalid naming the first bad key and value."""
+    """Validate everything, or raise MetadataInvalid naming the first bad key and value.
+
+    ENIs marked excluded (see `apply_overlay`) are not validated beyond their MAC: they are
+    kept apart in `Instance.excluded` with what the planner needs to leave them alone.
+    """
     primary_mac = normalize_mac(raw.primary_mac)
     if primary_mac is None:
         raise MetadataInvalid(f"metadata {raw.primary_mac_key} = {raw.primary_mac!r}: not a MAC")
     enis: list[Eni] = []
     unsettled: list[Unsettled] = []
+    excluded_raws: list[tuple[str, RawEni]] = []
     seen_macs: set[str] = set()
     raws: dict[str, RawEni] = {}
     hashed: list[str] = []  # MACs of ENIs whose cloud publishes no device number
@@ -348,17 +465,25 @@ def build_instance(raw: RawInstance) -> Instance:
         seen_macs.add(mac)
         raws[mac] = r
         if not r.has_device_numbers:
+            # excluded ENIs too: excluding one must never move another ENI to a new table
             hashed.append(mac)
+        if r.excluded is not None:
+            excluded_raws.append((mac, r))
+            continue
         try:
             enis.append(_build_eni(r, mac, mac == primary_mac))
         except _Unsettled as e:
             unsettled.append(Unsettled(mac, str(e)))
+    table_slots: dict[str, int] = {}
     if hashed:
         taken = [e.slot for e in enis if e.mac not in hashed]
         table_slots = assign_table_slots(hashed, primary_mac, taken)
         enis = [
             replace(e, table_slot=table_slots[e.mac]) if e.mac in table_slots else e for e in enis
         ]
+    excluded = [
+        _excluded(r, mac, mac == primary_mac, table_slots.get(mac)) for mac, r in excluded_raws
+    ]
     if primary_mac not in seen_macs:
         raise MetadataInvalid(
             f"metadata {raw.primary_mac_key} = {primary_mac!r}: not among the listed ENIs"
@@ -373,9 +498,12 @@ def build_instance(raw: RawInstance) -> Instance:
             other = owners.get(ip)
             if other is not None:
                 r = raws[eni.mac]
-                key = r.source + r.keys.get("ipv4s" if ip.version == 4 else "ipv6s", "")
+                name = "ipv4s" if ip.version == 4 else "ipv6s"
+                key = r.origins.get((name, str(ip))) or "metadata " + r.source + r.keys.get(
+                    name, ""
+                )
                 raise MetadataInvalid(
-                    f"metadata {key} = {str(ip)!r}: also listed on {other.eni_id} ({other.mac})"
+                    f"{key} = {str(ip)!r}: also listed on {other.eni_id} ({other.mac})"
                 )
             owners[ip] = eni
         other = slots.get(eni.slot)
@@ -393,4 +521,129 @@ def build_instance(raw: RawInstance) -> Instance:
         primary_mac=primary_mac,
         enis=tuple(sorted(enis, key=lambda e: e.slot)),
         unsettled=tuple(unsettled),
+        excluded=tuple(excluded),
+        excluded_ips=tuple(ipaddress.ip_network(n) for n in raw.excluded_ips),
     )
+
+
+# ---------------------------------------------------------------- local configuration
+
+
+def apply_overlay(raw: RawInstance, config: Config) -> RawInstance:
+    """Merge the configuration's overlay into what the provider read, before validation.
+
+    Returns a copy; `raw` is not changed.  In this order:
+
+    * `exclude_enis`: a listed ENI whose MAC or id is named is marked excluded (`build_instance`
+      then keeps it apart, unvalidated: eni-guest does not act on it);
+    * `[[eni]]` tables: the matched ENI's subnet and gateway are replaced, and its added IPs
+      appended after the listed ones (so the first listed IP stays the primary one).  Every
+      value goes through `build_instance` like metadata, and an invalid one is reported
+      under its config key (`RawEni.origins`).  A table naming no listed ENI is a note, not an
+      error: the ENI may just be detached.  Nothing is added to an ENI metadata lists with
+      no IP yet: it is still settling (README "Safety rules") and must stay unsettled;
+    * `exclude_ips`: addresses inside an excluded network, and delegated prefixes overlapping
+      one, are taken off their ENI (noted in `left_alone`, shown by `show`); the networks
+      are passed on so the planner leaves existing addresses and rules in them alone too.
+    """
+    if not (config.exclude_enis or config.exclude_ips or config.eni):
+        return raw
+    out = copy.deepcopy(raw)
+    ids = [(r, normalize_mac(r.mac), (r.eni_id or "").strip().strip('"') or None) for r in out.enis]
+    for r, mac, eni_id in ids:
+        entry = config.excluded_eni(mac, eni_id)
+        if entry is not None and r.excluded is None:
+            r.excluded = f"exclude_enis {entry!r}"
+    overlaid: dict[int, str] = {}  # id(RawEni) -> the [[eni]] applied to it
+    for overlay in config.eni:
+        hits = [(r, mac) for r, mac, eni_id in ids if overlay.matches(mac, eni_id)]
+        if not hits:
+            log.debug(
+                "%s.match = %r: metadata lists no such ENI (detached?): nothing to overlay",
+                overlay.where,
+                overlay.match,
+            )
+        for r, mac in hits:
+            if id(r) in overlaid:
+                raise MetadataInvalid(
+                    f"{overlay.where}.match = {overlay.match!r}: names ENI {mac} "
+                    f"({r.eni_id}), as {overlaid[id(r)]}.match does"
+                )
+            overlaid[id(r)] = overlay.where
+            if r.excluded is not None:
+                log.debug(
+                    "%s: ENI %s is excluded (%s): not overlaid", overlay.where, mac, r.excluded
+                )
+                continue
+            _overlay_eni(r, overlay)
+    out.excluded_ips = list(config.exclude_ips)
+    nets = [ipaddress.ip_network(n) for n in config.exclude_ips]
+    if nets:
+        for r in out.enis:
+            if r.excluded is None:
+                _leave_alone(r, nets)
+    return out
+
+
+def _overlay_eni(r: RawEni, overlay: EniOverlay) -> None:
+    """One [[eni]] table onto one listed ENI (see `apply_overlay`)."""
+    for v in ("4", "6"):
+        subnet = getattr(overlay, f"ipv{v}_subnet")
+        gateway = getattr(overlay, f"ipv{v}_gateway")
+        if subnet is not None:
+            if gateway is None and not getattr(r, f"ipv{v}_gateway"):
+                # A wider or narrower prefix does not move the router: keep the gateway the
+                # listed subnet implies (the first host, as `_family` would have derived).
+                listed = _lenient(getattr(r, f"ipv{v}_subnets")[:1])
+                if listed and isinstance(listed[0], (IPv4Network, IPv6Network)):
+                    implied = str(listed[0].network_address + 1)
+                    setattr(r, f"ipv{v}_gateway", implied)
+                    r.origins[(f"ipv{v}_gateway", implied)] = (
+                        f"{overlay.where}.ipv{v}_gateway (unset: the router of the listed "
+                        f"subnet {listed[0]})"
+                    )
+            setattr(r, f"ipv{v}_subnets", [subnet])
+            r.origins[(f"ipv{v}_subnets", subnet)] = f"{overlay.where}.ipv{v}_subnet"
+        if gateway is not None:
+            setattr(r, f"ipv{v}_gateway", gateway)
+            r.origins[(f"ipv{v}_gateway", gateway)] = f"{overlay.where}.ipv{v}_gateway"
+        added = getattr(overlay, f"add_ipv{v}s")
+        if not added:
+            continue
+        if not r.ipv4s and not r.ipv6s:
+            log.debug(
+                "%s: ENI %s lists no IP yet (settling): add_ipv%ss waits for it",
+                overlay.where,
+                r.mac,
+                v,
+            )
+            continue
+        ips: list[str] = getattr(r, f"ipv{v}s")
+        if v == "4" and not ips:
+            r.ipv4s_lack_primary_ip = True  # added IPs are never the DHCP client's
+        listed = set(_lenient(ips))
+        for text in added:
+            if ipaddress.ip_address(text) not in listed:
+                ips.append(text)
+                r.origins[(f"ipv{v}s", text)] = f"{overlay.where}.add_ipv{v}s"
+
+
+def _leave_alone(r: RawEni, nets: list) -> None:
+    """Take the IPs inside `nets`, and the prefixes overlapping them, off the ENI."""
+
+    def excluded(item: object) -> bool:
+        if isinstance(item, (IPv4Network, IPv6Network)):
+            return any(item.version == n.version and item.overlaps(n) for n in nets)
+        return any(item in n for n in nets)
+
+    for name in ("ipv4s", "ipv6s", "ipv4_prefixes", "ipv6_prefixes"):
+        keep = []
+        for i, text in enumerate(getattr(r, name)):
+            parsed = _lenient([text])
+            if parsed and excluded(parsed[0]):
+                r.left_alone.append(str(parsed[0]))
+                if name == "ipv4s" and i == 0:
+                    r.ipv4s_lack_primary_ip = True
+            else:
+                keep.append(text)  # unparseable ones stay, to be refused by validation
+        setattr(r, name, keep)

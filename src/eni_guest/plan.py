@@ -13,6 +13,14 @@ learns a second route to a VPC subnet and a DHCP renewal on the primary cannot t
 Safety rules enforced here: only what carries our marks is changed or removed; nothing is
 removed unless the metadata read was complete; adds come before deletes, so an IP moving
 between ENIs never loses its route; the primary ENI's link and DHCP address are left alone.
+
+What the configuration excludes (README "Overlay configuration") is "left alone": neither
+configured nor removed.  Excluded ENIs and links whose name matches `exclude_interfaces` are
+handled like a listed ENI whose NIC cannot be used (nothing of them removed: addresses on
+their link, routes of their table, rules from their IPs or into their table, the link's
+group); addresses and rules of ours inside an `exclude_ips` network stay too, even when
+metadata no longer lists the IP: the operator said eni-guest must not manage them, and
+deleting them would be exactly that.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Optional, Union
 
 from .config import Config
-from .model import Eni, Instance, IPAddress, IPNetwork
+from .model import Eni, Excluded, Instance, IPAddress, IPNetwork
 from .state import KernelState, Link, Rule
 
 MAIN_TABLE = 254
@@ -138,6 +146,18 @@ class EniPlan:
     link: Optional[Link]
     table: int
     priority: int
+    # Why the ENI is left alone although metadata lists it and its link is here (the link's
+    # name matches exclude_interfaces); None when it is configured.
+    excluded: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ExcludedPlan:
+    """An ENI the configuration excludes and where it is in the kernel (for `show`)."""
+
+    excluded: Excluded
+    link: Optional[Link]
+    table: Optional[int]  # None when its slot cannot be known (e.g. no device number yet)
 
 
 @dataclass(frozen=True)
@@ -147,6 +167,7 @@ class Plan:
     notes: tuple[str, ...] = ()  # why something was not done (unsettled ENIs, missing NICs)
     removals_withheld: bool = False
     warnings: tuple[str, ...] = ()  # problems an operator must fix: logged on every run
+    excluded: tuple[ExcludedPlan, ...] = ()  # ENIs excluded by the configuration
 
     def in_sync(self, mac: str) -> bool:
         """No change pending for this ENI, nor for what every ENI relies on (the shared rule)."""
@@ -197,7 +218,20 @@ class _Desired:
     keep_rules_from: set[IPNetwork] = field(default_factory=set)
     keep_tables: set[int] = field(default_factory=set)
     keep_links: set[int] = field(default_factory=set)
+    # ...and to what the configuration excludes: rules into these tables, routes through
+    # these links, addresses and rules inside these networks
+    keep_rule_tables: set[int] = field(default_factory=set)
+    keep_oifs: set[int] = field(default_factory=set)
+    keep_nets: tuple[IPNetwork, ...] = ()
     warnings: list[str] = field(default_factory=list)
+
+    def keeps_rule(self, r: Rule) -> bool:
+        if r.src is not None and (
+            r.src in self.keep_rules_from
+            or any(r.src.version == n.version and r.src.overlaps(n) for n in self.keep_nets)
+        ):
+            return True
+        return r.table in self.keep_rule_tables
 
 
 def _want_eni(d: _Desired, eni: Eni, link: Link, config: Config, state: KernelState) -> None:
@@ -230,7 +264,7 @@ def _want_eni(d: _Desired, eni: Eni, link: Link, config: Config, state: KernelSt
         if not ips and not prefixes:
             continue
         for i, ip in enumerate(ips):
-            if eni.primary and fam == 4 and i == 0:
+            if eni.primary and fam == 4 and i == 0 and not eni.ipv4s_lack_primary_ip:
                 continue  # the primary IP belongs to the DHCP client
             d.addrs[(link.index, ip)] = AddrChange(
                 "add", link.index, link.name, ip, ip.max_prefixlen, eni=mac
@@ -255,15 +289,81 @@ def _want_eni(d: _Desired, eni: Eni, link: Link, config: Config, state: KernelSt
         d.rules.setdefault(shared.key(), shared)
 
 
+def _leave_excluded_alone(
+    d: _Desired, instance: Instance, config: Config, state: KernelState, notes: list[str]
+) -> list[ExcludedPlan]:
+    """Protect what the configuration excludes from removal; nothing of it is configured."""
+    d.keep_nets = instance.excluded_ips
+    out = []
+    for x in instance.excluded:
+        table = None if x.slot is None else config.table_base + x.slot
+        own = [link for link in state.links if link.mac == x.mac and link.kind not in VIRTUAL_KINDS]
+        d.keep_links.update(link.index for link in own)
+        d.keep_oifs.update(link.index for link in own)
+        d.keep_rules_from.update(_host(ip) for ip in x.ips)
+        d.keep_rules_from.update(x.prefixes)
+        if table is not None:
+            d.keep_tables.add(table)
+            d.keep_rule_tables.add(table)
+        out.append(ExcludedPlan(x, own[0] if len(own) == 1 else None, table))
+        notes.append(f"{x.eni_id or x.mac} ({x.mac}): excluded by {x.reason}: left alone")
+    for link in state.links:
+        if config.excluded_interface(link.name) is not None:
+            d.keep_links.add(link.index)
+            d.keep_oifs.add(link.index)
+    # a table a left-alone link has routes in keeps the rules that lead into it
+    d.keep_rule_tables.update(r.table for r in state.routes if r.oif in d.keep_oifs)
+    # and a rule that stays keeps the routes of the table it leads into (an ENI whose every
+    # IP is excluded has none it wants, but the excluded IPs' traffic still goes there)
+    d.keep_tables.update(r.table for r in state.rules if r.src is not None and d.keeps_rule(r))
+    return out
+
+
+def _primary_left_alone(
+    instance: Instance, config: Config, state: KernelState, eni_plans: list[EniPlan]
+) -> Optional[str]:
+    """A warning when the primary ENI is excluded while its link is not in our group.
+
+    The shared rule suppresses main-table routes through ENI links only, so a primary link
+    outside the group keeps its main-table default route winning for every other ENI's
+    addresses: their replies leave through the primary and the VPC drops them.
+    """
+    why = next((x.reason for x in instance.excluded if x.mac == instance.primary_mac), None)
+    why = why or next(
+        (ep.excluded for ep in eni_plans if ep.eni.primary and ep.excluded is not None), None
+    )
+    if why is None or not any(ep.excluded is None and ep.link for ep in eni_plans):
+        return None
+    link = next(
+        (x for x in state.links if x.mac == instance.primary_mac and x.kind not in VIRTUAL_KINDS),
+        None,
+    )
+    if link is None or link.group == config.interface_group:
+        return None
+    return (
+        f"the primary ENI ({link.name}) is excluded ({why}) and not in interface group "
+        f"{config.interface_group}: main-table routes via {link.name} still win for the other "
+        f"ENIs' addresses; run `ip link set {link.name} group {config.interface_group}` "
+        "or stop excluding it"
+    )
+
+
 def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
     """Compute the changes that make the kernel match `instance`; touches nothing."""
     links, notes = match_links(instance, state)
     d = _Desired()
+    excluded = _leave_excluded_alone(d, instance, config, state, notes)
     eni_plans = []
     for eni in instance.enis:
         link = links.get(eni.mac)
-        eni_plans.append(EniPlan(eni, link, table_of(eni, config), priority_of(eni, config)))
-        if link is not None:
+        why = None
+        if link is not None and (pattern := config.excluded_interface(link.name)) is not None:
+            why = f"interface {link.name} matches exclude_interfaces {pattern!r}"
+            notes.append(f"{eni.eni_id} ({eni.mac}): {why}: left alone")
+        eni_plans.append(
+            EniPlan(eni, link, table_of(eni, config), priority_of(eni, config), excluded=why)
+        )
+        if link is not None and why is None:
             _want_eni(d, eni, link, config, state)
         else:
             d.keep_rules_from.update(_host(ip) for ip in eni.ips)
@@ -273,6 +373,11 @@ def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
             d.keep_links.update(
                 x.index for x in state.links if x.mac == eni.mac and x.kind not in VIRTUAL_KINDS
             )
+            if why is not None:
+                d.keep_rule_tables.add(table_of(eni, config))
+    warning = _primary_left_alone(instance, config, state, eni_plans)
+    if warning is not None:
+        d.warnings.append(warning)
     for u in instance.unsettled:
         notes.append(f"ENI {u.mac} not configured yet: {u.reason}")
 
@@ -302,9 +407,14 @@ def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
     else:
         link_mac = {link.index: link.mac for link in state.links}
         eni_macs = {e.mac for e in instance.enis}
+        kept_families = set()
+        # highest priority number first: the per-IP rules, then the shared rule they rely on
         for r in sorted(rules_now - set(d.rules), key=lambda r: -r.priority):
-            if r.src is not None and r.src in d.keep_rules_from:
+            if d.keeps_rule(r):
+                kept_families.add(r.family)
                 continue
+            if r.suppress_ifgroup is not None and r.family in kept_families:
+                continue  # a per-IP rule that stays needs the shared rule before it
             removes.append(
                 RuleChange(
                     "del",
@@ -317,7 +427,7 @@ def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
                 )
             )
         for key, r in routes_now.items():
-            if key in d.routes or r.table in d.keep_tables:
+            if key in d.routes or r.table in d.keep_tables or r.oif in d.keep_oifs:
                 continue
             link = state.link(r.oif)
             removes.append(
@@ -336,6 +446,7 @@ def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
                 a.proto == config.protocol
                 and (a.index, a.ip) not in d.addrs
                 and a.index not in d.keep_links
+                and not any(a.ip in n for n in d.keep_nets)
             ):
                 link = state.link(a.index)
                 mac = link_mac.get(a.index, "")
@@ -363,7 +474,14 @@ def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
             "this kernel does not record address protocols (needs Linux >= 6.3): addresses "
             "unassigned in metadata are left on their interface"
         )
-    return Plan(tuple(adds + removes), tuple(eni_plans), tuple(notes), withheld, tuple(d.warnings))
+    return Plan(
+        tuple(adds + removes),
+        tuple(eni_plans),
+        tuple(notes),
+        withheld,
+        tuple(d.warnings),
+        tuple(excluded),
+    )
 
 
 def _eni_of_table(table: int, d: _Desired, instance: Instance, config: Config) -> str:

@@ -2,6 +2,8 @@
 
 It also says which cloud's metadata was read and why: with `--provider auto` (the default) a
 wrong guess would explain everything else being wrong, so the reason is printed, not hidden.
+What the configuration excludes is shown too, marked as such: an ENI or IP that eni-guest
+leaves alone must not look like one it failed to configure.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from .agent import Result
 
 
 def rows(result: Result) -> list[dict]:
+    """One row per listed ENI, excluded ones included (`excluded` says why, else None)."""
     out = []
     for ep in result.plan.enis:
         eni = ep.eni
+        managed = ep.excluded is None
         out.append(
             {
                 "interface": ep.link.name if ep.link else None,
@@ -27,13 +31,44 @@ def rows(result: Result) -> list[dict]:
                 "slot": eni.slot,
                 "slot_from_mac": eni.table_slot is not None,
                 "ips": [
-                    {"ip": str(ip), "elastic_ip": str(eip) if (eip := eni.elastic_ip(ip)) else None}
+                    {
+                        "ip": str(ip),
+                        "elastic_ip": str(eip) if (eip := eni.elastic_ip(ip)) else None,
+                        "excluded": False,
+                    }
                     for ip in eni.ips
+                ]
+                + [
+                    {"ip": str(ip), "elastic_ip": None, "excluded": True} for ip in eni.excluded_ips
                 ],
                 "prefixes": [str(p) for p in eni.prefixes],
                 "table": ep.table,
                 "priority": ep.priority,
-                "in_sync": ep.link is not None and result.plan.in_sync(eni.mac),
+                # None for an ENI left alone: there is nothing it should be in sync with
+                "in_sync": (ep.link is not None and result.plan.in_sync(eni.mac))
+                if managed
+                else None,
+                "excluded": ep.excluded,
+            }
+        )
+    for xp in result.plan.excluded:
+        x = xp.excluded
+        out.append(
+            {
+                "interface": xp.link.name if xp.link else None,
+                "mac": x.mac,
+                "eni_id": x.eni_id or None,
+                "primary": x.mac == result.instance.primary_mac,
+                "device_number": None,
+                "network_card": None,
+                "slot": x.slot,
+                "slot_from_mac": False,
+                "ips": [{"ip": str(ip), "elastic_ip": None, "excluded": True} for ip in x.ips],
+                "prefixes": [str(p) for p in x.prefixes],
+                "table": xp.table,
+                "priority": None,
+                "in_sync": None,
+                "excluded": x.reason,
             }
         )
     return out
@@ -55,6 +90,7 @@ def render_json(result: Result) -> str:
             "provider_chosen_because": why,
             "enis": rows(result),
             "unsettled": [{"mac": u.mac, "reason": u.reason} for u in result.instance.unsettled],
+            "excluded_ips": [str(n) for n in result.instance.excluded_ips],
             "notes": list(result.plan.notes),
         },
         indent=2,
@@ -66,21 +102,27 @@ def render_text(result: Result) -> str:
     lines = []
     for r in rows(result):
         ips = ", ".join(
-            i["ip"] + (f" -> {i['elastic_ip']}" if i["elastic_ip"] else "") for i in r["ips"]
+            i["ip"]
+            + (f" -> {i['elastic_ip']}" if i["elastic_ip"] else "")
+            + (" (excluded)" if i["excluded"] and not r["excluded"] else "")
+            for i in r["ips"]
         )
         if r["prefixes"]:
             ips += " prefixes " + ", ".join(r["prefixes"])
         dev = f"{r['device_number']}" + (f"/card{r['network_card']}" if r["network_card"] else "")
-        if r["slot_from_mac"]:
+        if r["slot_from_mac"] or r["device_number"] is None:
             dev = "-"  # the cloud publishes none; TABLE comes from the MAC
+        sync = "yes" if r["in_sync"] else "no"
+        if r["excluded"]:
+            sync = "excluded"  # left alone: neither configured nor removed
         lines.append(
             (
                 (r["interface"] or "-") + (" *" if r["primary"] else ""),
                 r["mac"],
-                r["eni_id"],
+                r["eni_id"] or "-",
                 dev,
-                str(r["table"]),
-                "yes" if r["in_sync"] else "no",
+                "-" if r["table"] is None else str(r["table"]),
+                sync,
                 ips,
             )
         )
@@ -91,7 +133,14 @@ def render_text(result: Result) -> str:
     out.append(f"provider: {provider_line(result)}   * = primary ENI")
     for u in result.instance.unsettled:
         out.append(f"not settled: {u.mac}: {u.reason}")
+    for r in rows(result):
+        if r["excluded"]:
+            out.append(f"excluded: {r['eni_id'] or r['mac']} ({r['mac']}): {r['excluded']}")
+    if result.instance.excluded_ips:
+        nets = ", ".join(str(n) for n in result.instance.excluded_ips)
+        out.append(f"excluded IPs (exclude_ips): {nets}")
+    shown = ("not settled", "not configured yet", ": excluded by ", "matches exclude_interfaces")
     for note in result.plan.notes:
-        if "not settled" not in note and "not configured yet" not in note:
+        if not any(s in note for s in shown):  # those have their own lines above
             out.append(f"note: {note}")
     return "\n".join(out)

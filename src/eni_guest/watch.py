@@ -140,7 +140,7 @@ class Watcher:
         """Forget waiting links that this complete read has decided."""
         for index, w in list(self._waiting.items()):
             state, _ = hotplug.classify(instance, w.link.mac)
-            if state == hotplug.SETTLED:
+            if state in (hotplug.SETTLED, hotplug.EXCLUDED):
                 del self._waiting[index]
             elif state == hotplug.UNLISTED and w.link.kind == "veth":
                 log.debug("%s (%s) is not an ENI of this instance", w.link.name, w.link.mac)
@@ -359,6 +359,8 @@ class Watcher:
             return  # present at start (the first cycle covers it), or flags/group/MTU changed
         if hotplug.not_a_nic(link) is not None:
             return
+        if self.config.excluded_interface(link.name) is not None:
+            return  # left alone (exclude_interfaces): nothing to wait for
         self.post(appeared=link, reconcile=before is not None and before.mac != link.mac)
 
 

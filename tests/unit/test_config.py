@@ -240,3 +240,162 @@ def test_range_check_applies_to_file_and_env_values_too(tmp_path: Path) -> None:
         load(write(tmp_path, "table_base = 253\n"), environ={})
     with pytest.raises(ConfigError, match="mtu"):
         load(environ={"ENI_GUEST_MTU": "50"})
+
+
+# ---------------------------------------------------------------- overlay (README "Overlay ...")
+
+OVERLAY = """
+exclude_enis = ["eni-0abc1234", "0E-11-22-33-44-55"]
+exclude_interfaces = ["eth3", "cni*"]
+exclude_ips = ["10.0.2.50", "10.0.2.64/26", "2001:DB8::/64"]
+
+[[eni]]
+match = "eni-0def5678"
+add_ipv4s = ["10.0.2.51", "10.0.2.52", "10.0.2.51"]
+ipv4_subnet = "10.0.2.0/23"
+ipv4_gateway = "10.0.2.254"
+
+[[eni]]
+match = "0E:11:22:33:44:66"
+add_ipv6s = ["2001:db8:1:0::20"]
+ipv6_subnet = "2001:db8:1::/56"
+ipv6_gateway = "fe80::1"
+"""
+
+
+def test_overlay_keys_are_read_checked_and_normalised(tmp_path: Path) -> None:
+    path = write(tmp_path, OVERLAY)
+    cfg = load(path, environ={})
+    assert cfg.exclude_enis == ("eni-0abc1234", "0e:11:22:33:44:55")
+    assert cfg.exclude_interfaces == ("eth3", "cni*")
+    assert cfg.exclude_ips == ("10.0.2.50/32", "10.0.2.64/26", "2001:db8::/64")
+    first, second = cfg.eni
+    assert first == config.EniOverlay(
+        match="eni-0def5678",
+        add_ipv4s=("10.0.2.51", "10.0.2.52"),  # duplicates dropped, order kept
+        ipv4_subnet="10.0.2.0/23",
+        ipv4_gateway="10.0.2.254",
+        where=f"config {path}: eni[1]",
+    )
+    assert second.match == "0e:11:22:33:44:66"
+    assert second.add_ipv6s == ("2001:db8:1::20",)
+    assert (second.ipv6_subnet, second.ipv6_gateway) == ("2001:db8:1::/56", "fe80::1")
+    assert second.where.endswith("eni[2]")
+    hash(cfg)  # still a frozen, hashable value (the watch daemon compares configs)
+
+
+def test_overlay_lookups() -> None:
+    cfg = load(
+        environ={
+            "ENI_GUEST_EXCLUDE_ENIS": "eni-1, 0e:00:00:00:00:09",
+            "ENI_GUEST_EXCLUDE_INTERFACES": "cni*,eth[3-5]",
+        }
+    )
+    assert cfg.excluded_eni("0e:00:00:00:00:09", "eni-9") == "0e:00:00:00:00:09"
+    assert cfg.excluded_eni("0e:00:00:00:00:01", "eni-1") == "eni-1"
+    assert cfg.excluded_eni("0e:00:00:00:00:01", None) is None
+    assert cfg.excluded_interface("cni0a1b") == "cni*"
+    assert cfg.excluded_interface("eth4") == "eth[3-5]"
+    assert cfg.excluded_interface("eth2") is None
+    assert cfg.excluded_interface("CNI0") is None  # interface names are case-sensitive
+
+
+def test_overlay_lists_from_the_environment_are_comma_separated(tmp_path: Path) -> None:
+    path = write(tmp_path, 'exclude_ips = ["10.9.9.9"]\n')
+    env = {"ENI_GUEST_EXCLUDE_IPS": " 10.0.2.50 , 10.0.2.64/26,,2001:db8::/64 "}
+    assert load(path, environ=env).exclude_ips == ("10.0.2.50/32", "10.0.2.64/26", "2001:db8::/64")
+    # an empty variable empties the file's list
+    assert load(path, environ={"ENI_GUEST_EXCLUDE_IPS": ""}).exclude_ips == ()
+
+
+def test_eni_tables_cannot_come_from_the_environment() -> None:
+    with pytest.raises(ConfigError, match=r"eni: \[\[eni\]\] tables can only be given"):
+        load(environ={"ENI_GUEST_ENI": "match=eni-1"})
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        (
+            'exclude_ips = ["10.0.2.300"]',
+            "exclude_ips = ['10.0.2.300']: '10.0.2.300' is not an IP address or network",
+        ),
+        (
+            'exclude_ips = ["10.0.2.65/26"]',
+            "exclude_ips = ['10.0.2.65/26']: '10.0.2.65/26' is not a network: host bits are "
+            "set (the network would be 10.0.2.64/26)",
+        ),
+        ('exclude_ips = ["0.0.0.0/0"]', "'0.0.0.0/0' is too wide: it covers every IPv4 address"),
+        ('exclude_ips = "10.0.2.50"', "exclude_ips = '10.0.2.50': must be a list of strings"),
+        ("exclude_ips = [3]", "exclude_ips = [3]: must be a list of strings"),
+        (
+            'exclude_enis = ["0e:11:22:33:44"]',
+            "exclude_enis = ['0e:11:22:33:44']: '0e:11:22:33:44' is not a MAC",
+        ),
+        ('exclude_enis = ["eni 1"]', "'eni 1' is not a MAC or an ENI id"),
+        ('exclude_interfaces = ["eth/1"]', "'eth/1' is not an interface name pattern"),
+        ('exclude_interfaces = [""]', "'' is not an interface name pattern"),
+        ("eni = 3", "eni = 3: must be [[eni]] tables"),
+        ('eni = ["x"]', "eni = ['x']: must be [[eni]] tables"),
+        ("[[eni]]\nadd_ipv4s = []", "eni[1].match: missing"),
+        ("[[eni]]\nmatch = 5", "eni[1].match = 5: must be a string"),
+        ('[[eni]]\nmatch = "0e:11"', "eni[1].match = '0e:11': not a MAC"),
+        (
+            '[[eni]]\nmatch = "eni-1"\nmac = "0e:11:22:33:44:55"',
+            "eni[1]: unknown key 'mac' (known: match, add_ipv4s",
+        ),
+        (
+            '[[eni]]\nmatch = "eni-1"\n[[eni]]\nmatch = "eni-2"\nipv4_gateway = "x"',
+            "eni[2].ipv4_gateway = 'x': not an IPv4 address",
+        ),
+        ('[[eni]]\nmatch = "eni-1"\nipv4_gateway = "2001:db8::1"', "not an IPv4 address"),
+        ('[[eni]]\nmatch = "eni-1"\nipv6_gateway = "10.0.2.1"', "not an IPv6 address"),
+        (
+            '[[eni]]\nmatch = "eni-1"\nadd_ipv4s = ["10.0.2.5", "10.0.2.256"]',
+            "eni[1].add_ipv4s = ['10.0.2.5', '10.0.2.256']: '10.0.2.256' is not a unicast IPv4",
+        ),
+        ('[[eni]]\nmatch = "eni-1"\nadd_ipv4s = ["224.0.0.1"]', "not a unicast IPv4 address"),
+        ('[[eni]]\nmatch = "eni-1"\nadd_ipv6s = ["10.0.2.5"]', "not a unicast IPv6 address"),
+        ('[[eni]]\nmatch = "eni-1"\nadd_ipv4s = "10.0.2.5"', "must be a list of strings"),
+        (
+            '[[eni]]\nmatch = "eni-1"\nipv4_subnet = "10.0.2.1/24"',
+            "eni[1].ipv4_subnet = '10.0.2.1/24': not a network: host bits are set",
+        ),
+        ('[[eni]]\nmatch = "eni-1"\nipv4_subnet = "2001:db8::/64"', "not an IPv4 network"),
+        ('[[eni]]\nmatch = "eni-1"\nipv6_subnet = 64', "ipv6_subnet = 64: not an IPv6 network"),
+        (
+            '[[eni]]\nmatch = "0e:11:22:33:44:55"\n[[eni]]\nmatch = "0E-11-22-33-44-55"',
+            "eni[2].match = '0E-11-22-33-44-55': eni[1] names the same ENI",
+        ),
+        (
+            'exclude_ips = ["10.0.2.64/26"]\n[[eni]]\nmatch = "eni-1"\nadd_ipv4s = ["10.0.2.70"]',
+            "eni[1].add_ipv4s = '10.0.2.70': also excluded by exclude_ips '10.0.2.64/26'",
+        ),
+    ],
+)
+def test_overlay_errors_are_one_line_naming_file_key_and_value(
+    tmp_path: Path, toml: str, expected: str
+) -> None:
+    path = write(tmp_path, toml + "\n")
+    with pytest.raises(ConfigError) as err:
+        load(path, environ={})
+    message = str(err.value)
+    assert err.value.exit_code == EXIT_USAGE
+    assert "\n" not in message
+    assert message.startswith(f"config {path}: "), message
+    assert expected in message, message
+
+
+def test_overlay_errors_in_the_environment_name_it() -> None:
+    with pytest.raises(ConfigError) as err:
+        load(environ={"ENI_GUEST_EXCLUDE_IPS": "10.0.2.50,nope"})
+    assert str(err.value) == (
+        "environment ENI_GUEST_*: exclude_ips = '10.0.2.50,nope': 'nope' is not an IP "
+        "address or network in CIDR form"
+    )
+
+
+def test_unknown_top_level_key_lists_the_overlay_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(write(tmp_path, 'exclude_ip = ["10.0.2.50"]\n'), environ={})
+    assert "'exclude_ip'" in str(err.value) and "exclude_ips" in str(err.value)

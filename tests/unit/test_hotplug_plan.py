@@ -18,7 +18,7 @@ import pytest
 from eni_guest import hotplug
 from eni_guest.config import Config
 from eni_guest.errors import MetadataDisabled, MetadataUnavailable
-from eni_guest.model import Eni, Instance, Unsettled
+from eni_guest.model import Eni, Excluded, Instance, Unsettled
 from eni_guest.plan import RouteChange, RuleChange, plan_unplug
 from eni_guest.state import Addr, KernelState, Link, Route, Rule
 
@@ -189,6 +189,8 @@ def test_classify() -> None:
     assert hotplug.classify(inst, MAC0) == (hotplug.SETTLED, "")
     assert hotplug.classify(inst, MAC1) == (hotplug.UNSETTLED, "device-number reads 0")
     assert hotplug.classify(inst, MAC2) == (hotplug.UNLISTED, "")
+    excluded = replace(inst, excluded=(Excluded(MAC2, "eni-2", "exclude_enis 'eni-2'"),))
+    assert hotplug.classify(excluded, MAC2) == (hotplug.EXCLUDED, "exclude_enis 'eni-2'")
 
 
 def test_backoff_doubles_to_the_cap_with_jitter() -> None:
@@ -259,6 +261,13 @@ def test_settled_at_once_configures_without_waiting(monkeypatch: pytest.MonkeyPa
     got, clock, _ = run_wait(monkeypatch, [SETTLED], NIC)
     assert got == NIC
     assert clock.sleeps == []
+
+
+def test_excluded_eni_is_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    # exclude_enis: left alone, so neither configured nor warned about after hotplug_timeout
+    excluded = replace(WITHOUT, excluded=(Excluded(MAC1, "eni-1", "exclude_enis 'eni-1'"),))
+    got, clock, budgets = run_wait(monkeypatch, [excluded], NIC)
+    assert got is None and clock.sleeps == [] and len(budgets) == 1
 
 
 def test_lagging_attach_is_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from eni_guest.config import Config, load
 from eni_guest.errors import EXIT_METADATA, MetadataInvalid
-from eni_guest.model import Instance, RawEni, RawInstance, build_instance
+from eni_guest.model import Instance, RawEni, RawInstance, apply_overlay, build_instance
 
 META = "/latest/meta-data/"
 MACS = META + "network/interfaces/macs/"
@@ -330,3 +334,272 @@ def test_bad_elastic_ip_value() -> None:
 def test_ips_without_a_subnet() -> None:
     message = invalid(primary(), raw_eni(MAC2, "1", ["10.0.2.10"], subnet=None))
     assert_names(message, f"{MACS}{MAC2}/subnet-ipv4-cidr-block", "subnet")
+
+
+# ---------------------------------------------------------------- the configuration's overlay
+
+
+def overlay_config(tmp_path: Path, text: str) -> tuple[Config, str]:
+    """A Config loaded from a real file, and the file's prefix in error messages."""
+    path = tmp_path / "eni-guest.toml"
+    path.write_text(text)
+    return load(path, environ={}), f"config {path}"
+
+
+def with_overlay(config: Config, *enis: RawEni, primary_mac: str = MAC1) -> Instance:
+    return build_instance(
+        apply_overlay(RawInstance("aws", primary_mac, META + "mac", list(enis)), config)
+    )
+
+
+def overlay_invalid(config: Config, *enis: RawEni) -> str:
+    with pytest.raises(MetadataInvalid) as err:
+        with_overlay(config, *enis)
+    assert err.value.exit_code == EXIT_METADATA
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def third(ipv4s: list[str] | None = None, **kw: Any) -> RawEni:
+    return raw_eni(MAC3, "2", ipv4s or ["10.0.2.30", "10.0.2.31"], subnet="10.0.2.0/24", **kw)
+
+
+def test_without_overlay_settings_the_raw_data_is_passed_through() -> None:
+    raw = RawInstance("aws", MAC1, META + "mac", [primary()])
+    assert apply_overlay(raw, Config()) is raw
+
+
+def test_overlay_does_not_change_what_the_provider_returned(tmp_path: Path) -> None:
+    config, _ = overlay_config(
+        tmp_path,
+        'exclude_ips = ["10.0.2.31"]\n'
+        '[[eni]]\nmatch = "eni-0e0000000003"\nadd_ipv4s = ["10.0.2.40"]\n',
+    )
+    raw = RawInstance("aws", MAC1, META + "mac", [primary(), third()])
+    apply_overlay(raw, config)
+    assert raw.enis[1].ipv4s == ["10.0.2.30", "10.0.2.31"] and not raw.enis[1].origins
+
+
+def test_added_ips_follow_the_listed_ones_by_id_or_by_mac(tmp_path: Path) -> None:
+    config, _ = overlay_config(
+        tmp_path,
+        '[[eni]]\nmatch = "eni-0e0000000003"\nadd_ipv4s = ["10.0.2.40", "10.0.2.31"]\n'
+        '[[eni]]\nmatch = "0E:00:00:00:00:01"\nadd_ipv4s = ["10.0.1.50"]\n',
+    )
+    inst = with_overlay(config, primary(), third())
+    eni = inst.by_mac(MAC3)
+    assert eni is not None
+    # listed first (the first stays the primary IP), the one already listed is not doubled
+    assert eni.ipv4s == (
+        IPv4Address("10.0.2.30"),
+        IPv4Address("10.0.2.31"),
+        IPv4Address("10.0.2.40"),
+    )
+    assert inst.enis[0].ipv4s == (IPv4Address("10.0.1.10"), IPv4Address("10.0.1.50"))
+
+
+def test_added_ip_outside_the_subnet_is_refused_naming_the_config_key(tmp_path: Path) -> None:
+    config, where = overlay_config(
+        tmp_path, '[[eni]]\nmatch = "eni-0e0000000003"\nadd_ipv4s = ["10.0.9.9"]\n'
+    )
+    message = overlay_invalid(config, primary(), third())
+    assert (
+        message == f"{where}: eni[1].add_ipv4s = '10.0.9.9': outside the ENI's subnets 10.0.2.0/24"
+    )
+
+
+def test_added_ip_listed_on_another_eni_is_refused_naming_the_config_key(tmp_path: Path) -> None:
+    config, where = overlay_config(
+        tmp_path, '[[eni]]\nmatch = "eni-0e0000000003"\nadd_ipv4s = ["10.0.2.50"]\n'
+    )
+    other = raw_eni(MAC2, "1", ["10.0.2.50"], subnet="10.0.2.0/24")
+    message = overlay_invalid(config, primary(), other, third())
+    assert message.startswith(f"{where}: eni[1].add_ipv4s = '10.0.2.50': also listed on")
+    assert MAC2 in message
+
+
+def test_overridden_prefix_admits_added_ips_and_keeps_the_implied_gateway(tmp_path: Path) -> None:
+    config, _ = overlay_config(
+        tmp_path,
+        '[[eni]]\nmatch = "eni-0e0000000003"\n'
+        'ipv4_subnet = "10.0.2.0/23"\nadd_ipv4s = ["10.0.3.7"]\n',
+    )
+    eni = with_overlay(config, primary(), third()).by_mac(MAC3)
+    assert eni is not None
+    assert eni.ipv4_subnets == (IPv4Network("10.0.2.0/23"),)
+    assert IPv4Address("10.0.3.7") in eni.ipv4s
+    # a wider prefix does not move the router: still the listed subnet's .1
+    assert eni.ipv4_gateway == IPv4Address("10.0.2.1")
+
+
+def test_overridden_gateway_replaces_the_derived_one(tmp_path: Path) -> None:
+    config, _ = overlay_config(
+        tmp_path,
+        '[[eni]]\nmatch = "eni-0e0000000003"\nipv4_gateway = "10.0.2.254"\n'
+        'ipv6_subnet = "2001:db8:2::/56"\nipv6_gateway = "fe80::1"\n',
+    )
+    raw = third(ipv6s=["2001:db8:2::30"], ipv6_subnets=["2001:db8:2::/64"])
+    eni = with_overlay(config, primary(), raw).by_mac(MAC3)
+    assert eni is not None
+    assert eni.ipv4_gateway == IPv4Address("10.0.2.254")
+    assert eni.ipv6_subnets == (IPv6Network("2001:db8:2::/56"),)
+    assert eni.ipv6_gateway == IPv6Address("fe80::1")  # link-local routers are fine
+
+
+def test_overridden_gateway_outside_the_subnet_names_the_config_key(tmp_path: Path) -> None:
+    config, where = overlay_config(
+        tmp_path, '[[eni]]\nmatch = "eni-0e0000000003"\nipv4_gateway = "10.0.9.1"\n'
+    )
+    message = overlay_invalid(config, primary(), third())
+    assert (
+        message
+        == f"{where}: eni[1].ipv4_gateway = '10.0.9.1': outside the ENI's subnets 10.0.2.0/24"
+    )
+
+
+def test_overridden_subnet_that_leaves_a_listed_ip_out_says_so(tmp_path: Path) -> None:
+    config, where = overlay_config(
+        tmp_path,
+        '[[eni]]\nmatch = "eni-0e0000000003"\n'
+        'ipv4_subnet = "10.0.2.0/28"\nipv4_gateway = "10.0.2.1"\n',
+    )
+    message = overlay_invalid(config, primary(), third())
+    # the metadata key of the IP, and where the subnet came from
+    assert message.startswith(f"metadata {MACS}{MAC3}/local-ipv4s = '10.0.2.30': outside")
+    assert f"10.0.2.0/28 (from {where}: eni[1].ipv4_subnet)" in message
+
+
+def test_narrower_subnet_that_loses_the_implied_gateway_says_what_to_set(tmp_path: Path) -> None:
+    config, where = overlay_config(
+        tmp_path, '[[eni]]\nmatch = "eni-0e0000000003"\nipv4_subnet = "10.0.2.16/28"\n'
+    )
+    message = overlay_invalid(config, primary(), third(["10.0.2.20"]))
+    assert "'10.0.2.1': outside the ENI's subnets 10.0.2.16/28" in message
+    assert message.startswith(
+        f"{where}: eni[1].ipv4_gateway (unset: the router of the listed subnet 10.0.2.0/24) = "
+    )
+
+
+def test_overlay_naming_no_listed_eni_is_a_note(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config, where = overlay_config(
+        tmp_path, '[[eni]]\nmatch = "eni-detached"\nadd_ipv4s = ["10.0.2.40"]\n'
+    )
+    with caplog.at_level(logging.DEBUG, logger="eni_guest"):
+        inst = with_overlay(config, primary(), third())
+    assert inst.complete and len(inst.enis) == 2
+    assert any(f"{where}: eni[1].match = 'eni-detached'" in r.getMessage() for r in caplog.records)
+
+
+def test_two_tables_naming_one_eni_by_mac_and_by_id_are_refused(tmp_path: Path) -> None:
+    config, where = overlay_config(
+        tmp_path,
+        f'[[eni]]\nmatch = "{MAC3}"\nadd_ipv4s = ["10.0.2.40"]\n'
+        '[[eni]]\nmatch = "eni-0e0000000003"\nadd_ipv4s = ["10.0.2.41"]\n',
+    )
+    message = overlay_invalid(config, primary(), third())
+    assert message.startswith(f"{where}: eni[2].match = 'eni-0e0000000003': names ENI {MAC3}")
+    assert "eni[1].match" in message
+
+
+def test_nothing_is_added_to_an_eni_that_lists_no_ip_yet(tmp_path: Path) -> None:
+    # just attached: the ENI must stay unsettled, or removals would go ahead on partial data
+    config, _ = overlay_config(
+        tmp_path, '[[eni]]\nmatch = "eni-0e0000000003"\nadd_ipv4s = ["10.0.2.40"]\n'
+    )
+    inst = with_overlay(config, primary(), raw_eni(MAC3, "2", [], subnet="10.0.2.0/24"))
+    assert not inst.complete and [u.mac for u in inst.unsettled] == [MAC3]
+
+
+def test_excluded_enis_are_kept_apart_unvalidated(tmp_path: Path) -> None:
+    config, _ = overlay_config(tmp_path, f'exclude_enis = ["eni-0e0000000002", "{MAC3.upper()}"]\n')
+    broken = raw_eni(MAC2, "1", ["10.0.1.20", "not-an-ip"], subnet="bad", network_card="0")
+    pending = raw_eni(MAC3, "0", [])  # would be unsettled (device-number 0): excluded instead
+    inst = with_overlay(config, primary(), broken, pending)
+    assert [e.mac for e in inst.enis] == [MAC1]
+    assert inst.complete  # an excluded ENI never holds back removals
+    b, c = inst.excluded
+    assert (b.mac, b.eni_id, b.reason) == (
+        MAC2,
+        "eni-0e0000000002",
+        "exclude_enis 'eni-0e0000000002'",
+    )
+    assert b.ips == (IPv4Address("10.0.1.20"),) and b.slot == 1
+    assert (c.mac, c.reason, c.slot) == (MAC3, f"exclude_enis '{MAC3}'", None)
+
+
+def test_excluding_the_primary_eni_is_allowed(tmp_path: Path) -> None:
+    config, _ = overlay_config(tmp_path, f'exclude_enis = ["{MAC1}"]\n')
+    inst = with_overlay(config, primary(), third())
+    assert [e.mac for e in inst.enis] == [MAC3]
+    assert inst.primary_mac == MAC1 and inst.excluded[0].slot == 0
+
+
+def test_excluding_an_eni_never_moves_another_to_a_new_table(tmp_path: Path) -> None:
+    # without device numbers slots come from the set of MACs: excluded ones still take part
+    def raw(mac: str, ip: str) -> RawEni:
+        r = raw_eni(mac, None, [ip], subnet="10.0.1.0/24")
+        r.has_device_numbers = False
+        return r
+
+    enis = [raw(MAC1, "10.0.1.10"), raw(MAC2, "10.0.1.20"), raw(MAC3, "10.0.1.30")]
+    before = build_instance(RawInstance("alibaba", MAC1, "mac", copy.deepcopy(enis)))
+    config, _ = overlay_config(tmp_path, f'exclude_enis = ["{MAC2}"]\n')
+    after = with_overlay(config, *copy.deepcopy(enis))
+    assert [(e.mac, e.slot) for e in after.enis] == [
+        (e.mac, e.slot) for e in before.enis if e.mac != MAC2
+    ]
+    assert after.excluded[0].slot == before.by_mac(MAC2).slot  # type: ignore[union-attr]
+
+
+def test_excluded_ips_are_taken_off_their_eni_with_their_elastic_ip(tmp_path: Path) -> None:
+    config, _ = overlay_config(
+        tmp_path, 'exclude_ips = ["10.0.2.31", "10.0.2.64/26", "2001:db8:2::/120"]\n'
+    )
+    raw = third(
+        ["10.0.2.30", "10.0.2.31", "10.0.2.70"],
+        ipv4_prefixes=["10.0.2.96/28", "10.0.2.128/28"],
+        ipv6s=["2001:db8:2::30", "2001:db8:2::1:30"],
+        ipv6_subnets=["2001:db8:2::/64"],
+        elastic_ips={"203.0.113.7": "10.0.2.31", "203.0.113.8": "10.0.2.30"},
+    )
+    inst = with_overlay(config, primary(), raw)
+    eni = inst.by_mac(MAC3)
+    assert eni is not None
+    assert eni.ipv4s == (IPv4Address("10.0.2.30"),)
+    assert eni.ipv6s == (IPv6Address("2001:db8:2::1:30"),)
+    assert eni.ipv4_prefixes == (IPv4Network("10.0.2.128/28"),)  # the other overlaps 10.0.2.64/26
+    assert [str(x) for x in eni.excluded_ips] == [
+        "10.0.2.31",
+        "10.0.2.70",
+        "2001:db8:2::30",
+        "10.0.2.96/28",
+    ]
+    assert [(str(a), str(b)) for a, b in eni.elastic_ips] == [("10.0.2.30", "203.0.113.8")]
+    assert [str(n) for n in inst.excluded_ips] == [
+        "10.0.2.31/32",
+        "10.0.2.64/26",
+        "2001:db8:2::/120",
+    ]
+    assert not eni.ipv4s_lack_primary_ip
+
+
+def test_an_eni_whose_every_ip_is_excluded_is_settled_and_empty(tmp_path: Path) -> None:
+    config, _ = overlay_config(tmp_path, 'exclude_ips = ["10.0.2.0/24"]\n')
+    inst = with_overlay(config, primary(), third())
+    eni = inst.by_mac(MAC3)
+    assert inst.complete and eni is not None
+    assert eni.ips == () and eni.ipv4_gateway is None and eni.ipv4s_lack_primary_ip
+
+
+def test_excluding_the_primary_ip_is_recorded_for_the_planner(tmp_path: Path) -> None:
+    config, _ = overlay_config(tmp_path, 'exclude_ips = ["10.0.1.10"]\n')
+    p = with_overlay(config, primary(ipv4s=["10.0.1.10", "10.0.1.11"])).enis[0]
+    assert p.ipv4s == (IPv4Address("10.0.1.11"),) and p.ipv4s_lack_primary_ip
+
+
+def test_an_unparseable_listed_ip_is_still_refused_with_exclusions(tmp_path: Path) -> None:
+    config, _ = overlay_config(tmp_path, 'exclude_ips = ["10.0.2.0/24"]\n')
+    message = overlay_invalid(config, primary(), third(["10.0.2.30", "10.0.2.999"]))
+    assert_names(message, f"{MACS}{MAC3}/local-ipv4s", "10.0.2.999")

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from dataclasses import replace
 from ipaddress import ip_address, ip_network
+from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import pytest
 
-from eni_guest.config import Config
-from eni_guest.model import Eni, Instance, Unsettled
+from eni_guest.config import Config, load
+from eni_guest.model import (
+    Eni,
+    Excluded,
+    Instance,
+    RawEni,
+    RawInstance,
+    Unsettled,
+    apply_overlay,
+    build_instance,
+)
 from eni_guest.plan import (
     AddrChange,
     Change,
@@ -19,7 +29,7 @@ from eni_guest.plan import (
     RuleChange,
     plan,
 )
-from eni_guest.state import Addr, KernelState, Link, Route
+from eni_guest.state import Addr, KernelState, Link, Route, Rule
 
 G = 229  # default interface group
 PROTO = 229  # default protocol
@@ -648,3 +658,194 @@ def test_no_eni_is_in_sync_while_the_shared_rule_is_missing() -> None:
     broken = replace(state, rules=tuple(r for r in state.rules if r.suppress_ifgroup is None))
     p = plan(vm(P, B, C), Config(), broken)
     assert not any(p.in_sync(m) for m in (MAC1, MAC2, MAC3))
+
+
+# ---------------------------------------------------------------- overlay configuration
+
+
+def excluded_c(slot: Optional[int] = 2) -> Excluded:
+    """ENI C as `exclude_enis` leaves it: kept apart by the model, with its listed IPs."""
+    return Excluded(
+        MAC3, "eni-c", "exclude_enis 'eni-c'", (ip("10.0.2.10"), ip("10.0.2.11")), (), slot
+    )
+
+
+def touches(p: Plan, index: int) -> list[Change]:
+    return [
+        c for c in p.changes if getattr(c, "index", None) == index or getattr(c, "oif", 0) == index
+    ]
+
+
+def test_excluded_eni_is_not_configured() -> None:
+    inst = replace(vm(P, B), excluded=(excluded_c(),))
+    p = plan(inst, Config(), BOOT_STATE)
+    assert touches(p, 4) == []  # eth2: not up, not grouped, no address
+    assert not [c for c in p.changes if getattr(c, "table", None) == 10002]
+    assert not [c for c in of(p, RuleChange) if c.src in (h("10.0.2.10"), h("10.0.2.11"))]
+    assert [(x.excluded.mac, x.link, x.table) for x in p.excluded] == [(MAC3, ETH2, 10002)]
+    assert any("eni-c" in n and "left alone" in n for n in p.notes)
+
+
+def test_excluded_eni_keeps_everything_eni_guest_had_configured() -> None:
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    # even when metadata no longer lists one of its IPs, and with an unknowable slot
+    for x in (excluded_c(), replace(excluded_c(None), ips=(ip("10.0.2.10"),))):
+        p = plan(replace(vm(P, B), excluded=(x,)), Config(), state)
+        assert p.changes == (), [c.describe() for c in p.changes]
+
+
+def test_excluded_interface_by_name_is_neither_configured_nor_stripped() -> None:
+    config = Config(exclude_interfaces=("eth[2-9]",))
+    fresh = plan(vm(P, B, C), config, BOOT_STATE)
+    assert touches(fresh, 4) == []
+    assert not [c for c in fresh.changes if c.eni == MAC3]
+    ep = next(e for e in fresh.enis if e.eni.mac == MAC3)
+    assert ep.link == ETH2 and ep.excluded == "interface eth2 matches exclude_interfaces 'eth[2-9]'"
+    assert any("eth2 matches exclude_interfaces" in n for n in fresh.notes)
+    # configured before the exclusion: nothing of it goes, also once metadata drops an IP
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    c_less = make_eni(MAC3, 2, ["10.0.2.10"], "10.0.2.0/24")
+    assert plan(vm(P, B, c_less), config, state).changes == ()
+    # and once metadata no longer lists the ENI at all
+    assert plan(vm(P, B), config, state).changes == ()
+
+
+def test_excluded_interface_that_is_no_eni_keeps_our_address_and_group() -> None:
+    stray = Link(6, "cni0", "0e:00:00:00:00:09", G, True, 1500)
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    state = replace(
+        state,
+        links=(*state.links, stray),
+        addrs=(*state.addrs, Addr(6, ip("10.0.3.10"), 32, PROTO)),
+        routes=(*state.routes, Route(4, 10009, net("10.0.3.0/24"), 6)),
+        rules=(*state.rules, Rule(4, 10010, 10009, h("10.0.3.10"))),
+    )
+    without = plan(vm(P, B, C), Config(), state)
+    assert len(touches(without, 6)) == 3  # address, route, group: all ours, all removed
+    p = plan(vm(P, B, C), Config(exclude_interfaces=("cni*",)), state)
+    assert p.changes == (), [c.describe() for c in p.changes]
+
+
+def test_excluded_ips_get_no_address_and_no_rule_and_keep_what_exists() -> None:
+    # The model has taken 10.0.2.11 off C (exclude_ips = ["10.0.2.8/30"]).
+    c_kept = make_eni(MAC3, 2, ["10.0.2.10"], "10.0.2.0/24")
+    nets = (net("10.0.2.8/30"),)
+    fresh = plan(replace(vm(P, B, c_kept), excluded_ips=nets), Config(), BOOT_STATE)
+    assert ip("10.0.2.11") not in {c.ip for c in of(fresh, AddrChange)}
+    assert h("10.0.2.11") not in {c.src for c in of(fresh, RuleChange)}
+    # an address and rule of ours for it (made before the exclusion) stay, and so does a
+    # CNI's address for it
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    state = replace(state, addrs=(*state.addrs, Addr(4, ip("10.0.2.9"), 32, None)))
+    p = plan(replace(vm(P, B, c_kept), excluded_ips=nets), Config(), state)
+    assert p.changes == (), [c.describe() for c in p.changes]
+    # without the exclusion the same metadata removes them
+    assert len(deletes(plan(vm(P, B, c_kept), Config(), state))) == 2
+
+
+def test_a_kept_rule_keeps_the_table_it_leads_into() -> None:
+    # exclude_ips covers every IP of C: the model leaves C with none, so C wants no table,
+    # but the rules of its (excluded) IPs stay, and they must still lead somewhere.
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    c_empty = make_eni(MAC3, 2, [], "10.0.2.0/24")
+    p = plan(replace(vm(P, B, c_empty), excluded_ips=(net("10.0.2.8/29"),)), Config(), state)
+    assert p.changes == (), [c.describe() for c in p.changes]
+
+
+def test_a_kept_rule_keeps_the_shared_rule_it_relies_on() -> None:
+    state = converged(vm(P, C), Config(), BOOT_STATE)
+    primary_only = make_eni(MAC1, 0, [], "10.0.1.0/24", primary=True)
+    p = plan(replace(vm(primary_only), excluded=(excluded_c(),)), Config(), state)
+    assert (10000, MAIN, None, G) not in rule_keys(of(p, RuleChange, "del"))
+    assert not [c for c in of(p, RuleChange, "del") if c.table == 10002]
+
+
+def test_excluded_primary_outside_our_group_is_a_warning() -> None:
+    primary_x = Excluded(MAC1, "eni-p", "exclude_enis 'eni-p'", (ip("10.0.1.10"),), (), 0)
+    p = plan(replace(vm(B, C), excluded=(primary_x,)), Config(), BOOT_STATE)
+    assert touches(p, 2) == []
+    (warning,) = p.warnings
+    assert "primary ENI (eth0) is excluded" in warning and "ip link set eth0 group 229" in warning
+    grouped = replace(BOOT_STATE, links=(LO, replace(ETH0, group=G), ETH1, ETH2, DOCKER0))
+    assert plan(replace(vm(B, C), excluded=(primary_x,)), Config(), grouped).warnings == ()
+
+
+def test_excluded_primary_ip_lets_the_next_one_be_added() -> None:
+    # exclude_ips took 10.0.1.10, the DHCP address, off the primary: 10.0.1.20 is a secondary
+    p_rest = replace(
+        make_eni(MAC1, 0, ["10.0.1.20"], "10.0.1.0/24", primary=True), ipv4s_lack_primary_ip=True
+    )
+    p = plan(vm(p_rest), Config(), BOOT_STATE)
+    assert addr_keys(of(p, AddrChange)) == {(2, ip("10.0.1.20"), 32)}
+    assert h("10.0.1.10") not in {c.src for c in of(p, RuleChange)}
+
+
+def overlaid(tmp_path: Path, toml: str, *raws: RawEni) -> tuple[Instance, Config]:
+    path = tmp_path / "eni-guest.toml"
+    path.write_text(toml)
+    config = load(path, environ={})
+    raw = RawInstance("aws", MAC1, "/latest/meta-data/mac", list(raws))
+    return build_instance(apply_overlay(raw, config)), config
+
+
+def raw_c(**kw: Any) -> RawEni:
+    return RawEni(
+        source=f"/latest/meta-data/network/interfaces/macs/{MAC3}/",
+        mac=MAC3,
+        eni_id="eni-c",
+        device_number="2",
+        ipv4s=["10.0.2.10", "10.0.2.11"],
+        ipv4_subnets=["10.0.2.0/24"],
+        **kw,
+    )
+
+
+RAW_P = RawEni("p/", MAC1, "eni-p", "0", ipv4s=["10.0.1.10"], ipv4_subnets=["10.0.1.0/24"])
+
+
+def test_added_ips_are_configured_like_listed_ones(tmp_path: Path) -> None:
+    inst, config = overlaid(
+        tmp_path, '[[eni]]\nmatch = "eni-c"\nadd_ipv4s = ["10.0.2.12"]\n', RAW_P, raw_c()
+    )
+    state = converged(
+        build_instance(RawInstance("aws", MAC1, "mac", [RAW_P, raw_c()])), Config(), BOOT_STATE
+    )
+    p = plan(inst, config, state)
+    assert set(p.changes) == {
+        AddrChange("add", 4, "eth2", ip("10.0.2.12"), 32, eni=MAC3),
+        RuleChange("add", 4, 10003, 10002, h("10.0.2.12"), eni=MAC3),
+    }
+
+
+def test_gateway_and_prefix_overrides_change_the_tables_routes(tmp_path: Path) -> None:
+    inst, config = overlaid(
+        tmp_path,
+        '[[eni]]\nmatch = "eni-c"\nipv4_subnet = "10.0.2.0/23"\nipv4_gateway = "10.0.2.254"\n',
+        RAW_P,
+        raw_c(),
+    )
+    state = converged(
+        build_instance(RawInstance("aws", MAC1, "mac", [RAW_P, raw_c()])), Config(), BOOT_STATE
+    )
+    p = plan(inst, config, state)
+    assert set(p.changes) == {
+        RouteChange("add", 10002, net("10.0.2.0/23"), 4, "eth2", eni=MAC3),
+        RouteChange("replace", 10002, DEFAULT4, 4, "eth2", ip("10.0.2.254"), eni=MAC3),
+        RouteChange("del", 10002, net("10.0.2.0/24"), 4, "eth2", eni=MAC3),
+    }
+    assert plan(inst, config, applied(state, p.changes)).changes == ()
+
+
+def test_ipv4_added_to_an_ipv6_only_primary_is_not_taken_for_its_dhcp_address(
+    tmp_path: Path,
+) -> None:
+    raw_p = RawEni(
+        "p/", MAC1, "eni-p", "0", ipv6s=["2001:db8:1::10"], ipv6_subnets=["2001:db8:1::/64"]
+    )
+    raw_p.ipv4_subnets = ["10.0.1.0/24"]
+    inst, config = overlaid(
+        tmp_path, '[[eni]]\nmatch = "eni-p"\nadd_ipv4s = ["10.0.1.20"]\n', raw_p
+    )
+    assert inst.enis[0].ipv4s_lack_primary_ip
+    p = plan(inst, config, BOOT_STATE)
+    assert (2, ip("10.0.1.20"), 32) in addr_keys(of(p, AddrChange))

@@ -8,6 +8,7 @@ secondary IP is published: they come from the static ENI file or an injected DHC
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any, Optional
@@ -16,9 +17,9 @@ import pytest
 from cloud_http import CloudServer, Routes
 
 from eni_guest.agent import read_instance
-from eni_guest.config import Config
+from eni_guest.config import Config, load
 from eni_guest.errors import MetadataInvalid, MetadataUnavailable
-from eni_guest.model import Instance, build_instance
+from eni_guest.model import Instance, apply_overlay, build_instance
 from eni_guest.providers.jdcloud import JdcloudProvider
 
 META = "/metadata/latest/"
@@ -158,6 +159,52 @@ def test_dhcp_probe_fills_in_what_the_overlay_lacks(server, tmp_path):
     assert asked == [MAC_2]  # the overlay already gave MAC_1's subnet and gateway
     assert instance.enis[1].ipv4_subnets == (ip_network("10.0.160.0/19"),)
     assert instance.enis[0].ipv4_subnets == (ip_network("10.0.128.0/20"),)
+
+
+def test_config_overlay_spares_dhcp_and_excluded_enis_are_not_probed(server, tmp_path):
+    # The [[eni]] tables of eni-guest.toml are applied after the read (model.apply_overlay),
+    # but JD already knows to spare DHCP for what they give, and for what they exclude.
+    asked: list[str] = []
+
+    def probe(mac: str) -> tuple[str, str]:
+        asked.append(mac)
+        raise MetadataUnavailable(f"DHCP on {mac}: no answer")
+
+    base = config(server, tmp_path / "none.toml")
+    given = tmp_path / "eni-guest.toml"
+    given.write_text(
+        f'exclude_enis = ["port-b7kq000002"]\n[[eni]]\nmatch = "{MAC_1}"\n'
+        'ipv4_subnet = "10.0.128.0/20"\nipv4_gateway = "10.0.128.1"\nadd_ipv4s = ["10.0.128.7"]\n'
+    )
+    overlay_cfg = load(given, environ={})
+    cfg = replace(base, exclude_enis=overlay_cfg.exclude_enis, eni=overlay_cfg.eni)
+    provider = JdcloudProvider(cfg, dhcp_probe=probe)
+    try:
+        instance = build_instance(apply_overlay(provider.read(), cfg))
+    finally:
+        provider.close()
+    assert asked == []
+    (primary,) = instance.enis
+    assert primary.ipv4_subnets == (ip_network("10.0.128.0/20"),)
+    assert primary.ipv4s == (ip_address("10.0.128.6"), ip_address("10.0.128.7"))
+    assert [(x.mac, x.reason) for x in instance.excluded] == [
+        (MAC_2, "exclude_enis 'port-b7kq000002'")
+    ]
+
+
+def test_an_eni_whose_nic_name_is_excluded_is_marked_excluded_not_probed(server, tmp_path):
+    from eni_guest.dhcp import InterfaceExcluded
+
+    def probe(mac: str) -> tuple[str, str]:
+        if mac == MAC_2:  # what dhcp.probe says before any DHCP exchange on such a NIC
+            raise InterfaceExcluded("interface eth1 matches exclude_interfaces 'eth1'")
+        return "10.0.128.0/20", "10.0.128.1"
+
+    instance = read_with_probe(config(server, tmp_path / "none.toml"), probe)
+    assert [e.mac for e in instance.enis] == [MAC_1] and instance.complete
+    assert [(x.mac, x.reason, x.slot) for x in instance.excluded] == [
+        (MAC_2, "interface eth1 matches exclude_interfaces 'eth1'", 1)
+    ]
 
 
 def test_probe_failure_stops_the_read(server, tmp_path):

@@ -14,6 +14,11 @@ secondary IP.  So each ENI's subnet and gateway come from, in this order:
 Without either, the read fails with a message saying what to add: a guessed prefix or
 gateway would end up as routes in the kernel.
 
+The configuration's overlay (config.eni, exclude_enis, exclude_interfaces; model.apply_overlay
+merges it after this read) is consulted here only to spare DHCP: an ENI it excludes, or whose
+[[eni]] table gives both ipv4_subnet and ipv4_gateway, is not probed, and an ENI whose NIC's
+name is excluded is marked excluded instead of probed.
+
 `network/<n>` is JD's index of the ENI on the instance, so the device number is n - 1 and
 the table slot follows it as on AWS.  JD documents it as a "relative index"; should JD
 renumber the other ENIs when one detaches, their tables would move on the next run (the
@@ -122,10 +127,15 @@ class JdcloudProvider:
             raise invalid(source + "mac", mac_text, "not a MAC")
         if not local:
             return raw  # just attached, no IP yet: the model keeps it unsettled, overlay or not
+        if self.config.excluded_eni(mac, raw.eni_id) is not None:
+            return raw  # left alone (exclude_enis): not even probed
         match = overlay.match(mac, raw.eni_id) if overlay is not None else None
         if match is not None:
             self._apply(raw, match)
-        if raw.ipv4s and not (raw.ipv4_subnets and raw.ipv4_gateway):
+        given = self.config.overlay_for(mac, raw.eni_id)  # applied later, by the model
+        has_subnet = bool(raw.ipv4_subnets or (given and given.ipv4_subnet))
+        has_gateway = bool(raw.ipv4_gateway or (given and given.ipv4_gateway))
+        if raw.ipv4s and not (has_subnet and has_gateway):
             self._probe(raw, mac, overlay)
         return raw
 
@@ -162,12 +172,15 @@ class JdcloudProvider:
                 f"no DHCP probe is available: describe it in {where} "
                 f'([[eni]] mac = "{mac}", subnet = "...", gateway = "...")'
             )
-        from ..dhcp import InterfaceMissing
+        from ..dhcp import InterfaceExcluded, InterfaceMissing
 
         try:
             subnet, gateway = self.dhcp_probe(mac)
         except InterfaceMissing as e:
             raw.unsettled = str(e)  # listed before its NIC appeared: configure the others
+            return
+        except InterfaceExcluded as e:
+            raw.excluded = str(e)  # the model keeps it apart; the planner leaves it alone
             return
         if not raw.ipv4_subnets:
             raw.ipv4_subnets = [subnet]
