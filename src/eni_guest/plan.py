@@ -182,6 +182,11 @@ def priority_of(eni: Eni, config: Config) -> int:
     return config.priority_base + 1 + eni.slot
 
 
+def nics_with_mac(state: KernelState, mac: str) -> list[Link]:
+    """The links carrying `mac` that could be the ENI itself (not a VLAN, bridge, bond...)."""
+    return [link for link in state.links if link.mac == mac and link.kind not in VIRTUAL_KINDS]
+
+
 def match_links(instance: Instance, state: KernelState) -> tuple[dict[str, Link], list[str]]:
     """ENI MAC -> its kernel link, by MAC only (names and order mean nothing to clouds)."""
     notes: list[str] = []
@@ -234,7 +239,7 @@ class _Desired:
         return r.table in self.keep_rule_tables
 
 
-def _want_eni(d: _Desired, eni: Eni, link: Link, config: Config, state: KernelState) -> None:
+def _want_eni(d: _Desired, eni: Eni, link: Link, config: Config) -> None:
     table, prio, mac = table_of(eni, config), priority_of(eni, config), eni.mac
     families = (4, 6) if config.ipv6 else (4,)
     if eni.primary:
@@ -297,7 +302,7 @@ def _leave_excluded_alone(
     out = []
     for x in instance.excluded:
         table = None if x.slot is None else config.table_base + x.slot
-        own = [link for link in state.links if link.mac == x.mac and link.kind not in VIRTUAL_KINDS]
+        own = nics_with_mac(state, x.mac)
         d.keep_links.update(link.index for link in own)
         d.keep_oifs.update(link.index for link in own)
         d.keep_rules_from.update(_host(ip) for ip in x.ips)
@@ -334,10 +339,7 @@ def _primary_left_alone(
     )
     if why is None or not any(ep.excluded is None and ep.link for ep in eni_plans):
         return None
-    link = next(
-        (x for x in state.links if x.mac == instance.primary_mac and x.kind not in VIRTUAL_KINDS),
-        None,
-    )
+    link = next(iter(nics_with_mac(state, instance.primary_mac)), None)
     if link is None or link.group == config.interface_group:
         return None
     return (
@@ -364,15 +366,13 @@ def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
             EniPlan(eni, link, table_of(eni, config), priority_of(eni, config), excluded=why)
         )
         if link is not None and why is None:
-            _want_eni(d, eni, link, config, state)
+            _want_eni(d, eni, link, config)
         else:
             d.keep_rules_from.update(_host(ip) for ip in eni.ips)
             d.keep_rules_from.update(eni.prefixes)
             d.keep_tables.add(table_of(eni, config))
             # a NIC carrying its MAC that we could not use (enslaved, ambiguous): keep its state
-            d.keep_links.update(
-                x.index for x in state.links if x.mac == eni.mac and x.kind not in VIRTUAL_KINDS
-            )
+            d.keep_links.update(x.index for x in nics_with_mac(state, eni.mac))
             if why is not None:
                 d.keep_rule_tables.add(table_of(eni, config))
     warning = _primary_left_alone(instance, config, state, eni_plans)
@@ -423,7 +423,7 @@ def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
                     r.table,
                     r.src,
                     r.suppress_ifgroup,
-                    eni=_eni_of_table(r.table, d, instance, config),
+                    eni=_eni_of_table(r.table, instance, config),
                 )
             )
         for key, r in routes_now.items():
@@ -438,7 +438,7 @@ def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
                     r.oif,
                     link.name if link else str(r.oif),
                     r.gateway,
-                    eni=_eni_of_table(r.table, d, instance, config),
+                    eni=_eni_of_table(r.table, instance, config),
                 )
             )
         for a in state.addrs:
@@ -484,7 +484,7 @@ def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
     )
 
 
-def _eni_of_table(table: int, d: _Desired, instance: Instance, config: Config) -> str:
+def _eni_of_table(table: int, instance: Instance, config: Config) -> str:
     for eni in instance.enis:
         if table_of(eni, config) == table:
             return eni.mac
