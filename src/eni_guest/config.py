@@ -34,7 +34,8 @@ SLOTS = MAX_NETWORK_CARDS * MAX_DEVICE_NUMBER  # 2048
 MAX_U32 = 2**32 - 1
 RESERVED_TABLES = range(252, 256)  # compat, default, main, local
 
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+# The one MAC syntax of the agent: lower case, colon-separated (see `normalize_mac`).
+MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 # What an ENI id may look like on any cloud (eni-0abc..., port-..., an OpenStack port UUID):
 # printable, no spaces, so it can be logged and matched as is.
 ENI_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -49,7 +50,7 @@ _NOT_IN_IFNAME = re.compile(r"[\s/:]")
 def normalize_mac(value: str) -> Optional[str]:
     """Lower-case, colon-separated MAC, or None; quotes and dashes (some clouds) are accepted."""
     mac = value.strip().strip('"').lower().replace("-", ":")
-    return mac if _MAC.match(mac) else None
+    return mac if MAC.match(mac) else None
 
 
 @dataclass(frozen=True)

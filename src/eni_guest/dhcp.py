@@ -40,8 +40,6 @@ from .errors import MetadataUnavailable, NotPermitted
 log = logging.getLogger("eni_guest")
 
 DHCP_TIMEOUT = 5.0  # seconds for one ENI's exchange; a VPC's DHCP server answers in milliseconds
-# Links that share a NIC's MAC but are not where its DHCP answers arrive.
-NOT_NICS = frozenset({"bond", "bridge", "team", "vlan", "macvlan", "macvtap", "ipvlan", "vrf"})
 
 
 class InterfaceMissing(MetadataUnavailable):
@@ -75,11 +73,7 @@ def probe(mac: str, *, config: Config, timeout: float = DHCP_TIMEOUT) -> tuple[s
         )
     kernel = Kernel(config)
     try:
-        candidates = [
-            link
-            for link in kernel.read_state().links
-            if link.mac == mac and link.kind not in NOT_NICS
-        ]
+        candidates = kernel.read_state().nics_with_mac(mac)
         if not candidates:
             raise InterfaceMissing(f"dhcp: no network interface has MAC {mac} (not attached yet)")
         if len(candidates) > 1:

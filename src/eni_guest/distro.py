@@ -27,18 +27,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from .config import MAC
+
 log = logging.getLogger("eni_guest")
 
 NM_DROPIN = Path("run/NetworkManager/conf.d/90-eni-guest.conf")
 NETWORKD_FILE = Path("run/systemd/network/05-eni-guest.network")
-
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 # (argv) -> (exit code, combined output); replaced by tests, which must never reach a real
 # NetworkManager or networkd.
@@ -61,7 +60,7 @@ def _normalise(macs: Iterable[str], primary_mac: str) -> list[str]:
     out = set()
     for mac in macs:
         m = mac.strip().lower()
-        if not _MAC.match(m):
+        if not MAC.match(m):
             raise ValueError(f"not a MAC address: {mac!r}")
         if m == primary:
             log.debug("distro network stack: never unmanaging the primary ENI %s", m)

@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Optional
 
-from .config import Config
+from .config import MAC, Config
 from .errors import MetadataDisabled, MetadataError, MetadataUnavailable
 from .model import Instance
 from .plan import Change
@@ -45,7 +44,6 @@ log = logging.getLogger("eni_guest")
 # vif, mlx5...), "veth" is an ENI of the simulated VM.  Every other kind (bridge, bond, vlan,
 # vxlan, tun, wireguard, dummy, macvlan, ipvlan, ...) is created by software on the host.
 CLOUD_NIC_KINDS = frozenset({"", "veth"})
-_ETHER_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 SETTLED, UNSETTLED, UNLISTED, EXCLUDED = "settled", "unsettled", "unlisted", "excluded"
 FIRST_DELAY, MAX_DELAY = 0.2, 3.0  # seconds: backoff between metadata reads while waiting
@@ -55,7 +53,7 @@ def not_a_nic(link: Link) -> Optional[str]:
     """Why `link` cannot be an ENI, or None when it may be one."""
     if link.kind not in CLOUD_NIC_KINDS:
         return f"{link.name} is a {link.kind} interface, not a cloud NIC"
-    if not _ETHER_MAC.match(link.mac) or link.mac == "00:00:00:00:00:00":
+    if not MAC.match(link.mac) or link.mac == "00:00:00:00:00:00":
         return f"{link.name} has no Ethernet address"
     return None
 

@@ -34,11 +34,6 @@ from .model import Eni, Excluded, Instance, IPAddress, IPNetwork
 from .state import KernelState, Link, Rule
 
 MAIN_TABLE = 254
-# Links that may carry an ENI's MAC without being the ENI: a VLAN on it, a bridge or bond
-# that borrowed its address.  The ENI itself is the physical NIC (or a veth in the simulator).
-VIRTUAL_KINDS = frozenset(
-    {"bridge", "bond", "team", "vlan", "macvlan", "macvtap", "ipvlan", "ipvtap", "vxlan", "vrf"}
-)
 ALL_ENIS = "*"  # the `eni` tag of changes every ENI depends on
 DEFAULT4 = IPv4Network("0.0.0.0/0")
 DEFAULT6 = IPv6Network("::/0")
@@ -182,17 +177,12 @@ def priority_of(eni: Eni, config: Config) -> int:
     return config.priority_base + 1 + eni.slot
 
 
-def nics_with_mac(state: KernelState, mac: str) -> list[Link]:
-    """The links carrying `mac` that could be the ENI itself (not a VLAN, bridge, bond...)."""
-    return [link for link in state.links if link.mac == mac and link.kind not in VIRTUAL_KINDS]
-
-
 def match_links(instance: Instance, state: KernelState) -> tuple[dict[str, Link], list[str]]:
     """ENI MAC -> its kernel link, by MAC only (names and order mean nothing to clouds)."""
     notes: list[str] = []
     by_mac: dict[str, list[Link]] = {}
     for link in state.links:
-        if link.kind not in VIRTUAL_KINDS:
+        if link.could_be_nic:
             by_mac.setdefault(link.mac, []).append(link)
     found: dict[str, Link] = {}
     for eni in instance.enis:
@@ -302,7 +292,7 @@ def _leave_excluded_alone(
     out = []
     for x in instance.excluded:
         table = None if x.slot is None else config.table_base + x.slot
-        own = nics_with_mac(state, x.mac)
+        own = state.nics_with_mac(x.mac)
         d.keep_links.update(link.index for link in own)
         d.keep_oifs.update(link.index for link in own)
         d.keep_rules_from.update(_host(ip) for ip in x.ips)
@@ -339,7 +329,7 @@ def _primary_left_alone(
     )
     if why is None or not any(ep.excluded is None and ep.link for ep in eni_plans):
         return None
-    link = next(iter(nics_with_mac(state, instance.primary_mac)), None)
+    link = next(iter(state.nics_with_mac(instance.primary_mac)), None)
     if link is None or link.group == config.interface_group:
         return None
     return (
@@ -372,7 +362,7 @@ def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
             d.keep_rules_from.update(eni.prefixes)
             d.keep_tables.add(table_of(eni, config))
             # a NIC carrying its MAC that we could not use (enslaved, ambiguous): keep its state
-            d.keep_links.update(x.index for x in nics_with_mac(state, eni.mac))
+            d.keep_links.update(x.index for x in state.nics_with_mac(eni.mac))
             if why is not None:
                 d.keep_rule_tables.add(table_of(eni, config))
     warning = _primary_left_alone(instance, config, state, eni_plans)
