@@ -9,12 +9,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 from .config import Config
+from .errors import KernelError
 from .model import Instance, apply_overlay, build_instance
 from .plan import Change, Plan, plan
 from .state import KernelState
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
 
 log = logging.getLogger("eni_guest")
 
@@ -105,9 +109,30 @@ def reconcile(
             finally:
                 result.netlink_requests = kernel.requests_sent
                 result.timings["apply"] = time.monotonic() - t3
+            t4 = time.monotonic()
+            verify(kernel, instance, config)
+            result.timings["verify"] = time.monotonic() - t4
         return result
     finally:
         kernel.close()
+
+
+def verify(kernel: Kernel, instance: Instance, config: Config) -> None:
+    """Read the kernel again and plan once more: what is still pending was not taken.
+
+    Every change was acknowledged, yet something may have undone one in between (a network
+    manager taking a NIC down, another tool flushing a table) or the kernel may have
+    normalised it away.  Exit 0 would then claim a routing that is not there; instead the
+    run fails (exit 4) naming what differs, and the next run (systemd restarts the unit, the
+    daemon's next cycle) tries again.
+    """
+    pending = plan(instance, config, kernel.read_state()).changes
+    if pending:
+        more = f" (and {len(pending) - 1} more)" if len(pending) > 1 else ""
+        raise KernelError(
+            f"after applying, the kernel still differs from the plan: {pending[0].describe()}"
+            f"{more}; something else changed it meanwhile, or the kernel did not keep it"
+        )
 
 
 def _keep_distro_off(instance: Instance, config: Config, state: KernelState) -> None:
