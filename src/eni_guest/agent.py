@@ -15,6 +15,7 @@ from .config import Config
 from .errors import KernelError
 from .model import Instance, apply_overlay, build_instance
 from .plan import Change, Plan, plan
+from .scope import Scope, decide
 from .state import KernelState
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class Result:
     netlink_requests: int = 0
     # wall time of each phase in seconds (the benchmark compares "apply" with `ip -batch`)
     timings: dict[str, float] = field(default_factory=dict)
+    scope: Optional[Scope] = None  # what the run managed and left alone (scope.py)
 
 
 def log_changes(changes: list[Change], names: Optional[Mapping[str, str]] = None) -> None:
@@ -86,17 +88,19 @@ def reconcile(
     try:
         state = kernel.read_state()
         t2 = time.monotonic()
-        p = plan(instance, config, state)
+        # What this run manages and leaves alone, decided once and read by all that follows.
+        scope = decide(instance, config, state.links)
+        p = plan(instance, config, state, scope)
         for note in p.notes:
             log.debug("%s", note)
         for warning in p.warnings if log_warnings else ():
             log.warning("warning: %s", warning)
-        result = Result(instance, p, state, metadata_requests=requests)
+        result = Result(instance, p, state, metadata_requests=requests, scope=scope)
         result.timings = {"metadata": t1 - t0, "kernel_read": t2 - t1, "plan": 0.0, "apply": 0.0}
         t3 = time.monotonic()
         result.timings["plan"] = t3 - t2
         if not dry_run:
-            _keep_distro_off(instance, config, state)
+            _keep_distro_off(instance, config, scope)
         if not dry_run and p.changes:
             names = {e.mac: e.eni_id for e in instance.enis}
 
@@ -135,26 +139,20 @@ def verify(kernel: Kernel, instance: Instance, config: Config) -> None:
         )
 
 
-def _keep_distro_off(instance: Instance, config: Config, state: KernelState) -> None:
+def _keep_distro_off(instance: Instance, config: Config, scope: Scope) -> None:
     """Tell NetworkManager / systemd-networkd to leave the secondary ENIs alone, before we
     configure them: a DHCP client of theirs would add a second main-table default route.
 
-    Unsettled ENIs are included: a just-attached NIC is exactly what they would grab.
-    Excluded ENIs and interfaces are not: whoever manages them (often the distro itself)
-    must keep them.  A failure here is reported, not fatal: routing matters more than the
-    drop-ins.
+    Which NICs: `Scope.keep_off_macs` (unsettled ENIs included, excluded ones not).  A
+    failure here is reported, not fatal: routing matters more than the drop-ins.
     """
     from pathlib import Path
 
     from .distro import keep_off
 
-    # (excluded ENIs are not in instance.enis; links excluded by name are dropped here)
-    left_alone = {link.mac for link in state.links if config.excluded_interface(link.name)}
-    macs = [e.mac for e in instance.enis if not e.primary] + [u.mac for u in instance.unsettled]
-    macs = [m for m in macs if m not in left_alone]
     try:
         for path in keep_off(
-            macs,
+            scope.keep_off_macs(instance.primary_mac),
             instance.primary_mac,
             Path(config.distro_root),
             enabled=config.manage_distro_network,

@@ -41,6 +41,7 @@ from .changes import (
 )
 from .config import Config
 from .model import Eni, Excluded, Instance, IPAddress, IPNetwork
+from .scope import EXCLUDED, MANAGED, EniScope, Scope, decide
 from .state import Addr, KernelState, Link, Route, Rule
 
 __all__ = [
@@ -55,7 +56,6 @@ __all__ = [
     "Protected",
     "RouteChange",
     "RuleChange",
-    "match_links",
     "plan",
     "plan_unplug",
     "priority_of",
@@ -112,28 +112,6 @@ def table_of(eni: Eni, config: Config) -> int:
 
 def priority_of(eni: Eni, config: Config) -> int:
     return config.priority_base + 1 + eni.slot
-
-
-def match_links(instance: Instance, state: KernelState) -> tuple[dict[str, Link], list[str]]:
-    """ENI MAC -> its kernel link, by MAC only (names and order mean nothing to clouds)."""
-    notes: list[str] = []
-    found: dict[str, Link] = {}
-    for eni in instance.enis:
-        links = state.nics_with_mac(eni.mac)
-        if len(links) == 1:
-            if links[0].master:
-                notes.append(
-                    f"{eni.eni_id} ({eni.mac}): {links[0].name} is enslaved to another "
-                    "interface; left alone"
-                )
-                continue
-            found[eni.mac] = links[0]
-        elif not links:
-            notes.append(f"{eni.eni_id} ({eni.mac}): no interface with this MAC yet")
-        else:
-            names = ", ".join(link.name for link in links)
-            notes.append(f"{eni.eni_id} ({eni.mac}): several interfaces carry this MAC ({names})")
-    return found, notes
 
 
 # ---------------------------------------------------------------- 1. what is desired
@@ -272,13 +250,14 @@ class _Protecting:
 
 
 def _leave_excluded_alone(
-    p: _Protecting, instance: Instance, config: Config, state: KernelState, notes: list[str]
+    p: _Protecting, instance: Instance, config: Config, scope: Scope, notes: list[str]
 ) -> list[ExcludedPlan]:
     """Protect what the configuration excludes from removal; nothing of it is configured."""
     out = []
     for x in instance.excluded:
         table = None if x.slot is None else config.table_base + x.slot
-        own = state.nics_with_mac(x.mac)
+        s = scope.eni(x.mac)
+        own = s.nics if s is not None else ()
         p.links.update(link.index for link in own)
         p.ips(x.ips, x.prefixes)
         if table is not None:
@@ -286,9 +265,7 @@ def _leave_excluded_alone(
             p.rule_tables.add(table)
         out.append(ExcludedPlan(x, own[0] if len(own) == 1 else None, table))
         notes.append(f"{x.eni_id or x.mac} ({x.mac}): excluded by {x.reason}: left alone")
-    for link in state.links:
-        if config.excluded_interface(link.name) is not None:
-            p.links.add(link.index)
+    p.links.update(index for index, _ in scope.links_left_alone)
     return out
 
 
@@ -429,29 +406,41 @@ def _diff_rules(d: _Desired, state: KernelState, protected: Protected, eni_of) -
 # ---------------------------------------------------------------- 3. the plan
 
 
-def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
-    """Compute the changes that make the kernel match `instance`; touches nothing."""
-    links, notes = match_links(instance, state)
+def plan(
+    instance: Instance, config: Config, state: KernelState, scope: Optional[Scope] = None
+) -> Plan:
+    """Compute the changes that make the kernel match `instance`; touches nothing.
+
+    `scope` is what the run decided to manage and leave alone (scope.py); without one it is
+    decided here from `state`'s links (a caller with no other use for it).
+    """
+    if scope is None:
+        scope = decide(instance, config, state.links)
+    notes: list[str] = []
     d = _Desired()
     p = _Protecting()
-    excluded = _leave_excluded_alone(p, instance, config, state, notes)
+    excluded = _leave_excluded_alone(p, instance, config, scope, notes)
     eni_plans = []
+    matched: set[int] = set()
     for eni in instance.enis:
-        link = links.get(eni.mac)
-        why = None
-        if link is not None and (pattern := config.excluded_interface(link.name)) is not None:
-            why = f"interface {link.name} matches exclude_interfaces {pattern!r}"
+        s = scope.eni(eni.mac) or EniScope(eni.mac, MANAGED)
+        link = state.link(s.link.index) if s.link is not None else None
+        why = s.reason if s.status == EXCLUDED else None
+        if s.link_note:
+            notes.append(s.link_note)
+        if why is not None:
             notes.append(f"{eni.eni_id} ({eni.mac}): {why}: left alone")
         eni_plans.append(
             EniPlan(eni, link, table_of(eni, config), priority_of(eni, config), excluded=why)
         )
         if link is not None and why is None:
+            matched.add(link.index)
             _want_eni(d, eni, link, config)
             continue
         # listed, but its NIC cannot be used (missing, enslaved, ambiguous, excluded by name)
         p.ips(eni.ips, eni.prefixes)
         p.tables.add(table_of(eni, config))
-        p.links.update(x.index for x in state.nics_with_mac(eni.mac))
+        p.links.update(x.index for x in s.nics)
         if why is not None:
             p.rule_tables.add(table_of(eni, config))
     warning = _primary_left_alone(instance, config, state, eni_plans)
@@ -465,7 +454,7 @@ def plan(instance: Instance, config: Config, state: KernelState) -> Plan:
         return next((e.mac for e in instance.enis if table_of(e, config) == table), "")
 
     diffs = [
-        _diff_links(d, {link.index for link in links.values()}, state, config, protected),
+        _diff_links(d, matched, state, config, protected),
         _diff_addrs(d, state, config, protected, {e.mac for e in instance.enis}),
         _diff_routes(d, state, protected, eni_of),
         _diff_rules(d, state, protected, eni_of),

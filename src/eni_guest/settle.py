@@ -20,14 +20,17 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
+from . import scope
 from .config import MAC, Config
 from .model import Instance
+from .scope import Scope
 from .state import Link
 
 CONFIGURE, WAIT, IGNORE, GIVE_UP = "configure", "wait", "ignore", "give up"
-SETTLED, UNSETTLED, UNLISTED, EXCLUDED = "settled", "unsettled", "unlisted", "excluded"
+SETTLED = "settled"  # a managed ENI in a complete read: what a new NIC waits for
+UNSETTLED, UNLISTED, EXCLUDED = scope.UNSETTLED, scope.UNLISTED, scope.EXCLUDED
 
 # IFLA_INFO_KIND of links that may be ENIs: "" is a NIC driver (ena, virtio_net, ixgbevf,
 # vif, mlx5...), "veth" is an ENI of the simulated VM.  Every other kind (bridge, bond, vlan,
@@ -57,17 +60,11 @@ def not_a_nic(link: Link) -> Optional[str]:
     return None
 
 
-def classify(instance: Instance, mac: str) -> tuple[str, str]:
-    """(SETTLED | UNSETTLED | UNLISTED | EXCLUDED, why) for a MAC in one complete metadata read."""
-    if instance.by_mac(mac) is not None:
-        return SETTLED, ""
-    for x in instance.excluded:
-        if x.mac == mac:
-            return EXCLUDED, x.reason
-    for u in instance.unsettled:
-        if u.mac == mac:
-            return UNSETTLED, u.reason
-    return UNLISTED, ""
+def classify(read: Union[Instance, Scope], mac: str) -> tuple[str, str]:
+    """(SETTLED | UNSETTLED | UNLISTED | EXCLUDED, why) for a MAC in one complete metadata read,
+    as the run's scope (scope.py) decides it."""
+    status, why = scope.of(read).status(mac)
+    return (SETTLED, why) if status == scope.MANAGED else (status, why)
 
 
 def first_look(link: Link, config: Config) -> Optional[Verdict]:
