@@ -9,17 +9,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 from .config import Config
 from .errors import KernelError
-from .model import Instance, apply_overlay, build_instance
+from .model import Instance, build_instance
 from .plan import Change, Plan, plan
-from .scope import Scope, decide
-from .state import KernelState
+from .scope import Scope, decide, of_instance
+from .state import KernelState, Link
 
 if TYPE_CHECKING:
     from .kernel import Kernel
+    from .providers import Provider
 
 log = logging.getLogger("eni_guest")
 
@@ -48,21 +49,51 @@ def log_changes(changes: list[Change], names: Optional[Mapping[str, str]] = None
     )
 
 
-def read_instance(config: Config) -> tuple[Instance, int]:
+def read_instance(
+    config: Config, read_links: Optional[Callable[[], Sequence[Link]]] = None
+) -> tuple[Instance, int]:
+    """Read metadata and decide the run's scope; (validated instance, metadata requests).
+
+    The metadata read comes first: the kernel's links (`read_links`, or a netlink socket of
+    its own) are looked at only once it succeeded.  The scope (scope.py) is decided once,
+    from what was read, the configuration and the links; a provider that needs the ENIs'
+    NICs to finish its read (JD Cloud's DHCP probe) does so for the managed ones; then the
+    configuration's overlay and validation (`build_instance`), so an added IP is held to the
+    same rules as metadata.
+    """
     from .providers import chosen_because, get_provider
 
     provider = get_provider(config)
     try:
-        raw = provider.read()
+        instance = read_from(provider, config, read_links or (lambda: _read_links(config)))
     finally:
         provider.close()
-    # The configuration's overlay (added IPs, overridden subnets and gateways, exclusions) goes
-    # in before validation, so it is held to the same rules as metadata.
-    instance = build_instance(apply_overlay(raw, config))
     why = chosen_because(provider)
     if why is not None:  # `show` says which cloud auto-detection chose, and why
         instance = replace(instance, chosen_because=why)
     return instance, provider.requests_sent
+
+
+def read_from(
+    provider: Provider, config: Config, read_links: Callable[[], Sequence[Link]]
+) -> Instance:
+    """The metadata phase with an open provider: read, scope, complete, validate."""
+    raw = provider.read()
+    scope = decide(raw, config, read_links())
+    complete = getattr(provider, "complete", None)  # JD Cloud: DHCP on the managed NICs
+    if complete is not None:
+        raw = complete(raw, scope)
+    return build_instance(raw, config, scope)
+
+
+def _read_links(config: Config) -> list[Link]:
+    from .kernel import Kernel
+
+    kernel = Kernel(config)
+    try:
+        return kernel.read_links()
+    finally:
+        kernel.close()
 
 
 def reconcile(
@@ -79,17 +110,18 @@ def reconcile(
     """
     requests = 0
     t0 = time.monotonic()
-    if instance is None:
-        instance, requests = read_instance(config)
-    t1 = time.monotonic()
     from .kernel import Kernel
 
     kernel = Kernel(config)
     try:
+        if instance is None:
+            instance, requests = read_instance(config, kernel.read_links)
+        t1 = time.monotonic()
         state = kernel.read_state()
         t2 = time.monotonic()
-        # What this run manages and leaves alone, decided once and read by all that follows.
-        scope = decide(instance, config, state.links)
+        # What this run manages and leaves alone, decided with the metadata read and read by
+        # all that follows (a model built by hand gets one decided from the kernel's links).
+        scope = instance.scope or of_instance(instance, config, state.links)
         p = plan(instance, config, state, scope)
         for note in p.notes:
             log.debug("%s", note)

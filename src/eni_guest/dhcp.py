@@ -11,7 +11,7 @@ It is not provider code, because it needs the kernel side (a raw packet socket o
 the NIC's link state), which providers never touch so they stay pure HTTP -> RawInstance and
 unit-testable without root; and it is not in kernel.py, which holds the netlink code that
 reads and changes what the planner acts on.  It uses kernel.py (still the only netlink code)
-for the two things it needs from netlink: finding the NIC by MAC and setting its link up and
+for the one thing it needs from netlink: setting the NIC's link up and
 down.  The DHCP protocol itself is pyroute2's client (pyroute2 >= 0.9, `pyroute2.dhcp`).
 
 It leaves nothing behind.  The client runs in this process, in a private event loop on its own
@@ -36,33 +36,28 @@ from typing import Any, Callable, Iterator
 
 from .config import Config
 from .errors import MetadataUnavailable, NotPermitted
+from .state import Link
 
 log = logging.getLogger("eni_guest")
 
 DHCP_TIMEOUT = 5.0  # seconds for one ENI's exchange; a VPC's DHCP server answers in milliseconds
 
 
-class InterfaceMissing(MetadataUnavailable):
-    """The ENI has no usable NIC in this VM yet (not attached, or enslaved to a bond/bridge):
-    the provider treats the ENI as not settled instead of failing the whole read."""
+def make_probe(config: Config, timeout: float = DHCP_TIMEOUT) -> Callable[[Link], tuple[str, str]]:
+    """The `dhcp_probe` the JD Cloud provider takes: NIC -> (subnet CIDR, gateway)."""
 
-
-class InterfaceExcluded(MetadataUnavailable):
-    """The ENI's NIC has a name the configuration excludes (exclude_interfaces): no DHCP
-    exchange on it (left alone means not even probed); the provider marks the ENI excluded."""
-
-
-def make_probe(config: Config, timeout: float = DHCP_TIMEOUT) -> Callable[[str], tuple[str, str]]:
-    """The `dhcp_probe` the JD Cloud provider takes: MAC -> (subnet CIDR, gateway)."""
-
-    def dhcp_probe(mac: str) -> tuple[str, str]:
-        return probe(mac, config=config, timeout=timeout)
+    def dhcp_probe(link: Link) -> tuple[str, str]:
+        return probe(link, config=config, timeout=timeout)
 
     return dhcp_probe
 
 
-def probe(mac: str, *, config: Config, timeout: float = DHCP_TIMEOUT) -> tuple[str, str]:
-    """Ask the DHCP service on the NIC with this MAC for its subnet and router."""
+def probe(link: Link, *, config: Config, timeout: float = DHCP_TIMEOUT) -> tuple[str, str]:
+    """Ask the DHCP service on this NIC for its subnet and router.
+
+    Which NIC, and whether it may be probed at all (not excluded, not enslaved, the only one
+    with its MAC), is the run's scope's decision (scope.py): this only does the exchange.
+    """
     from .kernel import Kernel
     from .plan import LinkChange
 
@@ -71,20 +66,9 @@ def probe(mac: str, *, config: Config, timeout: float = DHCP_TIMEOUT) -> tuple[s
             "jdcloud: learning an ENI's subnet and gateway by DHCP needs root (a raw socket "
             f"on its NIC); or describe them in {config.static_file} (subnet, gateway)"
         )
+    mac = link.mac
     kernel = Kernel(config)
     try:
-        candidates = kernel.read_state().nics_with_mac(mac)
-        if not candidates:
-            raise InterfaceMissing(f"dhcp: no network interface has MAC {mac} (not attached yet)")
-        if len(candidates) > 1:
-            names = ", ".join(link.name for link in candidates)
-            raise MetadataUnavailable(f"dhcp: MAC {mac} is on several interfaces ({names})")
-        link = candidates[0]
-        pattern = config.excluded_interface(link.name)
-        if pattern is not None:
-            raise InterfaceExcluded(f"interface {link.name} matches exclude_interfaces {pattern!r}")
-        if link.master:
-            raise InterfaceMissing(f"dhcp: {link.name} ({mac}) is enslaved to another link")
 
         def set_up(up: bool) -> None:
             kernel.apply([LinkChange(link.index, link.name, up=up, eni=mac)], lambda _done: None)

@@ -41,7 +41,7 @@ from .changes import (
 )
 from .config import Config
 from .model import Eni, Excluded, Instance, IPAddress, IPNetwork
-from .scope import EXCLUDED, MANAGED, EniScope, Scope, decide
+from .scope import EXCLUDED, MANAGED, EniScope, Scope, of_instance
 from .state import Addr, KernelState, Link, Route, Rule
 
 __all__ = [
@@ -411,11 +411,10 @@ def plan(
 ) -> Plan:
     """Compute the changes that make the kernel match `instance`; touches nothing.
 
-    `scope` is what the run decided to manage and leave alone (scope.py); without one it is
-    decided here from `state`'s links (a caller with no other use for it).
+    `scope` is what the run decided to manage and leave alone (scope.py): the one the model
+    was built with, or, for a model built by hand, one decided from it and `state`'s links.
     """
-    if scope is None:
-        scope = decide(instance, config, state.links)
+    scope = scope or instance.scope or of_instance(instance, config, state.links)
     notes: list[str] = []
     d = _Desired()
     p = _Protecting()

@@ -25,10 +25,11 @@ ENI (a CNI bridge's veth, say).  Per IP: the networks of `exclude_ips`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import ip_network
 from typing import Iterable, Optional, Union
 
-from .config import Config
-from .model import Instance, IPNetwork
+from .config import Config, normalize_mac
+from .model import Instance, IPNetwork, RawEni, RawInstance
 from .state import Link, nics_with_mac
 
 MANAGED, EXCLUDED, UNSETTLED = "managed", "excluded", "unsettled"
@@ -103,8 +104,9 @@ def _managed(mac: str, eni_id: str, nics: tuple[Link, ...], config: Config) -> E
     return EniScope(mac, MANAGED, link_note=note, nics=nics)
 
 
-def decide(instance: Instance, config: Config, links: Iterable[Link]) -> Scope:
-    """The scope of one run: every listed ENI's status, the links and IPs left alone."""
+def of_instance(instance: Instance, config: Config, links: Iterable[Link]) -> Scope:
+    """The scope of a model built without one (by hand, in tests): its ENIs' statuses as the
+    model holds them, their NICs and the links left alone as `links` say."""
     links = tuple(links)
     out: list[EniScope] = []
     for eni in instance.enis:
@@ -121,17 +123,115 @@ def decide(instance: Instance, config: Config, links: Iterable[Link]) -> Scope:
             out.append(EniScope(u.mac, EXCLUDED, by_name[1], link=by_name[0], nics=nics))
         else:
             out.append(EniScope(u.mac, UNSETTLED, u.reason, nics=nics))
-    alone = tuple(
+    return Scope(tuple(out), _alone(config, links), instance.excluded_ips)
+
+
+def _alone(config: Config, links: tuple[Link, ...]) -> tuple[tuple[int, str], ...]:
+    return tuple(
         (link.index, pattern)
         for link in links
         if (pattern := config.excluded_interface(link.name)) is not None
     )
-    return Scope(tuple(out), alone, instance.excluded_ips)
 
 
 def of(subject: Union[Instance, Scope], config: Optional[Config] = None) -> Scope:
-    """A scope as is, or the scope of an instance without looking at links (the settle engine
-    judges one MAC, whose link it already has judged by name)."""
+    """A scope as is, the one an instance was built with, or (a model built by hand) its
+    statuses without looking at links: the settle engine judges one MAC, whose link it has
+    already judged by name."""
     if isinstance(subject, Scope):
         return subject
-    return decide(subject, config or Config(), ())
+    if subject.scope is not None:
+        return subject.scope
+    return of_instance(subject, config or Config(), ())
+
+
+# ---------------------------------------------------------------- from what was read
+
+
+def decide(raw: RawInstance, config: Config, links: Iterable[Link]) -> Scope:
+    """The scope of one run, from what metadata listed (before validation: what is left
+    alone is not validated), the configuration and the kernel's links.
+
+    ENIs whose MAC is not a MAC are left out: validation refuses them with the key.
+    """
+    links = tuple(links)
+    primary = normalize_mac(raw.primary_mac)
+    out: list[EniScope] = []
+    for r in raw.enis:
+        mac = normalize_mac(r.mac)
+        if mac is None:
+            continue
+        out.append(_read_eni(r, mac, mac == primary, config, tuple(nics_with_mac(links, mac))))
+    nets = tuple(ip_network(n) for n in config.exclude_ips)
+    return Scope(tuple(out), _alone(config, links), nets)
+
+
+def _read_eni(
+    r: RawEni, mac: str, primary: bool, config: Config, nics: tuple[Link, ...]
+) -> EniScope:
+    eni_id = _text(r.eni_id)
+    entry = config.excluded_eni(mac, eni_id or None)
+    if entry is not None:
+        return EniScope(mac, EXCLUDED, f"exclude_enis {entry!r}", nics=nics, link=_one(nics))
+    by_name = _name_excluded(nics, config)
+    if by_name is not None and len(nics) == 1:
+        return EniScope(mac, EXCLUDED, by_name[1], link=by_name[0], nics=nics)
+    why = _not_settled(r, primary)
+    if why is None and _needs_its_nic(r, mac, eni_id, config):
+        why = _nic_missing(mac, nics)
+    if why is not None:
+        return EniScope(mac, UNSETTLED, why, nics=nics)
+    return _managed(mac, eni_id, nics, config)
+
+
+def _one(nics: tuple[Link, ...]) -> Optional[Link]:
+    return nics[0] if len(nics) == 1 else None
+
+
+def _text(value: Optional[str]) -> str:
+    return (value or "").strip().strip('"')
+
+
+def _number(value: Optional[str]) -> Optional[int]:
+    text = _text(value)
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def _not_settled(r: RawEni, primary: bool) -> Optional[str]:
+    """Why metadata does not describe this ENI in full yet (just attached), or None.
+
+    Right after a hot attach AWS lists the MAC before its interface id, reads device-number 0
+    until the attachment propagates, and lists the IPs last.  A value that is there but
+    malformed is not "settling": validation refuses it, naming the key.
+    """
+    if not _text(r.eni_id):
+        return "no interface id yet"
+    card = _number(r.network_card) if r.network_card is not None else 0
+    if r.device_number is None and r.has_device_numbers:
+        return "no device number yet"
+    device = _number(r.device_number) if r.device_number is not None else None
+    if device == 0 and card == 0 and not primary and r.has_device_numbers:
+        return "device-number reads 0 on a secondary ENI: attachment still settling"
+    if not r.ipv4s and not r.ipv6s:
+        return "no private IP listed yet"
+    return None
+
+
+def _needs_its_nic(r: RawEni, mac: str, eni_id: str, config: Config) -> bool:
+    """True for an ENI whose subnet and gateway only its NIC can tell (JD Cloud: DHCP)."""
+    if not r.subnet_from_dhcp or (r.ipv4_subnets and r.ipv4_gateway):
+        return False
+    given = config.overlay_for(mac, eni_id or None)
+    return not (given and given.ipv4_subnet and given.ipv4_gateway)
+
+
+def _nic_missing(mac: str, nics: tuple[Link, ...]) -> Optional[str]:
+    """Why the NIC a DHCP probe needs is not usable now, or None when it is."""
+    if not nics:
+        return f"dhcp: no network interface has MAC {mac} (not attached yet)"
+    if len(nics) > 1:
+        names = ", ".join(link.name for link in nics)
+        return f"dhcp: MAC {mac} is on several interfaces ({names})"
+    if nics[0].master:
+        return f"dhcp: {nics[0].name} ({mac}) is enslaved to another link"
+    return None

@@ -17,7 +17,6 @@ from eni_guest.model import (
     RawEni,
     RawInstance,
     Unsettled,
-    apply_overlay,
     build_instance,
 )
 from eni_guest.plan import (
@@ -785,7 +784,7 @@ def overlaid(tmp_path: Path, toml: str, *raws: RawEni) -> tuple[Instance, Config
     path.write_text(toml)
     config = load(path, environ={})
     raw = RawInstance("aws", MAC1, "/latest/meta-data/mac", list(raws))
-    return build_instance(apply_overlay(raw, config)), config
+    return build_instance(raw, config), config
 
 
 def raw_c(**kw: Any) -> RawEni:

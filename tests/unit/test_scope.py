@@ -84,7 +84,7 @@ CASES = [
 
 @pytest.mark.parametrize("config,links,expected", CASES)
 def test_decide(config: Config, links: tuple[Link, ...], expected: dict) -> None:
-    s = scope.decide(VM, config, links)
+    s = scope.of_instance(VM, config, links)
     for mac, (status, words, index) in expected.items():
         e = s.eni(mac)
         assert e is not None and e.status == status
@@ -94,19 +94,19 @@ def test_decide(config: Config, links: tuple[Link, ...], expected: dict) -> None
 
 
 def test_links_left_alone_by_name_even_when_no_eni() -> None:
-    s = scope.decide(VM, Config(exclude_interfaces=("cni*",)), (ETH0, ETH1, CNI))
+    s = scope.of_instance(VM, Config(exclude_interfaces=("cni*",)), (ETH0, ETH1, CNI))
     assert s.links_left_alone == ((9, "cni*"),)
     assert s.left_alone(9) and not s.left_alone(3)
 
 
 def test_the_distro_keeps_off_managed_and_unsettled_secondaries_only() -> None:
-    s = scope.decide(VM, Config(exclude_interfaces=("eth1",)), (ETH0, ETH1, ETH2))
+    s = scope.of_instance(VM, Config(exclude_interfaces=("eth1",)), (ETH0, ETH1, ETH2))
     assert s.keep_off_macs(MAC0) == [MAC3]  # eth1 excluded by name, eni-2 by id, eth0 primary
-    assert scope.decide(VM, Config(), (ETH0, ETH1)).keep_off_macs(MAC0) == [MAC1, MAC3]
+    assert scope.of_instance(VM, Config(), (ETH0, ETH1)).keep_off_macs(MAC0) == [MAC1, MAC3]
 
 
 def test_the_settle_engine_reads_the_same_decision() -> None:
-    s = scope.decide(VM, Config(), (ETH0, ETH1, ETH2))
+    s = scope.of_instance(VM, Config(), (ETH0, ETH1, ETH2))
     assert settle.classify(s, MAC1) == (settle.SETTLED, "")
     assert settle.classify(s, MAC2) == (settle.EXCLUDED, "exclude_enis 'eni-2'")
     assert settle.classify(s, MAC3) == (settle.UNSETTLED, "device-number reads 0")

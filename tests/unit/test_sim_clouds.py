@@ -21,11 +21,12 @@ from typing import Any
 import pytest
 import requests
 
-from eni_guest.config import Config
+from eni_guest.config import Config, normalize_mac
 from eni_guest.model import Instance, build_instance
 from eni_guest.providers import _make, detect
 from eni_guest.providers.jdcloud import JdcloudProvider
 from eni_guest.providers.static import load_static
+from eni_guest.scope import decide
 from eni_guest.sim.scenario import (
     METADATA_ADDRESSES,
     ipv4_gateway,
@@ -35,6 +36,7 @@ from eni_guest.sim.scenario import (
     render_static,
 )
 from eni_guest.sim.server import MetadataSimulator, default_listen
+from eni_guest.state import Link
 
 PRIMARY = "0e:00:00:00:00:c3"  # device 0
 SECOND = "0e:00:00:00:00:b2"  # device 1, in the primary's subnet
@@ -421,12 +423,21 @@ def read(provider: str, url: str, tmp: Path) -> Instance:
         static.write_text(render_static(parse_scenario(scenario("static"))))
     cfg = config(provider, url, static)
     p = (
-        JdcloudProvider(cfg, dhcp_probe=fake_dhcp)
+        JdcloudProvider(cfg, dhcp_probe=lambda link: fake_dhcp(link.mac))
         if provider == "jdcloud"
         else _make(provider, cfg)
     )
     try:
-        return build_instance(p.read())
+        raw = p.read()
+        # every listed ENI's NIC is in the VM (JD Cloud asks DHCP on it)
+        links = [
+            Link(i + 2, f"eth{i}", normalize_mac(r.mac), 0, True, 1500)
+            for i, r in enumerate(raw.enis)
+        ]
+        scope = decide(raw, cfg, links)
+        if provider == "jdcloud":
+            raw = p.complete(raw, scope)
+        return build_instance(raw, cfg, scope)
     finally:
         p.close()
 
