@@ -1,6 +1,6 @@
 """The simulator's clouds: one scenario, served in every provider's format.
 
-Each format is checked against the vendor's documented shape (shared/METADATA.md), including
+Each format is checked against the vendor's documented shape (docs/metadata.md), including
 its token rules, and then read back through the agent's own provider class and
 `build_instance`: what the simulator serves is what the providers parse, so the end-to-end
 tests of each cloud rest on both sides agreeing.  Everything listens on 127.0.0.1 port 0.
