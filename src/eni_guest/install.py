@@ -4,7 +4,8 @@ Image builders run ``eni-guest install --root /mnt/image`` on a mounted image; a
 ``eni-guest install`` on a live machine.  Everything is rendered from the jinja2 templates in
 ``eni_guest/templates`` with the absolute path of the installed ``eni-guest``: udev, systemd
 and cloud-init run with a minimal PATH, and pip may have put the command in a virtualenv, under
-/usr/local or in a pyenv version.
+/usr/local or in a pyenv version.  The cloud-init module there is plain Python, copied with
+that path (and the environment file's) set on its two lines (``render_module``).
 
 Where things go, and why:
 
@@ -38,7 +39,7 @@ from typing import Any, Callable, Optional
 from .config import Config, load
 from .distro import write_if_changed
 from .errors import ConfigError
-from .templating import render_template
+from .templating import TEMPLATE_DIR, render_template
 
 RULE = "etc/udev/rules.d/90-eni-guest.rules"
 UNIT_DIR = "etc/systemd/system"
@@ -225,11 +226,36 @@ def render_units(context: dict[str, Any]) -> dict[str, str]:
     return {name: render_template(f"{name}.j2", context) for name in UNITS}
 
 
+# The lines of the shipped cloud-init module that `install` sets, as they ship: the module
+# in the templates directory is plain Python (linted and tested as it is), set up for a
+# system-wide pip install, so it doubles as the repository's reference copy.
+MODULE_LINES = {
+    "ENI_GUEST_COMMAND": json.dumps([DEFAULT_BINARY]),
+    "ENV_FILE": json.dumps(CLOUD_ENV_FILE),
+}
+
+
+def set_module_lines(source: str, values: dict[str, str]) -> str:
+    """``source`` with each shipped line ``NAME = ...`` of MODULE_LINES replaced by
+    ``NAME = values[NAME]``; RuntimeError unless each is there exactly once, as shipped."""
+    lines = source.splitlines(keepends=True)
+    for name, value in values.items():
+        shipped = f"{name} = {MODULE_LINES[name]}\n"
+        where = [i for i, line in enumerate(lines) if line == shipped]
+        if len(where) != 1:
+            raise RuntimeError(
+                f"{CLOUD_MODULE}: the line {shipped.strip()!r} is there {len(where)} times, "
+                "not once: install cannot set it"
+            )
+        lines[where[0]] = f"{name} = {value}\n"
+    return "".join(lines)
+
+
 def render_module(argv: list[str]) -> str:
-    return render_template(
-        "cc_eni_guest.py.j2",
-        {"command": json.dumps(list(argv)), "env_file": json.dumps(CLOUD_ENV_FILE)},
-    )
+    """The cloud-init module calling ``argv``: the shipped file with its two values set."""
+    source = (TEMPLATE_DIR / CLOUD_MODULE).read_text()
+    values = {"ENI_GUEST_COMMAND": json.dumps(list(argv)), "ENV_FILE": json.dumps(CLOUD_ENV_FILE)}
+    return set_module_lines(source, values)
 
 
 # ------------------------------------------------------------------- cloud-init's module list

@@ -32,9 +32,11 @@ from eni_guest.install import (
     render_module,
     render_rule,
     render_units,
+    set_module_lines,
     uninstall,
     unit_context,
 )
+from eni_guest.templating import TEMPLATE_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = "/opt/eni-guest/bin/eni-guest"
@@ -234,6 +236,37 @@ def test_cloud_init_module_and_dropin(tmp_path: Path) -> None:
     assert listed_modules(dropin) == DEBIAN12_INIT_MODULES + ["eni_guest"]
     assert "copied from /etc/cloud/cloud.cfg" in dropin
     assert "snap" not in dropin  # only the init stage's list
+
+
+def test_module_is_the_shipped_file_with_two_lines_set() -> None:
+    shipped = (TEMPLATE_DIR / "cc_eni_guest.py").read_text().splitlines()
+    rendered = render_module([BIN, "--flag"]).splitlines()
+    assert len(rendered) == len(shipped)
+    changed = [(a, b) for a, b in zip(shipped, rendered) if a != b]
+    assert changed == [
+        (
+            'ENI_GUEST_COMMAND = ["/usr/local/bin/eni-guest"]',
+            f'ENI_GUEST_COMMAND = ["{BIN}", "--flag"]',
+        )
+    ]
+    assert 'ENV_FILE = "/etc/eni-guest/cloud-init.env"' in rendered
+    assert render_module([DEFAULT_BINARY]) == "\n".join(shipped) + "\n"
+
+
+def test_module_lines_must_be_there_once_as_shipped() -> None:
+    source = (TEMPLATE_DIR / "cc_eni_guest.py").read_text()
+    values = {"ENI_GUEST_COMMAND": '["/bin/x"]', "ENV_FILE": '"/x.env"'}
+    out = set_module_lines(source, values)
+    assert 'ENI_GUEST_COMMAND = ["/bin/x"]\n' in out and 'ENV_FILE = "/x.env"\n' in out
+    edited = source.replace('ENV_FILE = "/etc/eni-guest/cloud-init.env"', 'ENV_FILE = "/etc/x"')
+    with pytest.raises(RuntimeError, match="ENV_FILE = .* is there 0 times"):
+        set_module_lines(edited, values)
+    twice = source + 'ENI_GUEST_COMMAND = ["/usr/local/bin/eni-guest"]\n'
+    with pytest.raises(RuntimeError, match="ENI_GUEST_COMMAND = .* is there 2 times"):
+        set_module_lines(twice, values)
+    indented = source.replace("ENI_GUEST_COMMAND = [", "    ENI_GUEST_COMMAND = [")
+    with pytest.raises(RuntimeError, match="0 times"):
+        set_module_lines(indented, values)
 
 
 def test_dropin_copies_the_list_in_force(tmp_path: Path) -> None:
