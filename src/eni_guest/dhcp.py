@@ -9,10 +9,10 @@ HTTP requests to the metadata service, and it runs in the same phase (before the
 read for planning, under the same "nothing changes unless the whole read succeeded" rule).
 It is not provider code, because it needs the kernel side (a raw packet socket on the NIC,
 the NIC's link state), which providers never touch so they stay pure HTTP -> RawInstance and
-unit-testable without root; and it is not in kernel.py, which holds the netlink code that
-reads and changes what the planner acts on.  It uses kernel.py (still the only netlink code)
-for the two things it needs from netlink: finding the NIC by MAC and setting its link up and
-down.  The DHCP protocol itself is pyroute2's client (pyroute2 >= 0.9, `pyroute2.dhcp`).
+unit-testable without root; and it is not in kernel.py, which reads and changes what the
+planner acts on.  It uses kernel.py (the agent's one way to netlink) for the two things it
+needs from netlink: finding the NIC by MAC and setting its link up and down.  The DHCP
+protocol itself is pyroute2's client (pyroute2 >= 0.9, `pyroute2.dhcp`).
 
 It leaves nothing behind.  The client runs in this process, in a private event loop on its own
 thread, only until the first ACK (or the timeout); its lease class neither writes nor loads a
@@ -32,7 +32,7 @@ import concurrent.futures
 import ipaddress
 import logging
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 from .config import Config
 from .errors import MetadataUnavailable, NotPermitted
@@ -129,6 +129,29 @@ def _retries() -> Iterator[float]:
 
 def _lease(ifname: str, timeout: float) -> Any:
     """One DISCOVER/OFFER/REQUEST/ACK exchange on `ifname`; the ACK's lease, kept in memory."""
+    exchange = _exchange(ifname, timeout)
+
+    def run() -> Any:
+        # A private loop on a thread of its own: callers may already run an event loop.
+        return asyncio.run(asyncio.wait_for(exchange(), timeout + 2.0))
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="eni-dhcp")
+    try:
+        return pool.submit(run).result()
+    except (asyncio.TimeoutError, concurrent.futures.TimeoutError):
+        raise MetadataUnavailable(
+            f"dhcp: no answer on {ifname} within {timeout:g} s (is there a DHCP server?)"
+        ) from None
+    except PermissionError:
+        raise NotPermitted(f"dhcp: a raw socket on {ifname} needs root (CAP_NET_RAW)") from None
+    except OSError as e:
+        raise MetadataUnavailable(f"dhcp: on {ifname}: {e.strerror or e}") from None
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _exchange(ifname: str, timeout: float) -> Callable[[], Awaitable[Any]]:
+    """The exchange as a coroutine function: pyroute2's client, writing and running nothing."""
     try:
         from pyroute2.dhcp.client import AsyncDHCPClient, ClientConfig
         from pyroute2.dhcp.fsm import State
@@ -168,20 +191,4 @@ def _lease(ifname: str, timeout: float) -> Any:
             await client.wait_for_state(State.BOUND, timeout=timeout)
             return client.lease
 
-    def run() -> Any:
-        # A private loop on a thread of its own: callers may already run an event loop.
-        return asyncio.run(asyncio.wait_for(exchange(), timeout + 2.0))
-
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="eni-dhcp")
-    try:
-        return pool.submit(run).result()
-    except (asyncio.TimeoutError, concurrent.futures.TimeoutError):
-        raise MetadataUnavailable(
-            f"dhcp: no answer on {ifname} within {timeout:g} s (is there a DHCP server?)"
-        ) from None
-    except PermissionError:
-        raise NotPermitted(f"dhcp: a raw socket on {ifname} needs root (CAP_NET_RAW)") from None
-    except OSError as e:
-        raise MetadataUnavailable(f"dhcp: on {ifname}: {e.strerror or e}") from None
-    finally:
-        pool.shutdown(wait=True)
+    return exchange
