@@ -18,23 +18,25 @@ from eni_guest import install as inst
 from eni_guest.cli import main
 from eni_guest.errors import ConfigError
 from eni_guest.install import (
-    CLOUD_DROPIN,
     CONFIG_FILE,
-    DEFAULT_BINARY,
     RT_PROTOS,
     RULE,
     UNITS,
     WANTS_DIR,
-    cloud_init_dropin,
     default_config_text,
     find_command,
     install,
-    render_module,
     render_rule,
     render_units,
-    set_module_lines,
     uninstall,
     unit_context,
+)
+from eni_guest.install_cloudinit import (
+    CLOUD_DROPIN,
+    DEFAULT_BINARY,
+    cloud_init_dropin,
+    render_module,
+    set_module_lines,
 )
 from eni_guest.templating import TEMPLATE_DIR
 
