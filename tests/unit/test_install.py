@@ -366,7 +366,10 @@ def test_cli_install_and_uninstall(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def reference_files() -> dict[str, str]:
     """The repository's udev/, systemd/ and cloud-init/ files: the templates rendered with
-    the command of a system-wide ``pip install`` (/usr/local/bin/eni-guest)."""
+    the command of a system-wide ``pip install`` (/usr/local/bin/eni-guest).
+
+    cloud-init/cc_eni_guest.py links to the shipped module itself, which is set up for that
+    command: rendering it must give it back unchanged."""
     context = unit_context([DEFAULT_BINARY])
     context["systemctl"] = "/usr/bin/systemctl"
     out = {"udev/90-eni-guest.rules": render_rule(context)}
