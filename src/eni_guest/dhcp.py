@@ -9,10 +9,11 @@ HTTP requests to the metadata service, and it runs in the same phase (before the
 read for planning, under the same "nothing changes unless the whole read succeeded" rule).
 It is not provider code, because it needs the kernel side (a raw packet socket on the NIC,
 the NIC's link state), which providers never touch so they stay pure HTTP -> RawInstance and
-unit-testable without root; and it is not in kernel.py, which holds the netlink code that
-reads and changes what the planner acts on.  It uses kernel.py (still the only netlink code)
-for the one thing it needs from netlink: setting the NIC's link up and
-down.  The DHCP protocol itself is pyroute2's client (pyroute2 >= 0.9, `pyroute2.dhcp`).
+unit-testable without root; and it is not in kernel.py, which reads and changes what the
+planner acts on.  It uses kernel.py (the agent's one way to netlink) for the one thing it
+needs from netlink: setting the NIC's link up and down (which NIC is the run's scope's
+decision, scope.py).  The DHCP protocol itself is pyroute2's client (pyroute2 >= 0.9,
+`pyroute2.dhcp`).
 
 It leaves nothing behind.  The client runs in this process, in a private event loop on its own
 thread, only until the first ACK (or the timeout); its lease class neither writes nor loads a
@@ -32,7 +33,7 @@ import concurrent.futures
 import ipaddress
 import logging
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 from .config import Config
 from .errors import MetadataUnavailable, NotPermitted
@@ -58,8 +59,8 @@ def probe(link: Link, *, config: Config, timeout: float = DHCP_TIMEOUT) -> tuple
     Which NIC, and whether it may be probed at all (not excluded, not enslaved, the only one
     with its MAC), is the run's scope's decision (scope.py): this only does the exchange.
     """
+    from .changes import LinkChange
     from .kernel import Kernel
-    from .plan import LinkChange
 
     if os.geteuid() != 0:
         raise NotPermitted(
@@ -113,6 +114,29 @@ def _retries() -> Iterator[float]:
 
 def _lease(ifname: str, timeout: float) -> Any:
     """One DISCOVER/OFFER/REQUEST/ACK exchange on `ifname`; the ACK's lease, kept in memory."""
+    exchange = _exchange(ifname, timeout)
+
+    def run() -> Any:
+        # A private loop on a thread of its own: callers may already run an event loop.
+        return asyncio.run(asyncio.wait_for(exchange(), timeout + 2.0))
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="eni-dhcp")
+    try:
+        return pool.submit(run).result()
+    except (asyncio.TimeoutError, concurrent.futures.TimeoutError):
+        raise MetadataUnavailable(
+            f"dhcp: no answer on {ifname} within {timeout:g} s (is there a DHCP server?)"
+        ) from None
+    except PermissionError:
+        raise NotPermitted(f"dhcp: a raw socket on {ifname} needs root (CAP_NET_RAW)") from None
+    except OSError as e:
+        raise MetadataUnavailable(f"dhcp: on {ifname}: {e.strerror or e}") from None
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _exchange(ifname: str, timeout: float) -> Callable[[], Awaitable[Any]]:
+    """The exchange as a coroutine function: pyroute2's client, writing and running nothing."""
     try:
         from pyroute2.dhcp.client import AsyncDHCPClient, ClientConfig
         from pyroute2.dhcp.fsm import State
@@ -152,20 +176,4 @@ def _lease(ifname: str, timeout: float) -> Any:
             await client.wait_for_state(State.BOUND, timeout=timeout)
             return client.lease
 
-    def run() -> Any:
-        # A private loop on a thread of its own: callers may already run an event loop.
-        return asyncio.run(asyncio.wait_for(exchange(), timeout + 2.0))
-
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="eni-dhcp")
-    try:
-        return pool.submit(run).result()
-    except (asyncio.TimeoutError, concurrent.futures.TimeoutError):
-        raise MetadataUnavailable(
-            f"dhcp: no answer on {ifname} within {timeout:g} s (is there a DHCP server?)"
-        ) from None
-    except PermissionError:
-        raise NotPermitted(f"dhcp: a raw socket on {ifname} needs root (CAP_NET_RAW)") from None
-    except OSError as e:
-        raise MetadataUnavailable(f"dhcp: on {ifname}: {e.strerror or e}") from None
-    finally:
-        pool.shutdown(wait=True)
+    return exchange

@@ -30,10 +30,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, Optional
 
 from . import settle
+from .changes import Change
 from .config import Config
 from .errors import MetadataDisabled, MetadataError, MetadataUnavailable
 from .model import Instance
-from .plan import Change
 from .settle import Backoff
 from .state import Link
 
