@@ -138,6 +138,9 @@ class Cloud:
     def __init__(self, provider: str, vm: SimVM) -> None:
         self.provider = provider
         self.vm = vm
+        # IPv6 DAD of the testbed's own links first: their link-local routes appear when it
+        # ends, and a snapshot taken before that would differ from any later one.
+        _settle(vm)
         self.before = vm.snapshot()
         self.show = vm.agent("show", "--json", timeout=60)
         self.after_show = vm.snapshot()
