@@ -181,6 +181,50 @@ def _excluded(r: RawEni, mac: str, primary: bool, slot: Optional[int], reason: s
     )
 
 
+def _no_two_claim_the_same(enis: list[Eni], raws: dict[str, Merged]) -> None:
+    """No IP or delegated prefix on two ENIs, no two ENIs in one slot (one table)."""
+    owners: dict[object, Eni] = {}
+    slots: dict[int, Eni] = {}
+    for eni in enis:
+        for ip in (*eni.ips, *eni.prefixes):
+            other = owners.get(ip)
+            if other is not None:
+                r = raws[eni.mac]
+                name = "ipv4s" if ip.version == 4 else "ipv6s"
+                key = r.origins.get((name, str(ip))) or "metadata " + r.source + r.keys.get(
+                    name, ""
+                )
+                raise MetadataInvalid(
+                    f"{key} = {str(ip)!r}: also listed on {other.eni_id} ({other.mac})"
+                )
+            owners[ip] = eni
+        other = slots.get(eni.slot)
+        if other is not None:
+            r = raws[eni.mac]
+            key = r.source + r.keys.get("device_number", "device-number")
+            raise MetadataInvalid(
+                f"metadata {key} = {str(eni.device_number)!r}: network card {eni.network_card} "
+                f"slot already used by {other.eni_id} ({other.mac})"
+            )
+        slots[eni.slot] = eni
+
+
+def _with_table_slots(
+    enis: list[Eni], hashed: list[str], primary_mac: str
+) -> tuple[list[Eni], dict[str, int]]:
+    """The ENIs with their MAC-derived table slots, where the cloud publishes no device number
+    (`hashed`: every such listed ENI, excluded ones too, so excluding one never moves another
+    ENI to a new table); and those slots by MAC."""
+    table_slots: dict[str, int] = {}
+    if hashed:
+        taken = [e.slot for e in enis if e.mac not in hashed]
+        table_slots = assign_table_slots(hashed, primary_mac, taken)
+        enis = [
+            replace(e, table_slot=table_slots[e.mac]) if e.mac in table_slots else e for e in enis
+        ]
+    return enis, table_slots
+
+
 def build(raw: RawInstance, config: Config, scope: Optional[Scope]) -> Instance:
     """Validate everything, or raise MetadataInvalid naming the first bad key and value.
 
@@ -220,13 +264,7 @@ def build(raw: RawInstance, config: Config, scope: Optional[Scope]) -> Instance:
             unsettled.append(Unsettled(mac, s.reason))
         else:
             enis.append(_build_eni(r, mac, mac == primary_mac))
-    table_slots: dict[str, int] = {}
-    if hashed:
-        taken = [e.slot for e in enis if e.mac not in hashed]
-        table_slots = assign_table_slots(hashed, primary_mac, taken)
-        enis = [
-            replace(e, table_slot=table_slots[e.mac]) if e.mac in table_slots else e for e in enis
-        ]
+    enis, table_slots = _with_table_slots(enis, hashed, primary_mac)
     excluded = [
         _excluded(r, mac, mac == primary_mac, table_slots.get(mac), why)
         for mac, r, why in excluded_raws
@@ -238,30 +276,7 @@ def build(raw: RawInstance, config: Config, scope: Optional[Scope]) -> Instance:
     if primary_mac in {u.mac for u in unsettled}:
         reason = next(u.reason for u in unsettled if u.mac == primary_mac)
         raise MetadataInvalid(f"metadata: primary ENI {primary_mac} is incomplete ({reason})")
-    owners: dict[object, Eni] = {}
-    slots: dict[int, Eni] = {}
-    for eni in enis:
-        for ip in (*eni.ips, *eni.prefixes):
-            other = owners.get(ip)
-            if other is not None:
-                r = raws[eni.mac]
-                name = "ipv4s" if ip.version == 4 else "ipv6s"
-                key = r.origins.get((name, str(ip))) or "metadata " + r.source + r.keys.get(
-                    name, ""
-                )
-                raise MetadataInvalid(
-                    f"{key} = {str(ip)!r}: also listed on {other.eni_id} ({other.mac})"
-                )
-            owners[ip] = eni
-        other = slots.get(eni.slot)
-        if other is not None:
-            r = raws[eni.mac]
-            key = r.source + r.keys.get("device_number", "device-number")
-            raise MetadataInvalid(
-                f"metadata {key} = {str(eni.device_number)!r}: network card {eni.network_card} "
-                f"slot already used by {other.eni_id} ({other.mac})"
-            )
-        slots[eni.slot] = eni
+    _no_two_claim_the_same(enis, raws)
     return Instance(
         provider=raw.provider,
         instance_id=raw.instance_id,

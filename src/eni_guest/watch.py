@@ -268,7 +268,7 @@ class Watcher:
 
     def run(self) -> int:
         """Subscribe to link events, start the worker, serve signals until SIGTERM."""
-        from .kernel import EventsLost, Kernel, LinkMonitor
+        from .kernel import Kernel, LinkMonitor
 
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         got: list[int] = []
@@ -303,34 +303,7 @@ class Watcher:
             resync(startup=True)
             worker.start()
             log.info("watching link events; full reconcile every %g s", self.config.watch_interval)
-            while True:
-                try:
-                    ready, _, _ = select.select([monitor, wake_r], [], [])
-                except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-                    continue
-                if wake_r in ready:
-                    with contextlib.suppress(BlockingIOError):
-                        while os.read(wake_r, 64):
-                            pass
-                    signums = []
-                    while got:  # pop, not copy-and-clear: a signal may arrive meanwhile
-                        signums.append(got.pop())
-                    if any(s in (signal.SIGTERM, signal.SIGINT) for s in signums):
-                        break
-                    if signal.SIGHUP in signums:
-                        self.reload()
-                if monitor in ready:
-                    try:
-                        events = monitor.read_events()
-                    except EventsLost:
-                        log.debug("link events were lost: re-reading every link")
-                        resync(startup=False)
-                        continue
-                    for present, link in events:
-                        if present:
-                            self._seen(known, link)
-                        elif known.pop(link.index, None) is not None:
-                            self.post(left=link)
+            self._serve(monitor, wake_r, got, known, resync)
         finally:
             self.stop()
             if worker.is_alive():
@@ -342,6 +315,46 @@ class Watcher:
             os.close(wake_w)
         log.info("stopped")
         return 0
+
+    def _serve(
+        self,
+        monitor: Any,
+        wake_r: int,
+        got: list[int],
+        known: dict[int, Link],
+        resync: Callable[[bool], None],
+    ) -> None:
+        """The main thread's loop: signals and link events, until SIGTERM or SIGINT."""
+        from .kernel import EventsLost
+
+        while True:
+            try:
+                ready, _, _ = select.select([monitor, wake_r], [], [])
+            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                continue
+            if wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(wake_r, 64):
+                        pass
+                signums = []
+                while got:  # pop, not copy-and-clear: a signal may arrive meanwhile
+                    signums.append(got.pop())
+                if any(s in (signal.SIGTERM, signal.SIGINT) for s in signums):
+                    break
+                if signal.SIGHUP in signums:
+                    self.reload()
+            if monitor in ready:
+                try:
+                    events = monitor.read_events()
+                except EventsLost:
+                    log.debug("link events were lost: re-reading every link")
+                    resync(startup=False)
+                    continue
+                for present, link in events:
+                    if present:
+                        self._seen(known, link)
+                    elif known.pop(link.index, None) is not None:
+                        self.post(left=link)
 
     def _seen(self, known: dict[int, Link], link: Link, startup: bool = False) -> None:
         """A link exists now: pass it on if it is new, renamed or has a new MAC."""
