@@ -19,6 +19,7 @@ import click
 
 from . import __version__
 from .errors import EXIT_INTERNAL, EniGuestError, NotPermitted
+from .providers import registry
 
 log = logging.getLogger("eni_guest")
 
@@ -50,8 +51,8 @@ def provider_options(f: Callable) -> Callable:
 
     @click.option(
         "--provider",
-        help="Metadata provider: auto (default: DMI, then probes), aws, alibaba, tencent, "
-        "jdcloud, openstack or static.",
+        type=click.Choice(registry.choices()),
+        help="Metadata provider (default: auto, i.e. DMI, then probes).",
     )
     @click.option("--metadata-url", help="Metadata service base URL (default: the provider's).")
     @click.option(
@@ -236,7 +237,7 @@ def watch(interval: Optional[float], **opts: Any) -> None:
 @main.command()
 @click.option(
     "--provider",
-    type=click.Choice(["aws", "alibaba", "tencent", "jdcloud", "openstack", "static"]),
+    type=click.Choice([c.sim_format for c in registry.CLOUDS if c.sim_format]),
     default="aws",
     show_default=True,
     help="Whose metadata format the simulated cloud serves (jdcloud: with DHCP by dnsmasq).",
