@@ -21,6 +21,7 @@ from eni_guest import cli
 from eni_guest.config import Config
 from eni_guest.errors import ConfigError
 from eni_guest.providers import _make, detect, get_provider, registry
+from eni_guest.providers.common import MetadataService, TokenRules
 
 NOT_PROVIDERS = {"common", "detect", "http", "registry"}  # helpers, not clouds
 
@@ -117,3 +118,17 @@ def test_detection_covers_every_cloud_with_a_service() -> None:
 
 def test_priority_puts_the_most_specific_probe_first() -> None:
     assert detect.PRIORITY == ("openstack", "jdcloud", "aws", "alibaba", "tencent")
+
+
+def test_token_rules_are_the_registry_entries_own() -> None:
+    """The providers' sessions and the detection probes use the same TokenRules objects."""
+    with_tokens = {c.name: c.tokens for c in registry.CLOUDS if c.tokens is not None}
+    assert sorted(with_tokens) == ["alibaba", "aws"]
+    for name, rules in with_tokens.items():
+        assert isinstance(rules, TokenRules)
+        provider: Any = _make(name, Config(provider=name).validate())
+        try:
+            assert isinstance(provider.service, MetadataService)
+            assert provider.service.tokens is rules
+        finally:
+            provider.close()

@@ -1,4 +1,4 @@
-"""Alibaba Cloud ECS instance metadata: HTTP -> RawInstance.  Formats: shared/METADATA.md.
+"""Alibaba Cloud ECS instance metadata: HTTP -> RawInstance.  Formats: docs/metadata.md.
 
 Security-hardening mode works like IMDSv2: `PUT /latest/api/token` returns a token that every
 GET carries.  An instance may enforce it (plain GETs are refused), so a token is always asked
@@ -12,11 +12,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..config import Config
 from ..model import RawEni, RawInstance
 from .common import (
-    MetadataService,
-    TokenRules,
+    MetadataProvider,
     invalid,
     listing,
     missing,
@@ -27,43 +25,14 @@ from .common import (
 )
 from .http import NotFound
 
-ENDPOINT = "http://100.100.100.200"
-# 404/405 to the token call: an older service without hardened mode, read with plain GETs
-TOKENS = TokenRules(
-    "/latest/api/token",
-    "X-aliyun-ecs-metadata-token-ttl-seconds",
-    "X-aliyun-ecs-metadata-token",
-    optional=True,
-)
+# Endpoint and hardened-mode token rules: the "alibaba" entry of providers/registry.py.
 META = "/latest/meta-data/"
 MACS = "network/interfaces/macs/"
 
 
-class AlibabaProvider:
+class AlibabaProvider(MetadataProvider):
     name = "alibaba"
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.service = MetadataService(config, [config.metadata_url or ENDPOINT], META, TOKENS)
-
-    @property
-    def requests_sent(self) -> int:
-        return self.service.requests_sent
-
-    def close(self) -> None:
-        self.service.close()
-
-    def get(self, path: str) -> str:
-        """GET a path under /latest/meta-data/ (hardened-mode token if the service has it)."""
-        return self.service.get(path)
-
-    def _optional(self, path: str) -> Optional[str]:
-        try:
-            return self.get(path)
-        except NotFound:
-            return None
-
-    # ------------------------------------------------------------ reading
+    prefix = META
 
     def read(self) -> RawInstance:
         """Read every ENI; any failure other than a 404 on an optional key aborts the read."""
@@ -86,11 +55,11 @@ class AlibabaProvider:
             return raw  # listed a moment ago, gone now: detaching; nothing to configure
 
         def value(key: str) -> Optional[str]:
-            text = self._optional(prefix + key) if key in keys else None
+            text = self.optional(prefix + key) if key in keys else None
             return None if text is None or not unquote(text) else unquote(text)
 
         def values(key: str) -> list[str]:
-            text = self._optional(prefix + key) if key in keys else None
+            text = self.optional(prefix + key) if key in keys else None
             return parse_list(text, source + key) if text is not None else []
 
         raw.eni_id = value("network-interface-id")

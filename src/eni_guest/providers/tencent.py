@@ -1,4 +1,4 @@
-"""Tencent Cloud CVM instance metadata: HTTP -> RawInstance.  Formats: shared/METADATA.md.
+"""Tencent Cloud CVM instance metadata: HTTP -> RawInstance.  Formats: docs/metadata.md.
 
 The documented name metadata.tencentyun.com resolves to 169.254.0.23; the address is the
 default so that a boot-time run never waits for DNS.  Paths are case-sensitive and MACs are
@@ -12,34 +12,22 @@ Tencent publishes neither device numbers nor ENI ids: the table slot comes from 
 
 from __future__ import annotations
 
-from ..config import Config
 from ..model import RawEni, RawInstance
-from .common import MetadataService, listing, missing, subnet_of, unquote
+from .common import MetadataProvider, listing, missing, subnet_of, unquote
 from .http import NotFound
 
-ENDPOINT = "http://169.254.0.23"
 META = "/latest/meta-data/"
 MACS = "network/interfaces/macs/"
 
 
-class TencentProvider:
+class TencentProvider(MetadataProvider):
     name = "tencent"
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.service = MetadataService(config, [config.metadata_url or ENDPOINT], META)
-
-    @property
-    def requests_sent(self) -> int:
-        return self.service.requests_sent
-
-    def close(self) -> None:
-        self.service.close()
+    prefix = META
 
     def read(self) -> RawInstance:
         """Read every ENI; any failure other than a 404 on an optional key aborts the read."""
-        primary = unquote(self.service.get("mac"))
-        macs = listing(self.service.get(MACS), META + MACS)
+        primary = unquote(self.get("mac"))
+        macs = listing(self.get(MACS), META + MACS)
         return RawInstance(
             provider=self.name,
             primary_mac=primary,
@@ -52,7 +40,7 @@ class TencentProvider:
         source = META + prefix
         raw = RawEni(source=source, mac=mac, has_device_numbers=False)
         try:
-            keys = set(listing(self.service.get(prefix), source))
+            keys = set(listing(self.get(prefix), source))
         except NotFound:
             return raw  # listed a moment ago, gone now: detaching; nothing to configure
         raw.eni_id = mac.strip().lower()
@@ -64,11 +52,11 @@ class TencentProvider:
         )
         primary_ip = None
         if "primary-local-ipv4" in keys:
-            text = self.service.optional(prefix + "primary-local-ipv4")
+            text = self.optional(prefix + "primary-local-ipv4")
             primary_ip = unquote(text) if text is not None and unquote(text) else None
         ips: list[str] = []
         if "local-ipv4s" in keys:
-            text = self.service.optional(prefix + "local-ipv4s/")
+            text = self.optional(prefix + "local-ipv4s/")
             ips = listing(text, source + "local-ipv4s/") if text is not None else []
         if primary_ip:
             ips = [primary_ip] + [ip for ip in ips if ip != primary_ip]
@@ -76,8 +64,8 @@ class TencentProvider:
         if not ips:
             return raw  # no IP listed yet (just attached): the model keeps it unsettled
         anchor = f"{prefix}local-ipv4s/{ips[0]}/"
-        mask = self.service.optional(anchor + "subnet-mask")
-        gateway = self.service.optional(anchor + "gateway")
+        mask = self.optional(anchor + "subnet-mask")
+        gateway = self.optional(anchor + "gateway")
         if mask is None or not unquote(mask):
             raise missing(META + anchor + "subnet-mask", "the ENI's subnet cannot be known")
         if gateway is None or not unquote(gateway):
