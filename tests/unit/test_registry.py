@@ -23,7 +23,7 @@ from eni_guest.errors import ConfigError
 from eni_guest.providers import _make, detect, get_provider, registry
 from eni_guest.providers.common import MetadataService, TokenRules
 
-NOT_PROVIDERS = {"common", "detect", "http", "registry"}  # helpers, not clouds
+NOT_PROVIDERS = {"base", "common", "detect", "http", "registry"}  # helpers, not clouds
 
 
 def provider_classes() -> dict[str, type]:

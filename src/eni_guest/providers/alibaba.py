@@ -12,54 +12,23 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..model import RawEni, RawInstance
-from .common import (
-    MetadataProvider,
-    invalid,
-    listing,
-    missing,
-    parse_list,
-    prefix_length,
-    subnet_of,
-    unquote,
-)
-from .http import NotFound
-
-# Endpoint and hardened-mode token rules: the "alibaba" entry of providers/registry.py.
-META = "/latest/meta-data/"
-MACS = "network/interfaces/macs/"
+from ..model import RawEni
+from .base import MacTreeProvider
+from .common import invalid, missing, parse_list, prefix_length, subnet_of, unquote
 
 
-class AlibabaProvider(MetadataProvider):
+class AlibabaProvider(MacTreeProvider):
     name = "alibaba"
-    prefix = META
 
-    def read(self) -> RawInstance:
-        """Read every ENI; any failure other than a 404 on an optional key aborts the read."""
-        primary = unquote(self.get("mac"))
-        macs = listing(self.get(MACS), META + MACS)
-        return RawInstance(
-            provider=self.name,
-            primary_mac=primary,
-            primary_mac_key=META + "mac",
-            enis=[self._read_eni(mac) for mac in macs],
-        )
-
-    def _read_eni(self, mac: str) -> RawEni:
-        prefix = f"{MACS}{mac}/"
-        source = META + prefix
-        raw = RawEni(source=source, mac=mac, has_device_numbers=False)
-        try:
-            keys = set(listing(self.get(prefix), source))
-        except NotFound:
-            return raw  # listed a moment ago, gone now: detaching; nothing to configure
+    def read_keys(self, raw: RawEni, directory: str, keys: set[str]) -> None:
+        source = raw.source
 
         def value(key: str) -> Optional[str]:
-            text = self.optional(prefix + key) if key in keys else None
+            text = self.optional(directory + key) if key in keys else None
             return None if text is None or not unquote(text) else unquote(text)
 
         def values(key: str) -> list[str]:
-            text = self.optional(prefix + key) if key in keys else None
+            text = self.optional(directory + key) if key in keys else None
             return parse_list(text, source + key) if text is not None else []
 
         raw.eni_id = value("network-interface-id")
@@ -113,4 +82,3 @@ class AlibabaProvider(MetadataProvider):
             )
         raw.ipv4_prefixes = values("ipv4-prefixes")
         raw.ipv6_prefixes = values("ipv6-prefixes")
-        return raw

@@ -7,7 +7,7 @@ the primary MAC, the MAC listing, then per ENI its key listing and only the keys
 from __future__ import annotations
 
 from ..model import RawEni, RawInstance
-from .common import MetadataProvider
+from .base import MetadataProvider
 from .http import NotFound
 
 # Endpoints (IPv4, then IPv6) and IMDSv2 token rules: the "aws" entry of providers/registry.py.

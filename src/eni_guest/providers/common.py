@@ -203,38 +203,3 @@ class MetadataService:
             return self.get(path)
         except NotFound:
             return None
-
-
-class MetadataProvider:
-    """What every provider of an HTTP metadata service shares: one MetadataService per run on
-    the cloud's default endpoints (or `metadata_url`) with its session tokens, both from the
-    cloud's registry entry, the request count, `close`, and GETs below `prefix`.
-
-    A cloud's provider sets `name` (its registry name) and `prefix`, and writes `read()`.
-    """
-
-    name = ""
-    prefix = ""  # the path every key lives under (AWS: /latest/meta-data/)
-
-    def __init__(self, config: Config) -> None:
-        from .registry import cloud  # here: the registry imports this module (TokenRules)
-
-        entry = cloud(self.name)
-        self.config = config
-        roots = (config.metadata_url,) if config.metadata_url else entry.endpoints
-        self.service = MetadataService(config, roots, self.prefix, entry.tokens)
-
-    @property
-    def requests_sent(self) -> int:
-        return self.service.requests_sent
-
-    def close(self) -> None:
-        self.service.close()
-
-    def get(self, path: str) -> str:
-        """GET prefix + path (with a session token where the cloud has them); NotFound on 404."""
-        return self.service.get(path)
-
-    def optional(self, path: str) -> Optional[str]:
-        """GET prefix + path; None on 404."""
-        return self.service.optional(path)

@@ -33,7 +33,8 @@ from typing import Callable, Optional
 from ..config import Config
 from ..errors import MetadataInvalid, MetadataUnavailable
 from ..model import RawEni, RawInstance, normalize_mac
-from .common import MetadataProvider, invalid, listing, unquote
+from .base import MetadataProvider
+from .common import invalid, listing, unquote
 from .http import NotFound
 from .static import StaticEni, StaticFile, load_static
 

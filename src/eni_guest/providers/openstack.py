@@ -28,7 +28,8 @@ from typing import Any, Optional
 
 from ..errors import MetadataInvalid, MetadataUnavailable
 from ..model import RawEni, RawInstance
-from .common import MetadataProvider, invalid, missing, prefix_length, subnet_of
+from .base import MetadataProvider
+from .common import invalid, missing, prefix_length, subnet_of
 from .http import NotFound
 
 log = logging.getLogger("eni_guest")
