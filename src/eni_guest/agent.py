@@ -80,9 +80,7 @@ def read_from(
     """The metadata phase with an open provider: read, scope, complete, validate."""
     raw = provider.read()
     scope = decide(raw, config, read_links())
-    complete = getattr(provider, "complete", None)  # JD Cloud: DHCP on the managed NICs
-    if complete is not None:
-        raw = complete(raw, scope)
+    raw = provider.complete(raw, scope)  # JD Cloud: DHCP on the managed ENIs' NICs
     return build_instance(raw, config, scope)
 
 

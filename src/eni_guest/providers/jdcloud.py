@@ -1,4 +1,4 @@
-"""JD Cloud instance metadata: HTTP -> RawInstance.  Formats: shared/METADATA.md.
+"""JD Cloud instance metadata: HTTP -> RawInstance.  Formats: docs/metadata.md.
 
 JD Cloud publishes, per ENI (`network/<n>/`, n from 1, the primary being 1), only its MAC,
 its primary private IP, its id and its Elastic IP: directory listings are JSON arrays and
@@ -36,14 +36,14 @@ from ..errors import MetadataInvalid, MetadataUnavailable
 from ..model import RawEni, RawInstance, normalize_mac
 from ..scope import MANAGED
 from ..state import Link
-from .common import MetadataService, invalid, listing, unquote
+from .base import MetadataProvider
+from .common import invalid, listing, unquote
 from .http import NotFound
 from .static import StaticEni, StaticFile, load_static
 
 if TYPE_CHECKING:
     from ..scope import Scope
 
-ENDPOINT = "http://169.254.169.254"
 META = "/metadata/latest/"
 
 # The DHCP probe: an ENI's NIC -> (its subnet in CIDR form, its gateway), as the VPC's DHCP
@@ -52,21 +52,14 @@ META = "/metadata/latest/"
 DhcpProbe = Callable[[Link], "tuple[str, str]"]
 
 
-class JdcloudProvider:
+class JdcloudProvider(MetadataProvider):
     name = "jdcloud"
+    prefix = META
 
     def __init__(self, config: Config, dhcp_probe: Optional[DhcpProbe] = None) -> None:
-        self.config = config
+        super().__init__(config)
         self.dhcp_probe = dhcp_probe
         self._static: Optional[StaticFile] = None
-        self.service = MetadataService(config, [config.metadata_url or ENDPOINT], META)
-
-    @property
-    def requests_sent(self) -> int:
-        return self.service.requests_sent
-
-    def close(self) -> None:
-        self.service.close()
 
     def _overlay(self) -> Optional[StaticFile]:
         """The static ENI file if there is one: it is optional on JD Cloud, but never ignored."""
