@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 from ..errors import MetadataInvalid, MetadataUnavailable
 from ..model import RawEni, RawInstance
+from ..state import VIRTUAL_KINDS  # a bond or VLAN link is built on a NIC, not one
 from .base import MetadataProvider
 from .common import invalid, missing, prefix_length, subnet_of
 from .http import NotFound
@@ -35,7 +36,6 @@ from .http import NotFound
 log = logging.getLogger("eni_guest")
 
 PATH = "/openstack/latest/network_data.json"
-NOT_NICS = frozenset({"bond", "vlan"})
 DEFAULT_NETWORKS = {4: "0.0.0.0", 6: "::"}
 
 
@@ -59,7 +59,7 @@ class OpenstackProvider(MetadataProvider):
         nics: list[tuple[int, dict[str, Any]]] = []
         for i, link in enumerate(links):
             kind = link.get("type")
-            if kind in NOT_NICS or "vlan_link" in link or "bond_links" in link:
+            if kind in VIRTUAL_KINDS or "vlan_link" in link or "bond_links" in link:
                 log.info(
                     "openstack: links[%d] (%s, type %s) is not a NIC: left alone",
                     i,
