@@ -225,6 +225,19 @@ def _with_table_slots(
     return enis, table_slots
 
 
+def _by_mac(merged: list[Merged]) -> dict[str, Merged]:
+    """The ENIs by MAC, in listing order; a MAC that is not one, or listed twice, is refused."""
+    out: dict[str, Merged] = {}
+    for r in merged:
+        mac = normalize_mac(r.mac)
+        if mac is None:
+            raise MetadataInvalid(f"metadata {r.source} = {r.mac!r}: not a MAC")
+        if mac in out:
+            raise MetadataInvalid(f"metadata {r.source}: MAC {mac} is listed twice")
+        out[mac] = r
+    return out
+
+
 def build(raw: RawInstance, config: Config, scope: Optional[Scope]) -> Instance:
     """Validate everything, or raise MetadataInvalid naming the first bad key and value.
 
@@ -243,17 +256,9 @@ def build(raw: RawInstance, config: Config, scope: Optional[Scope]) -> Instance:
     enis: list[Eni] = []
     unsettled: list[Unsettled] = []
     excluded_raws: list[tuple[str, RawEni, str]] = []
-    seen_macs: set[str] = set()
-    raws: dict[str, Merged] = {}
     hashed: list[str] = []  # MACs of ENIs whose cloud publishes no device number
-    for r in merged:
-        mac = normalize_mac(r.mac)
-        if mac is None:
-            raise MetadataInvalid(f"metadata {r.source} = {r.mac!r}: not a MAC")
-        if mac in seen_macs:
-            raise MetadataInvalid(f"metadata {r.source}: MAC {mac} is listed twice")
-        seen_macs.add(mac)
-        raws[mac] = r
+    raws = _by_mac(merged)
+    for mac, r in raws.items():
         if not r.has_device_numbers:
             # excluded ENIs too: excluding one must never move another ENI to a new table
             hashed.append(mac)
@@ -269,7 +274,7 @@ def build(raw: RawInstance, config: Config, scope: Optional[Scope]) -> Instance:
         _excluded(r, mac, mac == primary_mac, table_slots.get(mac), why)
         for mac, r, why in excluded_raws
     ]
-    if primary_mac not in seen_macs:
+    if primary_mac not in raws:
         raise MetadataInvalid(
             f"metadata {raw.primary_mac_key} = {primary_mac!r}: not among the listed ENIs"
         )

@@ -50,23 +50,7 @@ class AlibabaProvider(MacTreeProvider):
         if primary_ip:
             ipv4s = [primary_ip] + [ip for ip in ipv4s if ip != primary_ip]
         raw.ipv4s = ipv4s
-        cidr, netmask = value("vswitch-cidr-block"), value("netmask")
-        if cidr:
-            raw.ipv4_subnets = [cidr]
-            if netmask:
-                length = prefix_length(netmask, 4)
-                if length is None:
-                    raise invalid(source + "netmask", netmask, "not an IPv4 netmask")
-                if "/" in cidr and cidr.rsplit("/", 1)[1].strip() != str(length):
-                    raise invalid(
-                        source + "netmask", netmask, f"disagrees with vswitch-cidr-block {cidr}"
-                    )
-        elif netmask and ipv4s:
-            # No vSwitch CIDR published: the subnet is the primary IP under the netmask.
-            raw.ipv4_subnets = [
-                subnet_of(ipv4s[0], source + "primary-ip-address", netmask, source + "netmask")
-            ]
-            raw.keys["ipv4_subnets"] = "netmask"
+        raw.ipv4_subnets = _ipv4_subnets(raw, value("vswitch-cidr-block"), value("netmask"))
         raw.ipv4_gateway = value("gateway")
         if ipv4s and not raw.ipv4_gateway:
             raise missing(
@@ -82,3 +66,23 @@ class AlibabaProvider(MacTreeProvider):
             )
         raw.ipv4_prefixes = values("ipv4-prefixes")
         raw.ipv6_prefixes = values("ipv6-prefixes")
+
+
+def _ipv4_subnets(raw: RawEni, cidr: Optional[str], netmask: Optional[str]) -> list[str]:
+    """The vSwitch's CIDR (checked against the netmask when both are published), or the
+    primary IP under the netmask when only that is published."""
+    source = raw.source
+    if cidr:
+        if netmask:
+            length = prefix_length(netmask, 4)
+            if length is None:
+                raise invalid(source + "netmask", netmask, "not an IPv4 netmask")
+            if "/" in cidr and cidr.rsplit("/", 1)[1].strip() != str(length):
+                raise invalid(
+                    source + "netmask", netmask, f"disagrees with vswitch-cidr-block {cidr}"
+                )
+        return [cidr]
+    if netmask and raw.ipv4s:
+        raw.keys["ipv4_subnets"] = "netmask"
+        return [subnet_of(raw.ipv4s[0], source + "primary-ip-address", netmask, source + "netmask")]
+    return []
