@@ -240,7 +240,7 @@ def rss_over_cycles(vm: SimVM, cycles: int) -> list[dict[str, Any]]:
     scenario_path = vm.tmpdir / "rss-scenario.json"
     scenario_path.write_text(json.dumps(vm.scenario))
     sim = subprocess.Popen(
-        ["ip", "netns", "exec", vm.vpc_ns, sys.executable, "-m", "eni_guest.sim"]
+        ["ip", "netns", "exec", vm.vpc_ns, sys.executable, "-m", "eni_guest_lab.sim"]
         + ["--scenario", str(scenario_path), "--listen", f"{METADATA_V4}:8099"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from .sim.scenario import (
+from eni_guest_lab.sim.scenario import (
     METADATA_ADDRESSES,
     ipv4_gateway,
     ipv6_gateway,
@@ -749,7 +749,7 @@ class SimVM:
         self._want_metadata = metadata
         self._kernel_rpf = kernel_rp_filter
         self._sim_command = (
-            list(sim_command) if sim_command else [sys.executable, "-m", "eni_guest.sim"]
+            list(sim_command) if sim_command else [sys.executable, "-m", "eni_guest_lab.sim"]
         )
         self._ifnames = {k.lower(): v for k, v in (ifnames or {}).items()}
         self._attached = None if attached is None else {m.lower() for m in attached}

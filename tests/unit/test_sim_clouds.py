@@ -26,7 +26,7 @@ from eni_guest.model import Instance, build_instance
 from eni_guest.providers import _make, detect
 from eni_guest.providers.jdcloud import JdcloudProvider
 from eni_guest.providers.static import load_static
-from eni_guest.sim.scenario import (
+from eni_guest_lab.sim.scenario import (
     METADATA_ADDRESSES,
     ipv4_gateway,
     ipv6_gateway,
@@ -34,7 +34,7 @@ from eni_guest.sim.scenario import (
     render,
     render_static,
 )
-from eni_guest.sim.server import MetadataSimulator, default_listen
+from eni_guest_lab.sim.server import MetadataSimulator, default_listen
 
 PRIMARY = "0e:00:00:00:00:c3"  # device 0
 SECOND = "0e:00:00:00:00:b2"  # device 1, in the primary's subnet
@@ -271,7 +271,7 @@ def test_cli_print_static(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     path.write_text(json.dumps(scenario("aws")))
     cp = subprocess.run(
-        [sys.executable, "-m", "eni_guest.sim", "--scenario", str(path), "--print-static"],
+        [sys.executable, "-m", "eni_guest_lab.sim", "--scenario", str(path), "--print-static"],
         capture_output=True,
         text=True,
         timeout=30,

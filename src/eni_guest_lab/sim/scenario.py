@@ -877,7 +877,7 @@ def render_static(scenario: Scenario, *, overlay: bool = False, subnets: bool = 
         return "[" + ", ".join(s(v) for v in values) + "]"
 
     provider = "jdcloud" if overlay else "static"
-    out = [f"# rendered from a scenario by eni_guest.sim.render_static ({provider})"]
+    out = [f"# rendered from a scenario by eni_guest_lab.sim.render_static ({provider})"]
     if not overlay:
         out.append(f"primary_mac = {s(scenario.primary_mac.lower())}")
     for eni in sorted(scenario.enis, key=lambda e: e.device_number):

@@ -1,4 +1,4 @@
-"""Command line of the metadata simulator: ``eni-guest-sim`` and ``python -m eni_guest.sim``.
+"""Command line of the metadata simulator: ``eni-guest-sim`` and ``python -m eni_guest_lab.sim``.
 
 Signals are taken synchronously with ``sigwait`` in the main thread (they are blocked in every
 thread before any is started), so a SIGHUP reload or a SIGTERM can never interrupt a handler
