@@ -43,13 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from eni_guest_lab.sim.scenario import (
-    METADATA_ADDRESSES,
-    ipv4_gateway,
-    ipv6_gateway,
-    parse_scenario,
-    render_static,
-)
+from eni_guest_lab.sim.render import render_static
+from eni_guest_lab.sim.scenario import METADATA_ADDRESSES, parse_scenario
+from eni_guest_lab.sim.tree import ipv4_gateway, ipv6_gateway
 
 __all__ = [
     "CONTAINER_V4",

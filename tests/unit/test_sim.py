@@ -25,14 +25,8 @@ import requests
 
 import eni_guest_lab
 from eni_guest_lab.sim.__main__ import resolve_scenario
-from eni_guest_lab.sim.scenario import (
-    MACS_DIR,
-    body_for,
-    load_scenario,
-    parse_scenario,
-    render,
-    update_first_seen,
-)
+from eni_guest_lab.sim.render import render
+from eni_guest_lab.sim.scenario import load_scenario, parse_scenario
 from eni_guest_lab.sim.server import (
     OVERSIZE_BYTES,
     REDIRECT_TARGET,
@@ -40,6 +34,7 @@ from eni_guest_lab.sim.server import (
     TokenStore,
     parse_listen,
 )
+from eni_guest_lab.sim.tree import MACS_DIR, body_for, update_first_seen
 
 MAC1 = "0e:00:00:00:00:01"  # primary, device 0
 MAC2 = "0e:00:00:00:00:02"  # device 1, same subnet, nothing optional

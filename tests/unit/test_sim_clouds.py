@@ -26,15 +26,10 @@ from eni_guest.model import Instance, build_instance
 from eni_guest.providers import _make, detect
 from eni_guest.providers.jdcloud import JdcloudProvider
 from eni_guest.providers.static import load_static
-from eni_guest_lab.sim.scenario import (
-    METADATA_ADDRESSES,
-    ipv4_gateway,
-    ipv6_gateway,
-    parse_scenario,
-    render,
-    render_static,
-)
+from eni_guest_lab.sim.render import render, render_static
+from eni_guest_lab.sim.scenario import METADATA_ADDRESSES, parse_scenario
 from eni_guest_lab.sim.server import MetadataSimulator, default_listen
+from eni_guest_lab.sim.tree import ipv4_gateway, ipv6_gateway
 
 PRIMARY = "0e:00:00:00:00:c3"  # device 0
 SECOND = "0e:00:00:00:00:b2"  # device 1, in the primary's subnet

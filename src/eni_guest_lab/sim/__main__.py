@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from .scenario import load_scenario, render_static
+from .render import render_static
+from .scenario import load_scenario
 from .server import MetadataSimulator, format_address, parse_listen
 
 _BUNDLED = Path(__file__).resolve().parent.parent / "scenarios"

@@ -31,16 +31,9 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional, Protocol, Union
 
-from .scenario import (
-    METADATA_ADDRESSES,
-    TOKEN_PATH,
-    Control,
-    Scenario,
-    body_for,
-    load_scenario,
-    render,
-    update_first_seen,
-)
+from .render import render
+from .scenario import METADATA_ADDRESSES, Control, Scenario, load_scenario
+from .tree import TOKEN_PATH, body_for, update_first_seen
 
 DEFAULT_LISTEN = "169.254.169.254:80"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
