@@ -25,6 +25,7 @@ import requests
 
 import eni_guest_lab
 from eni_guest_lab.sim.__main__ import resolve_scenario
+from eni_guest_lab.sim.listener import parse_listen
 from eni_guest_lab.sim.render import render
 from eni_guest_lab.sim.scenario import load_scenario, parse_scenario
 from eni_guest_lab.sim.server import (
@@ -32,7 +33,6 @@ from eni_guest_lab.sim.server import (
     REDIRECT_TARGET,
     MetadataSimulator,
     TokenStore,
-    parse_listen,
 )
 from eni_guest_lab.sim.tree import MACS_DIR, body_for, update_first_seen
 

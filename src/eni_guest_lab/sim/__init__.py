@@ -6,9 +6,10 @@ situation the agent must survive (hot-attach lag, expired tokens, slow or broken
 a JSON scenario file. Standard library only, so it starts fast inside a bare network namespace.
 """
 
+from .listener import parse_listen
 from .render import render, render_static
 from .scenario import Control, Eni, Scenario, load_scenario, parse_scenario
-from .server import MetadataSimulator, parse_listen
+from .server import MetadataSimulator
 
 __all__ = [
     "Control",

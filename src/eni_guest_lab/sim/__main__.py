@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
+from .listener import format_address, parse_listen
 from .render import render_static
 from .scenario import load_scenario
-from .server import MetadataSimulator, format_address, parse_listen
+from .server import MetadataSimulator
 
 _BUNDLED = Path(__file__).resolve().parent.parent / "scenarios"
 
