@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import pytest
 
-from eni_guest.testbed import (
+from eni_guest_lab.vm import (
     CONTAINER_V4,
     FAR_V4,
     FAR_V6,

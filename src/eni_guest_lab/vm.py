@@ -43,9 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from eni_guest_lab.sim.render import render_static
-from eni_guest_lab.sim.scenario import METADATA_ADDRESSES, parse_scenario
-from eni_guest_lab.sim.tree import ipv4_gateway, ipv6_gateway
+from .sim.render import render_static
+from .sim.scenario import METADATA_ADDRESSES, parse_scenario
+from .sim.tree import ipv4_gateway, ipv6_gateway
 
 __all__ = [
     "CONTAINER_V4",
@@ -519,7 +519,7 @@ class HeldConnection:
 # nothing but the interpreter.
 
 _HELPER = r'''
-"""Traffic helper run inside testbed namespaces (written by eni_guest.testbed)."""
+"""Traffic helper run inside testbed namespaces (written by eni_guest_lab.vm)."""
 import ipaddress
 import os
 import select
