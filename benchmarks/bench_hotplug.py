@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eni_guest_lab.vm import FAR_V4, METADATA_V4, SimVM, cleanup_stale
+from eni_guest_lab.testbed import FAR_V4, METADATA_V4, SimVM, cleanup_stale
 
 PRIMARY_MAC = "0e:00:00:00:00:c3"
 SECOND_MAC = "0e:00:00:00:00:b2"

@@ -20,8 +20,8 @@ import signal
 import sys
 from typing import Any, Callable, Optional
 
-from eni_guest_lab import vm as testbed
-from eni_guest_lab.vm import SimVM
+from eni_guest_lab import testbed
+from eni_guest_lab.testbed import SimVM
 
 PRIMARY = "0e:d0:00:00:00:03"
 SECOND = "0e:d0:00:00:00:02"

@@ -13,7 +13,7 @@ import subprocess
 import time
 from typing import Any, Optional
 
-from eni_guest_lab.vm import SimVM
+from eni_guest_lab.testbed import SimVM
 
 # MACs sort in the opposite order of device numbers (as in cloud-init's EC2 tests), so any code
 # that orders ENIs by MAC gets the wrong answer.

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import pytest
 
 from eni_guest.install import CLOUD_DROPIN, find_command, install
-from eni_guest_lab.vm import FAR_V4, METADATA_V4, SimVM
+from eni_guest_lab.testbed import FAR_V4, METADATA_V4, SimVM
 
 pytestmark = pytest.mark.e2e
 

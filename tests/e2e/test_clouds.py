@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from eni_guest.providers import detect
-from eni_guest_lab.vm import (
+from eni_guest_lab.testbed import (
     CONTAINER_V4,
     FAR_V4,
     FAR_V6,

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Optional
 import pytest
 from hotplug_support import Daemon, rules, second_vm, sources, wait_for
 
-from eni_guest_lab.vm import FAR_V4, FAR_V6, OTHER_SUBNET_V4, Guest, SimVM
+from eni_guest_lab.testbed import FAR_V4, FAR_V6, OTHER_SUBNET_V4, Guest, SimVM
 
 pytestmark = pytest.mark.e2e
 

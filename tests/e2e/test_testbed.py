@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import pytest
 
-from eni_guest_lab.vm import (
+from eni_guest_lab.testbed import (
     CONTAINER_V4,
     FAR_V4,
     FAR_V6,
