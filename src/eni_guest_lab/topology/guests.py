@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from ..shell import in_ns, ip_batch, nft, sysctl
 from ..sim.tree import ipv4_gateway, ipv6_gateway
@@ -89,18 +89,31 @@ def configure_primary(g: Guest, ifname: str, eni: Mapping[str, Any], provider: s
     # a usable link-local address the kernel cannot send neighbour solicitations for packets
     # whose source lives on another interface, so a mis-routed probe would silently stay in
     # the guest for the first seconds instead of reaching (and being dropped by) the vpc.
-    # Skip DAD for this one link-up, then put the setting back: nothing visible remains.
-    key = f"net.ipv6.conf.{ifname}.accept_dad"
-    dad = in_ns(g.ns, ["sysctl", "-n", key]).stdout.strip() or "1"
-    sysctl(g.ns, {key: 0})
-    ip_batch(g.ns, lines)
+    _up_without_dad(g.ns, [ifname], lines)
+
+
+def _up_without_dad(ns: str, ifnames: Sequence[str], lines: Sequence[str]) -> None:
+    """Run ``lines`` (which bring ``ifnames`` up) with IPv6 duplicate address detection
+    skipped on those links, wait (up to 5 s) until each has a usable link-local address, then
+    put the setting back: nothing visible remains, and the links look long settled."""
+    keys = [f"net.ipv6.conf.{ifname}.accept_dad" for ifname in ifnames]
+    saved = {key: in_ns(ns, ["sysctl", "-n", key]).stdout.strip() or "1" for key in keys}
+    sysctl(ns, {key: 0 for key in keys})
+    ip_batch(ns, lines)
     deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        addrs = guest_addrs(g.ns, ifname, 6)
-        if any(a.get("scope") == "link" and not a.get("tentative") for a in addrs):
-            break
-        time.sleep(0.01)
-    sysctl(g.ns, {key: dad})
+    waiting = list(ifnames)
+    while waiting and time.monotonic() < deadline:
+        waiting = [
+            ifname
+            for ifname in waiting
+            if not any(
+                a.get("scope") == "link" and not a.get("tentative")
+                for a in guest_addrs(ns, ifname, 6)
+            )
+        ]
+        if waiting:
+            time.sleep(0.01)
+    sysctl(ns, saved)
 
 
 def build_docker(namespaces: Namespaces, g: Guest) -> None:
@@ -114,10 +127,6 @@ def build_docker(namespaces: Namespaces, g: Guest) -> None:
             f"link add name {DOCKER_BRIDGE} type bridge forward_delay 0",
             f"link add name vethegt0 type veth peer name eth0 netns {c}",
             f"link set vethegt0 master {DOCKER_BRIDGE}",
-            "link set vethegt0 up",
-            f"link set {DOCKER_BRIDGE} up",
-            f"addr add {DOCKER_V4}/16 dev {DOCKER_BRIDGE}",
-            f"addr add {DOCKER_V6}/64 dev {DOCKER_BRIDGE} nodad",
         ],
     )
     ip_batch(
@@ -128,6 +137,19 @@ def build_docker(namespaces: Namespaces, g: Guest) -> None:
             f"addr add {CONTAINER_V6}/64 dev eth0 nodad",
             f"route add default via {DOCKER_V4}",
             f"route add ::/0 via {DOCKER_V6}",
+        ],
+    )
+    # A VM running containers has had its bridge for long: its links' IPv6 link-local
+    # addresses (and their local routes) are there from the start, not a second later, in the
+    # middle of a test comparing snapshots.
+    _up_without_dad(
+        g.ns,
+        ["vethegt0", DOCKER_BRIDGE],
+        [
+            "link set vethegt0 up",
+            f"link set {DOCKER_BRIDGE} up",
+            f"addr add {DOCKER_V4}/16 dev {DOCKER_BRIDGE}",
+            f"addr add {DOCKER_V6}/64 dev {DOCKER_BRIDGE} nodad",
         ],
     )
     nft(
