@@ -106,6 +106,33 @@ def _demo(vm: SimVM, echo: Callable[[str], None]) -> int:
         return 1
 
     echo("\n== after: every IP leaves through the ENI that owns it (strict source check in VPC)")
+    failures = _after(vm, enis, ips, echo)
+
+    echo("\n== eni-guest apply again (idempotent)")
+    again = vm.agent("apply", "--json")
+    changes = json.loads(again.stdout)["changes"] if again.returncode == 0 else None
+    echo(f"  changes: {len(changes) if changes is not None else 'apply failed'}")
+    failures += changes != []
+
+    echo("\n== eni-guest show")
+    for line in vm.agent("show").stdout.splitlines():
+        echo("  " + line)
+    echo("")
+    echo("all checks passed" if not failures else f"{failures} check(s) FAILED")
+    return 0 if not failures else 1
+
+
+_AFTER = ("source IP", "owner", "internet", "own subnet", "other subnet", "container")
+
+
+def _after(
+    vm: SimVM,
+    enis: dict[str, Any],
+    ips: list[tuple[str, str]],
+    echo: Callable[[str], None],
+) -> int:
+    """Probe every IP to the internet, its own subnet, another subnet and the container, and
+    unbound and NATed traffic; print the tables; return the number of failed checks."""
     rows, failures = [], 0
     for mac, ip in ips:
         v4 = ipaddress.ip_address(ip).version == 4
@@ -131,20 +158,7 @@ def _demo(vm: SimVM, echo: Callable[[str], None]) -> int:
                 "yes" if good else "NO",
             )
         )
-    echo(
-        _table(
-            (
-                "source IP",
-                "owner",
-                "internet",
-                "own subnet",
-                "other subnet",
-                "container",
-                "as expected",
-            ),
-            rows,
-        )
-    )
+    echo(_table((*_AFTER, "as expected"), rows))
 
     unbound = vm.probe(None, testbed.FAR_V4, count=1)
     container = vm.probe(None, testbed.FAR_V4, count=1, via_container=True)
@@ -153,19 +167,7 @@ def _demo(vm: SimVM, echo: Callable[[str], None]) -> int:
     echo(f"container behind NAT -> internet: {_exit(container)} (main table, unchanged)")
     failures += not (unbound.ok and unbound.exit_iface == primary)
     failures += not (container.ok and container.exit_iface == primary)
-
-    echo("\n== eni-guest apply again (idempotent)")
-    again = vm.agent("apply", "--json")
-    changes = json.loads(again.stdout)["changes"] if again.returncode == 0 else None
-    echo(f"  changes: {len(changes) if changes is not None else 'apply failed'}")
-    failures += changes != []
-
-    echo("\n== eni-guest show")
-    for line in vm.agent("show").stdout.splitlines():
-        echo("  " + line)
-    echo("")
-    echo("all checks passed" if not failures else f"{failures} check(s) FAILED")
-    return 0 if not failures else 1
+    return failures
 
 
 if __name__ == "__main__":

@@ -265,45 +265,8 @@ def _render_openstack(
                 "ethernet_mac_address": eni.mac.lower(),
             }
         )
-        if is_lagging(eni, now, first_seen):
-            continue
-        mask, gateway = eni_netmask(eni), ipv4_gateway("openstack", eni.values)
-        for ip in eni_items(eni, "local-ipv4s"):
-            net: dict[str, Any] = {
-                "id": f"network{len(networks)}",
-                "link": link_id,
-                "type": "ipv4",
-                "ip_address": ip,
-                "routes": [],
-                "network_id": eni_text(eni, "subnet-id"),
-                "services": [],
-            }
-            if mask:
-                net["netmask"] = mask
-            if gateway:
-                route = {"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": gateway}
-                net["routes"].append(route)
-            networks.append(net)
-        cidrs6 = eni_items(eni, "subnet-ipv6-cidr-blocks")
-        for ip in eni_items(eni, "ipv6s"):
-            cidr = next(
-                (c for c in cidrs6 if ipaddress.IPv6Address(ip) in ipaddress.IPv6Network(c)),
-                cidrs6[0] if cidrs6 else None,
-            )
-            net = {
-                "id": f"network{len(networks)}",
-                "link": link_id,
-                "type": "ipv6",
-                "ip_address": ip,
-                "routes": [],
-                "network_id": eni_text(eni, "subnet-id"),
-                "services": [],
-            }
-            if cidr:
-                net["netmask"] = str(ipaddress.IPv6Network(cidr).netmask)
-                gw6 = ipv6_gateway(eni.values, cidr)
-                net["routes"].append({"network": "::", "netmask": "::", "gateway": gw6})
-            networks.append(net)
+        if not is_lagging(eni, now, first_seen):
+            networks += _openstack_networks(eni, link_id, first=len(networks))
     doc = {
         "links": links,
         "networks": networks,
@@ -320,6 +283,44 @@ def _render_openstack(
         "openstack/latest/meta_data.json": json.dumps(meta, indent=2),
     }
     return finish(leaves, scenario)
+
+
+def _openstack_networks(eni: Eni, link_id: str, first: int) -> list[dict[str, Any]]:
+    """One ``network_data.json`` network per IP of the ENI, numbered from ``first``."""
+    networks: list[dict[str, Any]] = []
+
+    def network(family: str, ip: str) -> dict[str, Any]:
+        net: dict[str, Any] = {
+            "id": f"network{first + len(networks)}",
+            "link": link_id,
+            "type": family,
+            "ip_address": ip,
+            "routes": [],
+            "network_id": eni_text(eni, "subnet-id"),
+            "services": [],
+        }
+        networks.append(net)
+        return net
+
+    mask, gateway = eni_netmask(eni), ipv4_gateway("openstack", eni.values)
+    for ip in eni_items(eni, "local-ipv4s"):
+        net = network("ipv4", ip)
+        if mask:
+            net["netmask"] = mask
+        if gateway:
+            net["routes"].append({"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": gateway})
+    cidrs6 = eni_items(eni, "subnet-ipv6-cidr-blocks")
+    for ip in eni_items(eni, "ipv6s"):
+        cidr = next(
+            (c for c in cidrs6 if ipaddress.IPv6Address(ip) in ipaddress.IPv6Network(c)),
+            cidrs6[0] if cidrs6 else None,
+        )
+        net = network("ipv6", ip)
+        if cidr:
+            net["netmask"] = str(ipaddress.IPv6Network(cidr).netmask)
+            gw6 = ipv6_gateway(eni.values, cidr)
+            net["routes"].append({"network": "::", "netmask": "::", "gateway": gw6})
+    return networks
 
 
 def render_static(scenario: Scenario, *, overlay: bool = False, subnets: bool = True) -> str:
