@@ -9,12 +9,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 from .config import Config
-from .model import Instance, apply_overlay, build_instance
+from .errors import KernelError
+from .model import Instance, build_instance
 from .plan import Change, Plan, plan
-from .state import KernelState
+from .scope import Scope, decide, of_instance
+from .state import KernelState, Link
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
+    from .providers import Provider
 
 log = logging.getLogger("eni_guest")
 
@@ -29,6 +35,7 @@ class Result:
     netlink_requests: int = 0
     # wall time of each phase in seconds (the benchmark compares "apply" with `ip -batch`)
     timings: dict[str, float] = field(default_factory=dict)
+    scope: Optional[Scope] = None  # what the run managed and left alone (scope.py)
 
 
 def log_changes(changes: list[Change], names: Optional[Mapping[str, str]] = None) -> None:
@@ -42,21 +49,49 @@ def log_changes(changes: list[Change], names: Optional[Mapping[str, str]] = None
     )
 
 
-def read_instance(config: Config) -> tuple[Instance, int]:
+def read_instance(
+    config: Config, read_links: Optional[Callable[[], Sequence[Link]]] = None
+) -> tuple[Instance, int]:
+    """Read metadata and decide the run's scope; (validated instance, metadata requests).
+
+    The metadata read comes first: the kernel's links (`read_links`, or a netlink socket of
+    its own) are looked at only once it succeeded.  The scope (scope.py) is decided once,
+    from what was read, the configuration and the links; a provider that needs the ENIs'
+    NICs to finish its read (JD Cloud's DHCP probe) does so for the managed ones; then the
+    configuration's overlay and validation (`build_instance`), so an added IP is held to the
+    same rules as metadata.
+    """
     from .providers import chosen_because, get_provider
 
     provider = get_provider(config)
     try:
-        raw = provider.read()
+        instance = read_from(provider, config, read_links or (lambda: _read_links(config)))
     finally:
         provider.close()
-    # The configuration's overlay (added IPs, overridden subnets and gateways, exclusions) goes
-    # in before validation, so it is held to the same rules as metadata.
-    instance = build_instance(apply_overlay(raw, config))
     why = chosen_because(provider)
     if why is not None:  # `show` says which cloud auto-detection chose, and why
         instance = replace(instance, chosen_because=why)
     return instance, provider.requests_sent
+
+
+def read_from(
+    provider: Provider, config: Config, read_links: Callable[[], Sequence[Link]]
+) -> Instance:
+    """The metadata phase with an open provider: read, scope, complete, validate."""
+    raw = provider.read()
+    scope = decide(raw, config, read_links())
+    raw = provider.complete(raw, scope)  # JD Cloud: DHCP on the managed ENIs' NICs
+    return build_instance(raw, config, scope)
+
+
+def _read_links(config: Config) -> list[Link]:
+    from .kernel import Kernel
+
+    kernel = Kernel(config)
+    try:
+        return kernel.read_links()
+    finally:
+        kernel.close()
 
 
 def reconcile(
@@ -73,26 +108,29 @@ def reconcile(
     """
     requests = 0
     t0 = time.monotonic()
-    if instance is None:
-        instance, requests = read_instance(config)
-    t1 = time.monotonic()
     from .kernel import Kernel
 
     kernel = Kernel(config)
     try:
+        if instance is None:
+            instance, requests = read_instance(config, kernel.read_links)
+        t1 = time.monotonic()
         state = kernel.read_state()
         t2 = time.monotonic()
-        p = plan(instance, config, state)
+        # What this run manages and leaves alone, decided with the metadata read and read by
+        # all that follows (a model built by hand gets one decided from the kernel's links).
+        scope = instance.scope or of_instance(instance, config, state.links)
+        p = plan(instance, config, state, scope)
         for note in p.notes:
             log.debug("%s", note)
         for warning in p.warnings if log_warnings else ():
             log.warning("warning: %s", warning)
-        result = Result(instance, p, state, metadata_requests=requests)
+        result = Result(instance, p, state, metadata_requests=requests, scope=scope)
         result.timings = {"metadata": t1 - t0, "kernel_read": t2 - t1, "plan": 0.0, "apply": 0.0}
         t3 = time.monotonic()
         result.timings["plan"] = t3 - t2
         if not dry_run:
-            _keep_distro_off(instance, config, state)
+            _keep_distro_off(instance, config, scope)
         if not dry_run and p.changes:
             names = {e.mac: e.eni_id for e in instance.enis}
 
@@ -105,31 +143,46 @@ def reconcile(
             finally:
                 result.netlink_requests = kernel.requests_sent
                 result.timings["apply"] = time.monotonic() - t3
+            t4 = time.monotonic()
+            verify(kernel, instance, config)
+            result.timings["verify"] = time.monotonic() - t4
         return result
     finally:
         kernel.close()
 
 
-def _keep_distro_off(instance: Instance, config: Config, state: KernelState) -> None:
+def verify(kernel: Kernel, instance: Instance, config: Config) -> None:
+    """Read the kernel again and plan once more: what is still pending was not taken.
+
+    Every change was acknowledged, yet something may have undone one in between (a network
+    manager taking a NIC down, another tool flushing a table) or the kernel may have
+    normalised it away.  Exit 0 would then claim a routing that is not there; instead the
+    run fails (exit 4) naming what differs, and the next run (systemd restarts the unit, the
+    daemon's next cycle) tries again.
+    """
+    pending = plan(instance, config, kernel.read_state()).changes
+    if pending:
+        more = f" (and {len(pending) - 1} more)" if len(pending) > 1 else ""
+        raise KernelError(
+            f"after applying, the kernel still differs from the plan: {pending[0].describe()}"
+            f"{more}; something else changed it meanwhile, or the kernel did not keep it"
+        )
+
+
+def _keep_distro_off(instance: Instance, config: Config, scope: Scope) -> None:
     """Tell NetworkManager / systemd-networkd to leave the secondary ENIs alone, before we
     configure them: a DHCP client of theirs would add a second main-table default route.
 
-    Unsettled ENIs are included: a just-attached NIC is exactly what they would grab.
-    Excluded ENIs and interfaces are not: whoever manages them (often the distro itself)
-    must keep them.  A failure here is reported, not fatal: routing matters more than the
-    drop-ins.
+    Which NICs: `Scope.keep_off_macs` (unsettled ENIs included, excluded ones not).  A
+    failure here is reported, not fatal: routing matters more than the drop-ins.
     """
     from pathlib import Path
 
     from .distro import keep_off
 
-    # (excluded ENIs are not in instance.enis; links excluded by name are dropped here)
-    left_alone = {link.mac for link in state.links if config.excluded_interface(link.name)}
-    macs = [e.mac for e in instance.enis if not e.primary] + [u.mac for u in instance.unsettled]
-    macs = [m for m in macs if m not in left_alone]
     try:
         for path in keep_off(
-            macs,
+            scope.keep_off_macs(instance.primary_mac),
             instance.primary_mac,
             Path(config.distro_root),
             enabled=config.manage_distro_network,

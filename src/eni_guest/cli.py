@@ -19,6 +19,7 @@ import click
 
 from . import __version__
 from .errors import EXIT_INTERNAL, EniGuestError, NotPermitted
+from .providers import registry
 
 log = logging.getLogger("eni_guest")
 
@@ -50,8 +51,10 @@ def provider_options(f: Callable) -> Callable:
 
     @click.option(
         "--provider",
-        help="Metadata provider: auto (default: DMI, then probes), aws, alibaba, tencent, "
-        "jdcloud, openstack or static.",
+        # Not a click.Choice: an unknown name is refused like one in the config file, in one
+        # line naming the known ones (providers/registry.py), not with click's usage text.
+        help="Metadata provider: " + ", ".join(registry.choices()) + " (default: auto, i.e. "
+        "DMI, then probes).",
     )
     @click.option("--metadata-url", help="Metadata service base URL (default: the provider's).")
     @click.option(
@@ -236,7 +239,7 @@ def watch(interval: Optional[float], **opts: Any) -> None:
 @main.command()
 @click.option(
     "--provider",
-    type=click.Choice(["aws", "alibaba", "tencent", "jdcloud", "openstack", "static"]),
+    type=click.Choice([c.sim_format for c in registry.CLOUDS if c.sim_format]),
     default="aws",
     show_default=True,
     help="Whose metadata format the simulated cloud serves (jdcloud: with DHCP by dnsmasq).",
@@ -251,14 +254,29 @@ def demo(provider: str) -> None:
     sys.exit(run(click.echo, provider=provider))
 
 
+def root_option(help: str) -> Callable:
+    """--root DIR: the directory tree `install` and `uninstall` work on (default /)."""
+    return click.option(
+        "--root", default="/", show_default=True, type=click.Path(file_okay=False), help=help
+    )
+
+
+def _on_tree(what: str, root: str, action: Callable[[Path], Any]) -> None:
+    """Run `action` (install or uninstall) on `root` and print what it did; / only as root."""
+
+    def body() -> int:
+        if Path(root).resolve() == Path("/") and os.geteuid() != 0:
+            raise NotPermitted(f"eni-guest {what} / must run as root (or use --root DIR)")
+        for line in action(Path(root)).lines():
+            click.echo(line)
+        return 0
+
+    _run(body)
+
+
 @main.command()
-@click.option(
-    "--root",
-    default="/",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Install into this directory tree (a mounted image); udev and systemd are reloaded "
-    "only for /.",
+@root_option(
+    "Install into this directory tree (a mounted image); udev and systemd are reloaded only for /."
 )
 @click.option("--no-enable", is_flag=True, help="Do not enable the boot unit and watch daemon.")
 @click.option(
@@ -268,36 +286,22 @@ def demo(provider: str) -> None:
 def install(root: str, no_enable: bool, binary: Optional[str]) -> None:
     """Place the udev rule, systemd units and cloud-init module (idempotent)."""
 
-    def body() -> int:
+    def action(tree: Path) -> Any:
         from .install import install as do_install
 
-        if Path(root).resolve() == Path("/") and os.geteuid() != 0:
-            raise NotPermitted("eni-guest install into / must run as root (or use --root DIR)")
-        for line in do_install(Path(root), enable=not no_enable, binary=binary).lines():
-            click.echo(line)
-        return 0
+        return do_install(tree, enable=not no_enable, binary=binary)
 
-    _run(body)
+    _on_tree("install into", root, action)
 
 
 @main.command()
-@click.option(
-    "--root",
-    default="/",
-    show_default=True,
-    type=click.Path(file_okay=False),
-    help="Remove from this directory tree.",
-)
+@root_option("Remove from this directory tree.")
 def uninstall(root: str) -> None:
     """Remove what `install` placed (keeps an edited eni-guest.toml)."""
 
-    def body() -> int:
+    def action(tree: Path) -> Any:
         from .install import uninstall as do_uninstall
 
-        if Path(root).resolve() == Path("/") and os.geteuid() != 0:
-            raise NotPermitted("eni-guest uninstall from / must run as root (or use --root DIR)")
-        for line in do_uninstall(Path(root)).lines():
-            click.echo(line)
-        return 0
+        return do_uninstall(tree)
 
-    _run(body)
+    _on_tree("uninstall from", root, action)

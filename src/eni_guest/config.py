@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, fields, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 from .errors import ConfigError
 
@@ -122,67 +122,11 @@ class Config:
         return next((o for o in self.eni if o.matches(mac, eni_id)), None)
 
     def validate(self) -> Config:
-        def need(ok: bool, key: str, value: Any, why: str) -> None:
-            if not ok:
+        """This Config if every setting is in range (see _CHECKS), else ConfigError."""
+        for key, ok, why in _CHECKS:
+            value = getattr(self, key)
+            if not ok(value, self):
                 raise ConfigError(f"config {key} = {value!r}: {why}")
-
-        need(self.provider != "", "provider", self.provider, "must not be empty")
-        need(self.metadata_timeout > 0, "metadata_timeout", self.metadata_timeout, "must be > 0")
-        need(
-            self.metadata_deadline >= self.metadata_timeout,
-            "metadata_deadline",
-            self.metadata_deadline,
-            "must be >= metadata_timeout",
-        )
-        need(0 <= self.metadata_retries <= 10, "metadata_retries", self.metadata_retries, "0..10")
-        need(
-            self.metadata_url == "" or self.metadata_url.startswith(("http://", "https://")),
-            "metadata_url",
-            self.metadata_url,
-            "must start with http:// or https://",
-        )
-        top = self.table_base + SLOTS - 1
-        need(
-            self.table_base >= 1 and top <= MAX_U32,
-            "table_base",
-            self.table_base,
-            f"tables base..base+{SLOTS - 1} must fit in 1..{MAX_U32}",
-        )
-        need(
-            not any(t in RESERVED_TABLES for t in (self.table_base, top))
-            and not (self.table_base < RESERVED_TABLES.start and top >= RESERVED_TABLES.start),
-            "table_base",
-            self.table_base,
-            f"tables base..base+{SLOTS - 1} must not include 252-255 (main, local, default)",
-        )
-        need(
-            self.priority_base >= 1 and self.priority_base + SLOTS < 32766,
-            "priority_base",
-            self.priority_base,
-            f"priorities base..base+{SLOTS} must lie between 1 and 32765 (before main)",
-        )
-        need(5 <= self.protocol <= 255, "protocol", self.protocol, "must be 5..255 (0-4: kernel)")
-        need(
-            1 <= self.interface_group <= 2**31 - 1,
-            "interface_group",
-            self.interface_group,
-            "must be 1..2147483647 (0 is every link's default group)",
-        )
-        need(self.mtu == 0 or 68 <= self.mtu <= 65535, "mtu", self.mtu, "must be 0 or 68..65535")
-        need(self.lock_timeout >= 0, "lock_timeout", self.lock_timeout, "must be >= 0")
-        need(self.distro_root.startswith("/"), "distro_root", self.distro_root, "must be absolute")
-        need(
-            0 <= self.hotplug_timeout <= 3600,
-            "hotplug_timeout",
-            self.hotplug_timeout,
-            "must be 0..3600 seconds",
-        )
-        need(
-            0 < self.watch_interval <= 86400,
-            "watch_interval",
-            self.watch_interval,
-            "must be > 0 and <= 86400 seconds",
-        )
         # Adding an IP and excluding it would be two contradicting orders for one address.
         excluded = [ipaddress.ip_network(n) for n in self.exclude_ips]
         for overlay in self.eni:
@@ -198,17 +142,57 @@ class Config:
         return self
 
 
+def _tables_fit(base: int, _: Config) -> bool:
+    return base >= 1 and base + SLOTS - 1 <= MAX_U32
+
+
+def _tables_miss_reserved(base: int, _: Config) -> bool:
+    top = base + SLOTS - 1
+    reserved = RESERVED_TABLES
+    return base not in reserved and top not in reserved and not base < reserved.start <= top
+
+
+# What each setting must satisfy, in the order checked: (setting, check(value, config), what
+# the error says).
+_CHECKS: tuple[tuple[str, Callable[[Any, Config], bool], str], ...] = (
+    ("provider", lambda v, c: v != "", "must not be empty"),
+    ("metadata_timeout", lambda v, c: v > 0, "must be > 0"),
+    ("metadata_deadline", lambda v, c: v >= c.metadata_timeout, "must be >= metadata_timeout"),
+    ("metadata_retries", lambda v, c: 0 <= v <= 10, "0..10"),
+    (
+        "metadata_url",
+        lambda v, c: v == "" or v.startswith(("http://", "https://")),
+        "must start with http:// or https://",
+    ),
+    ("table_base", _tables_fit, f"tables base..base+{SLOTS - 1} must fit in 1..{MAX_U32}"),
+    (
+        "table_base",
+        _tables_miss_reserved,
+        f"tables base..base+{SLOTS - 1} must not include 252-255 (main, local, default)",
+    ),
+    (
+        "priority_base",
+        lambda v, c: v >= 1 and v + SLOTS < 32766,
+        f"priorities base..base+{SLOTS} must lie between 1 and 32765 (before main)",
+    ),
+    ("protocol", lambda v, c: 5 <= v <= 255, "must be 5..255 (0-4: kernel)"),
+    (
+        "interface_group",
+        lambda v, c: 1 <= v <= 2**31 - 1,
+        "must be 1..2147483647 (0 is every link's default group)",
+    ),
+    ("mtu", lambda v, c: v == 0 or 68 <= v <= 65535, "must be 0 or 68..65535"),
+    ("lock_timeout", lambda v, c: v >= 0, "must be >= 0"),
+    ("distro_root", lambda v, c: v.startswith("/"), "must be absolute"),
+    ("hotplug_timeout", lambda v, c: 0 <= v <= 3600, "must be 0..3600 seconds"),
+    ("watch_interval", lambda v, c: 0 < v <= 86400, "must be > 0 and <= 86400 seconds"),
+)
+
+
 _FIELDS = {f.name: f for f in fields(Config)}
 _TYPES = {name: type(getattr(Config(), name)) for name in _FIELDS}
-OVERLAY_KEYS = (
-    "match",
-    "add_ipv4s",
-    "add_ipv6s",
-    "ipv4_subnet",
-    "ipv4_gateway",
-    "ipv6_subnet",
-    "ipv6_gateway",
-)
+# The keys of an [[eni]] table: EniOverlay's fields but `where`, which says where it was read.
+OVERLAY_KEYS = tuple(f.name for f in fields(EniOverlay) if f.name != "where")
 
 
 def _address(text: str, version: int) -> Optional[str]:

@@ -9,10 +9,11 @@ HTTP requests to the metadata service, and it runs in the same phase (before the
 read for planning, under the same "nothing changes unless the whole read succeeded" rule).
 It is not provider code, because it needs the kernel side (a raw packet socket on the NIC,
 the NIC's link state), which providers never touch so they stay pure HTTP -> RawInstance and
-unit-testable without root; and it is not in kernel.py, which holds the netlink code that
-reads and changes what the planner acts on.  It uses kernel.py (still the only netlink code)
-for the two things it needs from netlink: finding the NIC by MAC and setting its link up and
-down.  The DHCP protocol itself is pyroute2's client (pyroute2 >= 0.9, `pyroute2.dhcp`).
+unit-testable without root; and it is not in kernel.py, which reads and changes what the
+planner acts on.  It uses kernel.py (the agent's one way to netlink) for the one thing it
+needs from netlink: setting the NIC's link up and down (which NIC is the run's scope's
+decision, scope.py).  The DHCP protocol itself is pyroute2's client (pyroute2 >= 0.9,
+`pyroute2.dhcp`).
 
 It leaves nothing behind.  The client runs in this process, in a private event loop on its own
 thread, only until the first ACK (or the timeout); its lease class neither writes nor loads a
@@ -32,59 +33,43 @@ import concurrent.futures
 import ipaddress
 import logging
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator
 
 from .config import Config
 from .errors import MetadataUnavailable, NotPermitted
+from .state import Link
 
 log = logging.getLogger("eni_guest")
 
 DHCP_TIMEOUT = 5.0  # seconds for one ENI's exchange; a VPC's DHCP server answers in milliseconds
 
 
-class InterfaceMissing(MetadataUnavailable):
-    """The ENI has no usable NIC in this VM yet (not attached, or enslaved to a bond/bridge):
-    the provider treats the ENI as not settled instead of failing the whole read."""
+def make_probe(config: Config, timeout: float = DHCP_TIMEOUT) -> Callable[[Link], tuple[str, str]]:
+    """The `dhcp_probe` the JD Cloud provider takes: NIC -> (subnet CIDR, gateway)."""
 
-
-class InterfaceExcluded(MetadataUnavailable):
-    """The ENI's NIC has a name the configuration excludes (exclude_interfaces): no DHCP
-    exchange on it (left alone means not even probed); the provider marks the ENI excluded."""
-
-
-def make_probe(config: Config, timeout: float = DHCP_TIMEOUT) -> Callable[[str], tuple[str, str]]:
-    """The `dhcp_probe` the JD Cloud provider takes: MAC -> (subnet CIDR, gateway)."""
-
-    def dhcp_probe(mac: str) -> tuple[str, str]:
-        return probe(mac, config=config, timeout=timeout)
+    def dhcp_probe(link: Link) -> tuple[str, str]:
+        return probe(link, config=config, timeout=timeout)
 
     return dhcp_probe
 
 
-def probe(mac: str, *, config: Config, timeout: float = DHCP_TIMEOUT) -> tuple[str, str]:
-    """Ask the DHCP service on the NIC with this MAC for its subnet and router."""
+def probe(link: Link, *, config: Config, timeout: float = DHCP_TIMEOUT) -> tuple[str, str]:
+    """Ask the DHCP service on this NIC for its subnet and router.
+
+    Which NIC, and whether it may be probed at all (not excluded, not enslaved, the only one
+    with its MAC), is the run's scope's decision (scope.py): this only does the exchange.
+    """
+    from .changes import LinkChange
     from .kernel import Kernel
-    from .plan import LinkChange
 
     if os.geteuid() != 0:
         raise NotPermitted(
             "jdcloud: learning an ENI's subnet and gateway by DHCP needs root (a raw socket "
             f"on its NIC); or describe them in {config.static_file} (subnet, gateway)"
         )
+    mac = link.mac
     kernel = Kernel(config)
     try:
-        candidates = kernel.read_state().nics_with_mac(mac)
-        if not candidates:
-            raise InterfaceMissing(f"dhcp: no network interface has MAC {mac} (not attached yet)")
-        if len(candidates) > 1:
-            names = ", ".join(link.name for link in candidates)
-            raise MetadataUnavailable(f"dhcp: MAC {mac} is on several interfaces ({names})")
-        link = candidates[0]
-        pattern = config.excluded_interface(link.name)
-        if pattern is not None:
-            raise InterfaceExcluded(f"interface {link.name} matches exclude_interfaces {pattern!r}")
-        if link.master:
-            raise InterfaceMissing(f"dhcp: {link.name} ({mac}) is enslaved to another link")
 
         def set_up(up: bool) -> None:
             kernel.apply([LinkChange(link.index, link.name, up=up, eni=mac)], lambda _done: None)
@@ -129,6 +114,29 @@ def _retries() -> Iterator[float]:
 
 def _lease(ifname: str, timeout: float) -> Any:
     """One DISCOVER/OFFER/REQUEST/ACK exchange on `ifname`; the ACK's lease, kept in memory."""
+    exchange = _exchange(ifname, timeout)
+
+    def run() -> Any:
+        # A private loop on a thread of its own: callers may already run an event loop.
+        return asyncio.run(asyncio.wait_for(exchange(), timeout + 2.0))
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="eni-dhcp")
+    try:
+        return pool.submit(run).result()
+    except (asyncio.TimeoutError, concurrent.futures.TimeoutError):
+        raise MetadataUnavailable(
+            f"dhcp: no answer on {ifname} within {timeout:g} s (is there a DHCP server?)"
+        ) from None
+    except PermissionError:
+        raise NotPermitted(f"dhcp: a raw socket on {ifname} needs root (CAP_NET_RAW)") from None
+    except OSError as e:
+        raise MetadataUnavailable(f"dhcp: on {ifname}: {e.strerror or e}") from None
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _exchange(ifname: str, timeout: float) -> Callable[[], Awaitable[Any]]:
+    """The exchange as a coroutine function: pyroute2's client, writing and running nothing."""
     try:
         from pyroute2.dhcp.client import AsyncDHCPClient, ClientConfig
         from pyroute2.dhcp.fsm import State
@@ -168,20 +176,4 @@ def _lease(ifname: str, timeout: float) -> Any:
             await client.wait_for_state(State.BOUND, timeout=timeout)
             return client.lease
 
-    def run() -> Any:
-        # A private loop on a thread of its own: callers may already run an event loop.
-        return asyncio.run(asyncio.wait_for(exchange(), timeout + 2.0))
-
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="eni-dhcp")
-    try:
-        return pool.submit(run).result()
-    except (asyncio.TimeoutError, concurrent.futures.TimeoutError):
-        raise MetadataUnavailable(
-            f"dhcp: no answer on {ifname} within {timeout:g} s (is there a DHCP server?)"
-        ) from None
-    except PermissionError:
-        raise NotPermitted(f"dhcp: a raw socket on {ifname} needs root (CAP_NET_RAW)") from None
-    except OSError as e:
-        raise MetadataUnavailable(f"dhcp: on {ifname}: {e.strerror or e}") from None
-    finally:
-        pool.shutdown(wait=True)
+    return exchange

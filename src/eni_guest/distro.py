@@ -2,9 +2,9 @@
 
 Left alone, NetworkManager's automatic "Wired connection" or a cloud image's catch-all networkd
 file runs DHCP on every NIC that appears: a second default route in the main table, and traffic
-flapping between ENIs (ROUTING.md, "Known traps").  So for every secondary ENI we write, into
-/run, a NetworkManager conf.d drop-in listing its MAC under ``unmanaged-devices`` and a
-systemd-networkd ``.network`` file matching its MAC with ``Unmanaged=yes``.
+flapping between ENIs.  So for every secondary ENI we write, into /run, a NetworkManager
+conf.d drop-in listing its MAC under ``unmanaged-devices`` and a systemd-networkd
+``.network`` file matching its MAC with ``Unmanaged=yes``.
 
 * /run, not /etc: the files describe the ENIs attached now.  A detached ENI's stanza must not
   outlive a reboot, and the next boot rewrites the list from metadata anyway.

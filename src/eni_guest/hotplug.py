@@ -26,75 +26,21 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, Optional
 
-from .config import MAC, Config
+from . import settle
+from .changes import Change
+from .config import Config
 from .errors import MetadataDisabled, MetadataError, MetadataUnavailable
 from .model import Instance
-from .plan import Change
+from .settle import Backoff
 from .state import Link
 
 if TYPE_CHECKING:
     from .agent import Result
 
 log = logging.getLogger("eni_guest")
-
-# IFLA_INFO_KIND of links that may be ENIs: "" is a NIC driver (ena, virtio_net, ixgbevf,
-# vif, mlx5...), "veth" is an ENI of the simulated VM.  Every other kind (bridge, bond, vlan,
-# vxlan, tun, wireguard, dummy, macvlan, ipvlan, ...) is created by software on the host.
-CLOUD_NIC_KINDS = frozenset({"", "veth"})
-
-SETTLED, UNSETTLED, UNLISTED, EXCLUDED = "settled", "unsettled", "unlisted", "excluded"
-FIRST_DELAY, MAX_DELAY = 0.2, 3.0  # seconds: backoff between metadata reads while waiting
-
-
-def not_a_nic(link: Link) -> Optional[str]:
-    """Why `link` cannot be an ENI, or None when it may be one."""
-    if link.kind not in CLOUD_NIC_KINDS:
-        return f"{link.name} is a {link.kind} interface, not a cloud NIC"
-    if not MAC.match(link.mac) or link.mac == "00:00:00:00:00:00":
-        return f"{link.name} has no Ethernet address"
-    return None
-
-
-def classify(instance: Instance, mac: str) -> tuple[str, str]:
-    """(SETTLED | UNSETTLED | UNLISTED | EXCLUDED, why) for a MAC in one complete metadata read."""
-    if instance.by_mac(mac) is not None:
-        return SETTLED, ""
-    for x in instance.excluded:
-        if x.mac == mac:
-            return EXCLUDED, x.reason
-    for u in instance.unsettled:
-        if u.mac == mac:
-            return UNSETTLED, u.reason
-    return UNLISTED, ""
-
-
-class Backoff:
-    """Exponential backoff with jitter between metadata reads.
-
-    Jitter because hot-plug comes in bursts (eight ENIs at boot, a storm of udev events): the
-    waiters must not hit the metadata service, which is rate limited per ENI, in lockstep.
-    """
-
-    def __init__(
-        self,
-        first: float = FIRST_DELAY,
-        cap: float = MAX_DELAY,
-        rng: Callable[[], float] = random.random,
-    ) -> None:
-        self.first, self.cap, self.rng = first, cap, rng
-        self.delay = first
-
-    def reset(self) -> None:
-        self.delay = self.first
-
-    def next(self) -> float:
-        """The next pause: between half and all of the current delay, which then doubles."""
-        d = self.delay
-        self.delay = min(self.cap, d * 2)
-        return d / 2 + self.rng() * d / 2
 
 
 def resolve_provider(config: Config) -> Config:
@@ -121,15 +67,6 @@ def _read(config: Config, left: float) -> Instance:
     return read_instance(capped)[0]
 
 
-@dataclass
-class _Wait:
-    """What the last metadata read said about the interface being waited for."""
-
-    state: str = UNLISTED
-    why: str = ""
-    error: Optional[MetadataError] = None
-
-
 def wait_until_settled(
     config: Config,
     link: Link,
@@ -143,50 +80,36 @@ def wait_until_settled(
     """Poll metadata until `link`'s MAC is a settled ENI; return the link (it may have been
     renamed), or None when there is nothing to configure (the link left, or it is not an ENI
     of this instance).  Raises MetadataError when metadata stayed down or the ENI unsettled
-    for the whole timeout: the caller changes nothing.
+    for the whole timeout: the caller changes nothing.  The decisions are settle.judge's.
     """
     deadline = clock() + timeout
     backoff = Backoff(rng=rng)
-    last = _Wait()
     while True:
+        instance, error = None, None
         try:
             instance = _read(config, deadline - clock())
         except MetadataDisabled:
             raise  # switched off: waiting will not switch it on
         except MetadataError as e:
-            last = _Wait(error=e)
-        else:
-            state, why = classify(instance, link.mac)
-            last = _Wait(state, why)
-            if state == SETTLED:
-                return link
-            if state == EXCLUDED:
-                log.debug("%s (%s) is excluded (%s): left alone", link.name, link.mac, why)
-                return None
-            if state == UNLISTED and link.kind == "veth":
-                log.debug("%s (%s) is not an ENI of this instance: ignored", link.name, link.mac)
-                return None
+            error = e
         left = deadline - clock()
-        if left <= 0:
-            break
+        verdict = settle.judge(link, instance, error=error, time_left=left, timeout=timeout)
+        if verdict.action == settle.CONFIGURE:
+            return link
+        if verdict.action == settle.GIVE_UP:
+            if verdict.failed:
+                raise MetadataUnavailable(verdict.why)
+            log.log(verdict.level, "%s", verdict.why)
+            return None
+        if verdict.action == settle.IGNORE:
+            log.log(verdict.level, "%s", verdict.why)
+            return None
         sleep(min(backoff.next(), left))
         now = relookup(link.index)
         if now is None:
             log.debug("%s left while waiting for metadata: nothing to do", link.name)
             return None
         link = now
-    if last.error is not None:
-        raise MetadataUnavailable(
-            f"{link.name} ({link.mac}): metadata still failing after {timeout:g} s "
-            f"(hotplug_timeout), nothing changed: {last.error}"
-        )
-    if last.state == UNSETTLED:
-        raise MetadataUnavailable(
-            f"{link.name} ({link.mac}): metadata lists it but it has not settled after "
-            f"{timeout:g} s (hotplug_timeout): {last.why}; nothing changed"
-        )
-    log.warning("interface %s (%s) is not an ENI of this instance", link.name, link.mac)
-    return None
 
 
 def add(config: Config, ifname: str) -> int:
@@ -199,13 +122,9 @@ def add(config: Config, ifname: str) -> int:
         if link is None:
             log.debug("%s is gone: nothing to do", ifname)
             return 0
-        why = not_a_nic(link)
-        if why is not None:
-            log.debug("%s: ignored", why)
-            return 0
-        pattern = config.excluded_interface(link.name)
-        if pattern is not None:
-            log.debug("%s matches exclude_interfaces %r: left alone", link.name, pattern)
+        verdict = settle.first_look(link, config)
+        if verdict is not None:
+            log.log(verdict.level, "%s", verdict.why)
             return 0
         config = resolve_provider(config)
         start = time.monotonic()

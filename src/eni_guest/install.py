@@ -4,7 +4,8 @@ Image builders run ``eni-guest install --root /mnt/image`` on a mounted image; a
 ``eni-guest install`` on a live machine.  Everything is rendered from the jinja2 templates in
 ``eni_guest/templates`` with the absolute path of the installed ``eni-guest``: udev, systemd
 and cloud-init run with a minimal PATH, and pip may have put the command in a virtualenv, under
-/usr/local or in a pyenv version.
+/usr/local or in a pyenv version.  The cloud-init module and its drop-in are
+install_cloudinit.py's part.
 
 Where things go, and why:
 
@@ -24,7 +25,6 @@ symlinks, the cloud-init module and drop-in, the iproute2 protocol name and the 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -38,6 +38,13 @@ from typing import Any, Callable, Optional
 from .config import Config, load
 from .distro import write_if_changed
 from .errors import ConfigError
+from .install_cloudinit import (
+    CLOUD_DROPIN,
+    CLOUD_ENV_FILE,
+    CLOUD_MODULE,
+    cloud_init_files,
+    cloudinit_module_dirs,
+)
 from .templating import render_template
 
 RULE = "etc/udev/rules.d/90-eni-guest.rules"
@@ -52,18 +59,6 @@ ENABLED_UNITS = ("eni-guest-boot.service", "eni-guest-watch.service")  # WantedB
 WANTS_DIR = "etc/systemd/system/multi-user.target.wants"
 RT_PROTOS = "etc/iproute2/rt_protos.d/eni-guest.conf"
 CONFIG_FILE = "etc/eni-guest/eni-guest.toml"
-CLOUD_CFG = "etc/cloud/cloud.cfg"
-CLOUD_DROPIN = "etc/cloud/cloud.cfg.d/99-eni-guest.cfg"
-CLOUD_ENV_FILE = "/etc/eni-guest/cloud-init.env"  # written by the cloud-init module at boot
-CLOUD_MODULE = "cc_eni_guest.py"
-# Where cloud-init's config modules live: Debian/Ubuntu, Fedora/RHEL/SUSE/Arch, pip.
-CLOUDINIT_PACKAGE_GLOBS = (
-    "usr/lib/python3/dist-packages/cloudinit/config",
-    "usr/lib/python3*/site-packages/cloudinit/config",
-    "usr/lib64/python3*/site-packages/cloudinit/config",
-    "usr/local/lib/python3*/*-packages/cloudinit/config",
-)
-CLOUD_MODULE_NAME = "eni_guest"
 
 # Drivers of the NICs that carry ENIs: AWS (ena; ixgbevf and Xen's netfront "vif" on older
 # instance types), Alibaba/Tencent/JD Cloud/OpenStack (virtio_net), GCP (gve), SR-IOV
@@ -121,7 +116,6 @@ EXCLUDED_DEVTYPES = (
     "wlan",
     "wwan",
 )
-DEFAULT_BINARY = "/usr/local/bin/eni-guest"  # the reference files in the repository's top level
 _UNSAFE = re.compile(r"[\s\"'\\%$;`]")
 
 
@@ -225,102 +219,6 @@ def render_units(context: dict[str, Any]) -> dict[str, str]:
     return {name: render_template(f"{name}.j2", context) for name in UNITS}
 
 
-def render_module(argv: list[str]) -> str:
-    return render_template(
-        "cc_eni_guest.py.j2",
-        {"command": json.dumps(list(argv)), "env_file": json.dumps(CLOUD_ENV_FILE)},
-    )
-
-
-# ------------------------------------------------------------------- cloud-init's module list
-
-_TOP_KEY = re.compile(r"^[^\s#-][^:]*:")
-_SECTION = "cloud_init_modules"
-
-
-def _modules_block(text: str) -> Optional[list[str]]:
-    """The item lines of a top-level ``cloud_init_modules:`` block sequence, verbatim.
-
-    cloud.cfg is YAML; we do not parse it (no YAML library needed for this) but copy the
-    block's lines, which keeps any per-module frequency or arguments exactly as written.
-    Returns None when the key is absent; raises ValueError for a form we do not copy.
-    """
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if not line.startswith(f"{_SECTION}:"):
-            continue
-        rest = line[len(_SECTION) + 1 :].split("#", 1)[0].strip()
-        if rest.startswith("["):
-            if rest.count("[") != 1 or not rest.endswith("]"):
-                raise ValueError(f"{_SECTION} is a nested flow list")
-            items = [x.strip() for x in rest[1:-1].split(",") if x.strip()]
-            return [f" - {x}" for x in items]
-        if rest:
-            raise ValueError(f"{_SECTION}: {rest!r} is not a list")
-        block = []
-        for follow in lines[i + 1 :]:
-            if _TOP_KEY.match(follow):
-                break
-            block.append(follow)
-        # The comment above the next key belongs to that key.
-        while block and (not block[-1].strip() or block[-1].startswith("#")):
-            block.pop()
-        return block
-    return None
-
-
-def cloud_init_dropin(root: Path) -> tuple[Optional[str], list[str]]:
-    """(content of 99-eni-guest.cfg or None, notes) for the image under ``root``.
-
-    cloud-init merges cloud.cfg.d files over cloud.cfg with lists replaced, not appended: a
-    drop-in naming only our module would silently switch off every other init module.  So the
-    drop-in repeats the list in force - from the highest-priority file that sets it - with
-    eni_guest appended.
-    """
-    notes: list[str] = []
-    confd = root / CLOUD_DROPIN
-    candidates = sorted(
-        (p for p in confd.parent.glob("*.cfg") if p.name != confd.name),
-        key=lambda p: p.name,
-        reverse=True,
-    )
-    candidates.append(root / CLOUD_CFG)
-    for path in candidates:
-        try:
-            block = _modules_block(path.read_text(errors="replace"))
-        except FileNotFoundError:
-            continue
-        except ValueError as e:
-            notes.append(
-                f"cloud-init: {path}: {e}; add '{CLOUD_MODULE_NAME}' to its "
-                f"{_SECTION} by hand (the module is installed)"
-            )
-            return None, notes
-        if block is None:
-            continue
-        if path.parent == confd.parent and path.name > confd.name:
-            notes.append(
-                f"cloud-init: {path} sets {_SECTION} after {confd.name}; add "
-                f"'{CLOUD_MODULE_NAME}' to it by hand"
-            )
-        items = [line for line in block if line.strip().startswith("-")]
-        indent = items[0][: len(items[0]) - len(items[0].lstrip())] if items else " "
-        listed = any(re.search(rf"\b{CLOUD_MODULE_NAME}\b|\beni-guest\b", line) for line in items)
-        lines = block + ([] if listed else [f"{indent}- {CLOUD_MODULE_NAME}"])
-        source = "/" + str(path.relative_to(root))
-        return render_template("99-eni-guest.cfg.j2", {"lines": lines, "source": source}), notes
-    lines = [f" - {CLOUD_MODULE_NAME}"]
-    source = "nowhere (no file sets it)"
-    return render_template("99-eni-guest.cfg.j2", {"lines": lines, "source": source}), notes
-
-
-def cloudinit_module_dirs(root: Path) -> list[Path]:
-    dirs: set[Path] = set()
-    for pattern in CLOUDINIT_PACKAGE_GLOBS:
-        dirs.update(p for p in root.glob(pattern) if p.is_dir())
-    return sorted(dirs)
-
-
 # ------------------------------------------------------------------------------- install
 
 
@@ -349,40 +247,55 @@ def _call(argv: list[str], report: Report) -> None:
         report.notes.append(f"{' '.join(argv)} failed: {(cp.stderr or cp.stdout).strip()}")
 
 
+# Runs a command for install/uninstall (systemctl, udevadm), noting a failure in the report;
+# tests pass one that records instead.
+Caller = Callable[[list[str], Report], None]
+
+
 def install(
     root: Path = Path("/"),
     *,
     enable: bool = True,
     binary: Optional[str] = None,
-    call: Optional[Callable[[list[str], Report], None]] = None,
+    call: Caller = _call,
 ) -> Report:
     """Place (or refresh) every file under ``root``; see the module docstring."""
-    root = Path(root)
-    call = call or _call
-    report = Report()
+    root, report = Path(root), Report()
     argv = find_command(binary)
     if not (root / argv[0].lstrip("/")).exists():
         report.notes.append(
             f"the units call {argv[0]}, which does not exist under {root}: install eni-guest "
             "there too, or pass --binary with its path inside the image"
         )
+    written = _write(root, _files(root, argv, report), report)
+    config_path = root / CONFIG_FILE
+    if config_path.exists():
+        report.unchanged.append(str(config_path))
+    else:
+        write_if_changed(config_path, default_config_text())
+        report.changed.append(f"wrote {config_path}")
+    units_changed = any(rel.startswith(UNIT_DIR) for rel in written)
+    if enable:
+        units_changed |= _enable(root, report)
+    if _is_live(root):
+        _reload(report, units_changed, RULE in written, call)
+    return report
+
+
+def _files(root: Path, argv: list[str], report: Report) -> dict[str, str]:
+    """Path under root -> content of every file install places (the settings file aside)."""
     context = unit_context(argv, root)
-    files: dict[str, Optional[str]] = {RULE: render_rule(context)}
+    files = {RULE: render_rule(context)}
     for name, text in render_units(context).items():
         files[f"{UNIT_DIR}/{name}"] = text
     files[RT_PROTOS] = render_template("rt_protos.conf.j2", {"protocol": _config(root).protocol})
+    cloud_files, notes = cloud_init_files(root, argv)
+    report.notes.extend(notes)
+    return {**files, **cloud_files}
 
-    module_dirs = cloudinit_module_dirs(root)
-    if module_dirs:
-        for d in module_dirs:
-            files[str((d / CLOUD_MODULE).relative_to(root))] = render_module(argv)
-        dropin, notes = cloud_init_dropin(root)
-        report.notes.extend(notes)
-        if dropin is not None:
-            files[CLOUD_DROPIN] = dropin
-    else:
-        report.notes.append("cloud-init not found under the root: its module was not installed")
 
+def _write(root: Path, files: dict[str, str], report: Report) -> set[str]:
+    """Write the files whose content differs; the paths (under root) written."""
     written = set()
     for rel, text in files.items():
         path = root / rel
@@ -391,34 +304,23 @@ def install(
             written.add(rel)
         else:
             report.unchanged.append(str(path))
-    config_path = root / CONFIG_FILE
-    if config_path.exists():
-        report.unchanged.append(str(config_path))
-    else:
-        write_if_changed(config_path, default_config_text())
-        report.changed.append(f"wrote {config_path}")
-
-    units_changed = any(rel.startswith(UNIT_DIR) for rel in written)
-    if enable:
-        for name in ENABLED_UNITS:
-            link = root / WANTS_DIR / name
-            if _link(link, f"/{UNIT_DIR}/{name}"):
-                report.changed.append(f"linked {link} -> /{UNIT_DIR}/{name}")
-                units_changed = True
-            else:
-                report.unchanged.append(str(link))
-
-    if _is_live(root):
-        _reload(report, units_changed, RULE in written, call)
-    return report
+    return written
 
 
-def _reload(
-    report: Report,
-    units: bool,
-    rules: bool,
-    call: Callable[[list[str], Report], None],
-) -> None:
+def _enable(root: Path, report: Report) -> bool:
+    """The multi-user.target.wants symlinks, as `systemctl enable` makes them; True if new."""
+    changed = False
+    for name in ENABLED_UNITS:
+        link = root / WANTS_DIR / name
+        if _link(link, f"/{UNIT_DIR}/{name}"):
+            report.changed.append(f"linked {link} -> /{UNIT_DIR}/{name}")
+            changed = True
+        else:
+            report.unchanged.append(str(link))
+    return changed
+
+
+def _reload(report: Report, units: bool, rules: bool, call: Caller) -> None:
     if not os.path.isdir("/run/systemd/system"):
         if units or rules:
             report.notes.append("systemd is not running: nothing reloaded")
@@ -432,15 +334,9 @@ def _reload(
 # ----------------------------------------------------------------------------- uninstall
 
 
-def uninstall(
-    root: Path = Path("/"),
-    *,
-    call: Optional[Callable[[list[str], Report], None]] = None,
-) -> Report:
+def uninstall(root: Path = Path("/"), *, call: Caller = _call) -> Report:
     """Remove what ``install`` placed (a settings file only while it is the default)."""
-    root = Path(root)
-    call = call or _call
-    report = Report()
+    root, report = Path(root), Report()
     live = _is_live(root)
     if live and os.path.isdir("/run/systemd/system"):
         call(["systemctl", "stop", *ENABLED_UNITS], report)

@@ -2,7 +2,8 @@
 
 The templates live in ``eni_guest/templates`` as package data, so an installed eni-guest can
 place them without a source checkout.  StrictUndefined: a misspelt variable must fail the
-install, not write ``ExecStart= hotplug add`` into a unit.
+install, not write ``ExecStart= hotplug add`` into a unit.  The directory also holds the
+cloud-init module, cc_eni_guest.py: plain Python, not a template (install.render_module).
 """
 
 from __future__ import annotations

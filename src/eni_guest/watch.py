@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from . import hotplug
+from . import hotplug, settle
 from .config import Config
 from .errors import ConfigError, EniGuestError, MetadataError
 from .model import Instance
@@ -79,7 +79,7 @@ class Watcher:
         self._inbox = _Inbox()
         self._stopping = False
         self._waiting: dict[int, _Waiting] = {}  # worker-owned, keyed by ifindex
-        self._backoff = hotplug.Backoff()
+        self._backoff = settle.Backoff()
         self._poll_at = 0.0
         self._next_full = 0.0  # the first cycle runs at once
         self._outage: Optional[str] = None
@@ -133,52 +133,44 @@ class Watcher:
         for warning in sorted(new - self._warnings):
             log.warning("warning: %s", warning)
         self._warnings = new
-        self._settle(instance)
+        self._judge_waiting(instance)
         return True
 
-    def _settle(self, instance: Instance) -> None:
-        """Forget waiting links that this complete read has decided."""
+    def _judge_waiting(self, instance: Optional[Instance], *, configured: bool = True) -> bool:
+        """Judge every waiting link after one metadata read (None: it failed); forget the
+        decided ones, saying why where it matters.  True when one of them is to be configured.
+        configured=False keeps those waiting: the reconcile that configures them is yet to run
+        (and if it fails, the next poll tries again).
+        """
+        now = self._clock()
+        configure = False
         for index, w in list(self._waiting.items()):
-            state, _ = hotplug.classify(instance, w.link.mac)
-            if state in (hotplug.SETTLED, hotplug.EXCLUDED):
-                del self._waiting[index]
-            elif state == hotplug.UNLISTED and w.link.kind == "veth":
-                log.debug("%s (%s) is not an ENI of this instance", w.link.name, w.link.mac)
-                del self._waiting[index]
+            verdict = settle.judge(
+                w.link,
+                instance,
+                error=self._outage,
+                time_left=w.deadline - now,
+                timeout=self.config.hotplug_timeout,
+            )
+            if verdict.action == settle.WAIT or (
+                verdict.action == settle.CONFIGURE and not configured
+            ):
+                configure |= verdict.action == settle.CONFIGURE
+                continue
+            del self._waiting[index]
+            configure |= verdict.action == settle.CONFIGURE
+            if verdict.why:
+                log.log(verdict.level, "%s", verdict.why)
+        return configure
 
     def _poll(self) -> None:
         """One metadata read for the waiting links; reconcile as soon as one has settled."""
         from .agent import read_instance
 
         instance: Optional[Instance] = self._metadata(lambda c: read_instance(c)[0])
-        now = self._clock()
-        if instance is not None:
-            states = [hotplug.classify(instance, w.link.mac)[0] for w in self._waiting.values()]
-            if hotplug.SETTLED in states:
-                # reads metadata again under the lock: see hotplug.py for why
-                self.cycle()
-            else:
-                self._settle(instance)
-        for index, w in list(self._waiting.items()):
-            if now >= w.deadline:
-                del self._waiting[index]
-                self._give_up(w, instance)
-        self._poll_at = now + self._backoff.next()
-
-    @staticmethod
-    def _give_up(w: _Waiting, instance: Optional[Instance]) -> None:
-        """hotplug_timeout passed for a waiting link: say why it stays unconfigured."""
-        name, mac = w.link.name, w.link.mac
-        if instance is None:
-            log.error("%s (%s): gave up waiting, metadata unavailable", name, mac)
-            return
-        state, why = hotplug.classify(instance, mac)
-        if state == hotplug.UNSETTLED:
-            log.error(
-                "%s (%s): listed in metadata but not settled (%s); not configured", name, mac, why
-            )
-        elif state == hotplug.UNLISTED:
-            log.warning("interface %s (%s) is not an ENI of this instance", name, mac)
+        if self._judge_waiting(instance, configured=False):
+            self.cycle()  # reads metadata again under the lock: see hotplug.py for why
+        self._poll_at = self._clock() + self._backoff.next()
 
     def _unplug(self) -> None:
         from .lock import run_lock
@@ -276,7 +268,7 @@ class Watcher:
 
     def run(self) -> int:
         """Subscribe to link events, start the worker, serve signals until SIGTERM."""
-        from .kernel import EventsLost, Kernel, LinkMonitor
+        from .kernel import Kernel, LinkMonitor
 
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         got: list[int] = []
@@ -311,34 +303,7 @@ class Watcher:
             resync(startup=True)
             worker.start()
             log.info("watching link events; full reconcile every %g s", self.config.watch_interval)
-            while True:
-                try:
-                    ready, _, _ = select.select([monitor, wake_r], [], [])
-                except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-                    continue
-                if wake_r in ready:
-                    with contextlib.suppress(BlockingIOError):
-                        while os.read(wake_r, 64):
-                            pass
-                    signums = []
-                    while got:  # pop, not copy-and-clear: a signal may arrive meanwhile
-                        signums.append(got.pop())
-                    if any(s in (signal.SIGTERM, signal.SIGINT) for s in signums):
-                        break
-                    if signal.SIGHUP in signums:
-                        self.reload()
-                if monitor in ready:
-                    try:
-                        events = monitor.read_events()
-                    except EventsLost:
-                        log.debug("link events were lost: re-reading every link")
-                        resync(startup=False)
-                        continue
-                    for present, link in events:
-                        if present:
-                            self._seen(known, link)
-                        elif known.pop(link.index, None) is not None:
-                            self.post(left=link)
+            self._serve(monitor, wake_r, got, known, resync)
         finally:
             self.stop()
             if worker.is_alive():
@@ -351,16 +316,54 @@ class Watcher:
         log.info("stopped")
         return 0
 
+    def _serve(
+        self,
+        monitor: Any,
+        wake_r: int,
+        got: list[int],
+        known: dict[int, Link],
+        resync: Callable[[bool], None],
+    ) -> None:
+        """The main thread's loop: signals and link events, until SIGTERM or SIGINT."""
+        from .kernel import EventsLost
+
+        while True:
+            try:
+                ready, _, _ = select.select([monitor, wake_r], [], [])
+            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+                continue
+            if wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(wake_r, 64):
+                        pass
+                signums = []
+                while got:  # pop, not copy-and-clear: a signal may arrive meanwhile
+                    signums.append(got.pop())
+                if any(s in (signal.SIGTERM, signal.SIGINT) for s in signums):
+                    break
+                if signal.SIGHUP in signums:
+                    self.reload()
+            if monitor in ready:
+                try:
+                    events = monitor.read_events()
+                except EventsLost:
+                    log.debug("link events were lost: re-reading every link")
+                    resync(startup=False)
+                    continue
+                for present, link in events:
+                    if present:
+                        self._seen(known, link)
+                    elif known.pop(link.index, None) is not None:
+                        self.post(left=link)
+
     def _seen(self, known: dict[int, Link], link: Link, startup: bool = False) -> None:
         """A link exists now: pass it on if it is new, renamed or has a new MAC."""
         before = known.get(link.index)
         known[link.index] = link
         if startup or (before is not None and (before.name, before.mac) == (link.name, link.mac)):
             return  # present at start (the first cycle covers it), or flags/group/MTU changed
-        if hotplug.not_a_nic(link) is not None:
-            return
-        if self.config.excluded_interface(link.name) is not None:
-            return  # left alone (exclude_interfaces): nothing to wait for
+        if settle.first_look(link, self.config) is not None:
+            return  # not a cloud NIC, or left alone (exclude_interfaces): nothing to wait for
         self.post(appeared=link, reconcile=before is not None and before.mac != link.mac)
 
 

@@ -1,6 +1,6 @@
 """Fixtures for the end-to-end tests, which run on simulated VMs (``eni_guest_lab.testbed``).
 
-These tests are the proof that the routing works (ROUTING.md), so a machine that cannot run
+These tests are the proof that the routing works (docs/routing.md), so a machine that cannot run
 them must say so loudly: they FAIL unless ``ENI_GUEST_SKIP_E2E=1`` is set, never skip silently.
 """
 

@@ -26,7 +26,8 @@ from typing import Any, Callable
 
 import pytest
 
-from eni_guest.install import CLOUD_DROPIN, find_command, install
+from eni_guest.install import find_command, install
+from eni_guest.install_cloudinit import CLOUD_DROPIN
 from eni_guest_lab.testbed import FAR_V4, METADATA_V4, SimVM
 
 pytestmark = pytest.mark.e2e

@@ -2,7 +2,7 @@
 
 For Alibaba Cloud, Tencent Cloud, JD Cloud (with dnsmasq as the VPC's DHCP service), OpenStack
 and a static ENI file, the agent reads the simulator's (or the file's) version of one set of
-ENIs and the ROUTING.md properties are checked with real packets: every IP leaves through its
+ENIs and the docs/routing.md properties are checked with real packets: every IP leaves through its
 own ENI, an ENI in the primary's subnet reaches its neighbours through itself, the Docker-like
 container stays reachable and its NATed traffic keeps leaving through the primary, re-applying
 changes nothing, and a malformed document changes nothing and says so in one line (exit 3).
@@ -103,6 +103,9 @@ class Cloud:
     def __init__(self, provider: str, vm: SimVM) -> None:
         self.provider = provider
         self.vm = vm
+        # IPv6 DAD of the testbed's own links first: their link-local routes appear when it
+        # ends, and a snapshot taken before that would differ from any later one.
+        _settle(vm)
         self.before = vm.snapshot()
         self.show = vm.agent("show", "--json", timeout=60)
         self.after_show = vm.snapshot()

@@ -1,4 +1,4 @@
-"""The netlink batching of kernel.py, against a real kernel in a throw-away namespace.
+"""The netlink batching of netlink.py, against a real kernel in a throw-away namespace.
 
 Only the last request of each send() asks for an acknowledgement; a request in the middle
 that fails must still be reported (by its own error message), and the others still applied.

@@ -1,4 +1,4 @@
-"""Properties 6, 7 and 8 of ROUTING.md across the life of a VM, and recovery from a crash.
+"""Properties 6, 7 and 8 of docs/routing.md across the life of a VM, and recovery from a crash.
 
 Each test builds its own simulated VM (about half a second) and walks it through apply,
 re-apply, metadata changes and ENI removal, checking after every step what a user would

@@ -1,4 +1,4 @@
-"""Property 9 of ROUTING.md: a failed or partial metadata read changes nothing at all.
+"""Property 9 of docs/routing.md: a failed or partial metadata read changes nothing at all.
 
 In every case below metadata has *also* changed in a way that would remove IPs (10.0.1.21 and
 10.0.2.31 are no longer listed), so an agent that took a failed read for "fewer IPs" would

@@ -1,4 +1,4 @@
-"""Properties 1-5 of ROUTING.md, with real packets through the simulated VPC.
+"""Properties 1-5 of docs/routing.md, with real packets through the simulated VPC.
 
 One VM (the three-ENI scenario: eth1 sits in the primary's subnet, eth2 in a subnet of its own
 with IPv6) is observed before ``apply``, then applied once; every test below only reads it. The

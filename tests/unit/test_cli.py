@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import pytest
+
 
 def run(*args: str, env: Optional[dict[str, str]] = None):
     full_env = {**os.environ, **(env or {})}
@@ -41,6 +43,25 @@ def test_apply_as_non_root_says_so_in_one_line(tmp_path: Path, monkeypatch) -> N
     assert r.output.count("\n") == 1
     assert "must run as root" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "lock").exists()
+
+
+@pytest.mark.parametrize("command, where", [("install", "into"), ("uninstall", "from")])
+def test_install_into_root_as_non_root_says_so(monkeypatch, command: str, where: str) -> None:
+    from click.testing import CliRunner
+
+    from eni_guest import cli
+
+    monkeypatch.setattr(cli.os, "geteuid", lambda: 1000)
+    logger = cli.log  # main() reconfigures it: put it back afterwards (see above)
+    monkeypatch.setattr(logger, "handlers", list(logger.handlers))
+    monkeypatch.setattr(logger, "propagate", logger.propagate)
+    monkeypatch.setattr(logger, "level", logger.level)
+    r = CliRunner().invoke(cli.main, [command])
+    assert r.exit_code == 6
+    assert (
+        r.output
+        == f"eni-guest: eni-guest {command} {where} / must run as root (or use --root DIR)\n"
+    )
 
 
 def test_unknown_config_key_is_a_usage_error(tmp_path: Path) -> None:
@@ -93,3 +114,13 @@ def test_version_is_printed_without_loading_the_network_stack() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert out.splitlines() == ["eni-guest, version 0.1.0", "False False"]
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_unknown_provider_is_one_line_naming_the_known_ones(how: str) -> None:
+    args = ["--provider", "azure"] if how == "option" else []
+    env = {"ENI_GUEST_PROVIDER": "azure"} if how == "environment" else {}
+    r = run("apply", "--dry-run", *args, env=env)
+    assert r.returncode == 2, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert "'azure'" in line and "aws" in line and "aliyun" in line and "Traceback" not in line

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from eni_guest.install import render_module
+from eni_guest.install_cloudinit import render_module
 
 
 @pytest.fixture

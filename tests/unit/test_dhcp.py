@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 
 from eni_guest import dhcp
+from eni_guest.agent import read_from
 from eni_guest.config import Config
 from eni_guest.errors import MetadataUnavailable, NotPermitted
-from eni_guest.model import build_instance
 from eni_guest.providers import _make
 from eni_guest.providers.jdcloud import JdcloudProvider
+from eni_guest.state import Link
 from eni_guest_lab.sim.server import MetadataSimulator
 
 PRIMARY, SECOND = "0e:00:00:00:00:c3", "0e:00:00:00:00:b2"
@@ -103,30 +104,32 @@ def jd(tmp_path: Path):
 
 
 def test_an_eni_without_its_nic_is_left_unsettled(jd: Config) -> None:
-    def probe(mac: str) -> tuple[str, str]:
-        if mac == SECOND:
-            raise dhcp.InterfaceMissing(f"dhcp: no network interface has MAC {mac}")
+    asked: list[str] = []
+
+    def probe(link: Link) -> tuple[str, str]:
+        asked.append(link.mac)
         return "10.0.1.0/24", "10.0.1.1"
 
     provider = JdcloudProvider(jd, dhcp_probe=probe)
-    try:
-        instance = build_instance(provider.read())
+    try:  # only the primary's NIC is in the VM yet
+        instance = read_from(provider, jd, lambda: [Link(2, "eth0", PRIMARY, 0, True, 1500)])
     finally:
         provider.close()
+    assert asked == [PRIMARY]
     assert [e.mac for e in instance.enis] == [PRIMARY]
     assert [(u.mac, u.reason) for u in instance.unsettled] == [
-        (SECOND, f"dhcp: no network interface has MAC {SECOND}")
+        (SECOND, f"dhcp: no network interface has MAC {SECOND} (not attached yet)")
     ]
 
 
 def test_a_probe_that_gets_no_answer_fails_the_read(jd: Config) -> None:
-    def probe(mac: str) -> tuple[str, str]:
+    def probe(link: Link) -> tuple[str, str]:
         raise MetadataUnavailable("dhcp: no answer on eth0 within 5 s")
 
     provider = JdcloudProvider(jd, dhcp_probe=probe)
     try:
         with pytest.raises(MetadataUnavailable, match="no answer"):
-            provider.read()
+            read_from(provider, jd, lambda: [Link(2, "eth0", PRIMARY, 0, True, 1500)])
     finally:
         provider.close()
 

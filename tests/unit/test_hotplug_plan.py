@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from eni_guest import hotplug
+from eni_guest import hotplug, settle
 from eni_guest.config import Config
 from eni_guest.errors import MetadataDisabled, MetadataUnavailable
 from eni_guest.model import Eni, Excluded, Instance, Unsettled
@@ -151,17 +151,17 @@ def test_only_our_rules_are_seen_so_only_ours_can_go() -> None:
 
 @pytest.mark.parametrize("kind", ["bridge", "bond", "vlan", "vxlan", "tun", "wireguard", "dummy"])
 def test_virtual_links_are_not_nics(kind: str) -> None:
-    assert hotplug.not_a_nic(link(9, "x0", MAC1, kind)) is not None
+    assert settle.not_a_nic(link(9, "x0", MAC1, kind)) is not None
 
 
 @pytest.mark.parametrize("kind", ["", "veth"])
 def test_nic_drivers_and_veths_may_be_enis(kind: str) -> None:
-    assert hotplug.not_a_nic(link(9, "x0", MAC1, kind)) is None
+    assert settle.not_a_nic(link(9, "x0", MAC1, kind)) is None
 
 
 def test_loopback_and_macless_links_are_not_nics() -> None:
-    assert hotplug.not_a_nic(link(1, "lo", "00:00:00:00:00:00")) is not None
-    assert hotplug.not_a_nic(link(9, "gre0", "")) is not None
+    assert settle.not_a_nic(link(1, "lo", "00:00:00:00:00:00")) is not None
+    assert settle.not_a_nic(link(9, "gre0", "")) is not None
 
 
 # ------------------------------------------------------------------ classify and backoff
@@ -186,16 +186,16 @@ def instance(*enis: Eni, unsettled: tuple[Unsettled, ...] = ()) -> Instance:
 
 def test_classify() -> None:
     inst = instance(eni(MAC0, 0), unsettled=(Unsettled(MAC1, "device-number reads 0"),))
-    assert hotplug.classify(inst, MAC0) == (hotplug.SETTLED, "")
-    assert hotplug.classify(inst, MAC1) == (hotplug.UNSETTLED, "device-number reads 0")
-    assert hotplug.classify(inst, MAC2) == (hotplug.UNLISTED, "")
+    assert settle.classify(inst, MAC0) == (settle.SETTLED, "")
+    assert settle.classify(inst, MAC1) == (settle.UNSETTLED, "device-number reads 0")
+    assert settle.classify(inst, MAC2) == (settle.UNLISTED, "")
     excluded = replace(inst, excluded=(Excluded(MAC2, "eni-2", "exclude_enis 'eni-2'"),))
-    assert hotplug.classify(excluded, MAC2) == (hotplug.EXCLUDED, "exclude_enis 'eni-2'")
+    assert settle.classify(excluded, MAC2) == (settle.EXCLUDED, "exclude_enis 'eni-2'")
 
 
 def test_backoff_doubles_to_the_cap_with_jitter() -> None:
-    lows = hotplug.Backoff(rng=lambda: 0.0)
-    highs = hotplug.Backoff(rng=lambda: 1.0)
+    lows = settle.Backoff(rng=lambda: 0.0)
+    highs = settle.Backoff(rng=lambda: 1.0)
     assert [round(lows.next(), 3) for _ in range(7)] == [0.1, 0.2, 0.4, 0.8, 1.5, 1.5, 1.5]
     assert [round(highs.next(), 3) for _ in range(7)] == [0.2, 0.4, 0.8, 1.6, 3.0, 3.0, 3.0]
     highs.reset()

@@ -18,23 +18,27 @@ from eni_guest import install as inst
 from eni_guest.cli import main
 from eni_guest.errors import ConfigError
 from eni_guest.install import (
-    CLOUD_DROPIN,
     CONFIG_FILE,
-    DEFAULT_BINARY,
     RT_PROTOS,
     RULE,
     UNITS,
     WANTS_DIR,
-    cloud_init_dropin,
     default_config_text,
     find_command,
     install,
-    render_module,
     render_rule,
     render_units,
     uninstall,
     unit_context,
 )
+from eni_guest.install_cloudinit import (
+    CLOUD_DROPIN,
+    DEFAULT_BINARY,
+    cloud_init_dropin,
+    render_module,
+    set_module_lines,
+)
+from eni_guest.templating import TEMPLATE_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = "/opt/eni-guest/bin/eni-guest"
@@ -236,6 +240,37 @@ def test_cloud_init_module_and_dropin(tmp_path: Path) -> None:
     assert "snap" not in dropin  # only the init stage's list
 
 
+def test_module_is_the_shipped_file_with_two_lines_set() -> None:
+    shipped = (TEMPLATE_DIR / "cc_eni_guest.py").read_text().splitlines()
+    rendered = render_module([BIN, "--flag"]).splitlines()
+    assert len(rendered) == len(shipped)
+    changed = [(a, b) for a, b in zip(shipped, rendered) if a != b]
+    assert changed == [
+        (
+            'ENI_GUEST_COMMAND = ["/usr/local/bin/eni-guest"]',
+            f'ENI_GUEST_COMMAND = ["{BIN}", "--flag"]',
+        )
+    ]
+    assert 'ENV_FILE = "/etc/eni-guest/cloud-init.env"' in rendered
+    assert render_module([DEFAULT_BINARY]) == "\n".join(shipped) + "\n"
+
+
+def test_module_lines_must_be_there_once_as_shipped() -> None:
+    source = (TEMPLATE_DIR / "cc_eni_guest.py").read_text()
+    values = {"ENI_GUEST_COMMAND": '["/bin/x"]', "ENV_FILE": '"/x.env"'}
+    out = set_module_lines(source, values)
+    assert 'ENI_GUEST_COMMAND = ["/bin/x"]\n' in out and 'ENV_FILE = "/x.env"\n' in out
+    edited = source.replace('ENV_FILE = "/etc/eni-guest/cloud-init.env"', 'ENV_FILE = "/etc/x"')
+    with pytest.raises(RuntimeError, match="ENV_FILE = .* is there 0 times"):
+        set_module_lines(edited, values)
+    twice = source + 'ENI_GUEST_COMMAND = ["/usr/local/bin/eni-guest"]\n'
+    with pytest.raises(RuntimeError, match="ENI_GUEST_COMMAND = .* is there 2 times"):
+        set_module_lines(twice, values)
+    indented = source.replace("ENI_GUEST_COMMAND = [", "    ENI_GUEST_COMMAND = [")
+    with pytest.raises(RuntimeError, match="0 times"):
+        set_module_lines(indented, values)
+
+
 def test_dropin_copies_the_list_in_force(tmp_path: Path) -> None:
     with_cloud_init(tmp_path)
     confd = tmp_path / "etc/cloud/cloud.cfg.d"
@@ -331,7 +366,10 @@ def test_cli_install_and_uninstall(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def reference_files() -> dict[str, str]:
     """The repository's udev/, systemd/ and cloud-init/ files: the templates rendered with
-    the command of a system-wide ``pip install`` (/usr/local/bin/eni-guest)."""
+    the command of a system-wide ``pip install`` (/usr/local/bin/eni-guest).
+
+    cloud-init/cc_eni_guest.py links to the shipped module itself, which is set up for that
+    command: rendering it must give it back unchanged."""
     context = unit_context([DEFAULT_BINARY])
     context["systemctl"] = "/usr/bin/systemctl"
     out = {"udev/90-eni-guest.rules": render_rule(context)}

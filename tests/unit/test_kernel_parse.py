@@ -1,4 +1,4 @@
-"""Pure helpers of the kernel layer: version check and netlink message parsing.
+"""Pure helpers of the kernel layer: version check, netlink message parsing and encoding.
 
 Messages are encoded with pyroute2's classes (the ones the kernel module itself uses), shaped
 the way the kernel sends them in dumps; no socket is opened.
@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from eni_guest import kernel
+from eni_guest import kernel, netlink_decode
 from eni_guest.config import Config
+from eni_guest.netlink import NL
 from eni_guest.plan import AddrChange, RuleChange
 from eni_guest.state import Addr, Link, Route, Rule
 
@@ -54,7 +55,7 @@ def encode(cls: Any, attrs: list, **header: Any) -> bytes:
 def rule_msg(attrs: list, family: int = socket.AF_INET, **header: Any) -> bytes:
     header.setdefault("table", 0)
     header.setdefault("action", 1)
-    return encode(kernel.NL.fibmsg, attrs, family=family, **header)
+    return encode(NL.fibmsg, attrs, family=family, **header)
 
 
 # ---------------------------------------------------------------- rules
@@ -71,7 +72,7 @@ def test_parse_our_per_ip_rule_in_a_table_above_255() -> None:
         src_len=32,
         table=RT_TABLE_COMPAT,
     )
-    assert kernel._parse_rule(data) == (
+    assert netlink_decode.parse_rule(data) == (
         Rule(4, 10002, 10001, ip_network("10.0.1.20/32")),
         229,
     )
@@ -87,7 +88,7 @@ def test_parse_shared_suppress_ifgroup_rule() -> None:
         ],
         table=254,
     )
-    assert kernel._parse_rule(data) == (Rule(4, 10000, 254, None, suppress_ifgroup=229), 229)
+    assert netlink_decode.parse_rule(data) == (Rule(4, 10000, 254, None, suppress_ifgroup=229), 229)
 
 
 def test_parse_ipv6_prefix_rule() -> None:
@@ -102,7 +103,7 @@ def test_parse_ipv6_prefix_rule() -> None:
         src_len=80,
         table=RT_TABLE_COMPAT,
     )
-    rule, proto = kernel._parse_rule(data)  # type: ignore[misc]
+    rule, proto = netlink_decode.parse_rule(data)  # type: ignore[misc]
     assert rule == Rule(6, 10003, 10002, ip_network("2600:1f18:1:2::/80"))
     assert proto == 229
 
@@ -110,7 +111,7 @@ def test_parse_ipv6_prefix_rule() -> None:
 def test_parse_kernel_rule_without_priority_or_protocol() -> None:
     # `0: from all lookup local`: the header's table, no FRA_PRIORITY, protocol absent
     data = rule_msg([], table=255)
-    assert kernel._parse_rule(data) == (Rule(4, 0, 255), 0)
+    assert netlink_decode.parse_rule(data) == (Rule(4, 0, 255), 0)
 
 
 @pytest.mark.parametrize(
@@ -134,7 +135,7 @@ def test_rules_with_selectors_we_never_write_are_not_ours(selector: tuple) -> No
         dst_len=24 if selector[0] == "FRA_DST" else 0,
         table=RT_TABLE_COMPAT,
     )
-    assert kernel._parse_rule(data) is None
+    assert netlink_decode.parse_rule(data) is None
 
 
 # ---------------------------------------------------------------- routes
@@ -142,7 +143,7 @@ def test_rules_with_selectors_we_never_write_are_not_ours(selector: tuple) -> No
 
 def test_parse_subnet_route_in_a_table_above_255() -> None:
     data = encode(
-        kernel.NL.rtmsg,
+        NL.rtmsg,
         [("RTA_TABLE", 10001), ("RTA_DST", "10.0.2.0"), ("RTA_OIF", 4)],
         family=socket.AF_INET,
         dst_len=24,
@@ -151,12 +152,12 @@ def test_parse_subnet_route_in_a_table_above_255() -> None:
         scope=253,
         type=1,
     )
-    assert kernel._parse_route(data) == (Route(4, 10001, ip_network("10.0.2.0/24"), 4), 229)
+    assert netlink_decode.parse_route(data) == (Route(4, 10001, ip_network("10.0.2.0/24"), 4), 229)
 
 
 def test_parse_default_routes_with_gateway() -> None:
     v4 = encode(
-        kernel.NL.rtmsg,
+        NL.rtmsg,
         [("RTA_TABLE", 10002), ("RTA_OIF", 5), ("RTA_GATEWAY", "10.0.2.1")],
         family=socket.AF_INET,
         dst_len=0,
@@ -164,12 +165,12 @@ def test_parse_default_routes_with_gateway() -> None:
         proto=229,
         type=1,
     )
-    assert kernel._parse_route(v4) == (
+    assert netlink_decode.parse_route(v4) == (
         Route(4, 10002, ip_network("0.0.0.0/0"), 5, ip_address("10.0.2.1")),
         229,
     )
     v6 = encode(
-        kernel.NL.rtmsg,
+        NL.rtmsg,
         [("RTA_TABLE", 10002), ("RTA_OIF", 5), ("RTA_GATEWAY", "2600:1f18:1:2::1")],
         family=socket.AF_INET6,
         dst_len=0,
@@ -177,7 +178,7 @@ def test_parse_default_routes_with_gateway() -> None:
         proto=229,
         type=1,
     )
-    assert kernel._parse_route(v6) == (
+    assert netlink_decode.parse_route(v6) == (
         Route(6, 10002, ip_network("::/0"), 5, ip_address("2600:1f18:1:2::1")),
         229,
     )
@@ -185,7 +186,7 @@ def test_parse_default_routes_with_gateway() -> None:
 
 def test_parse_main_table_route_of_another_protocol() -> None:
     data = encode(
-        kernel.NL.rtmsg,
+        NL.rtmsg,
         [("RTA_DST", "172.17.0.0"), ("RTA_OIF", 9)],
         family=socket.AF_INET,
         dst_len=16,
@@ -193,7 +194,7 @@ def test_parse_main_table_route_of_another_protocol() -> None:
         proto=2,
         type=1,
     )
-    assert kernel._parse_route(data) == (Route(4, 254, ip_network("172.17.0.0/16"), 9), 2)
+    assert netlink_decode.parse_route(data) == (Route(4, 254, ip_network("172.17.0.0/16"), 9), 2)
 
 
 # ---------------------------------------------------------------- addresses
@@ -201,46 +202,46 @@ def test_parse_main_table_route_of_another_protocol() -> None:
 
 def test_parse_our_ipv4_address() -> None:
     data = encode(
-        kernel.NL.ifaddrmsg,
+        NL.ifaddrmsg,
         [("IFA_ADDRESS", "10.0.1.20"), ("IFA_LOCAL", "10.0.1.20"), ("IFA_PROTO", 229)],
         family=socket.AF_INET,
         prefixlen=32,
         index=3,
     )
-    assert kernel._parse_addr(data) == Addr(3, ip_address("10.0.1.20"), 32, 229)
+    assert netlink_decode.parse_addr(data) == Addr(3, ip_address("10.0.1.20"), 32, 229)
 
 
 def test_parse_address_without_protocol() -> None:
     data = encode(
-        kernel.NL.ifaddrmsg,
+        NL.ifaddrmsg,
         [("IFA_ADDRESS", "10.0.1.10"), ("IFA_LOCAL", "10.0.1.10")],
         family=socket.AF_INET,
         prefixlen=24,
         index=2,
     )
-    assert kernel._parse_addr(data) == Addr(2, ip_address("10.0.1.10"), 24, None)
+    assert netlink_decode.parse_addr(data) == Addr(2, ip_address("10.0.1.10"), 24, None)
 
 
 def test_parse_point_to_point_address_uses_the_local_one() -> None:
     data = encode(
-        kernel.NL.ifaddrmsg,
+        NL.ifaddrmsg,
         [("IFA_ADDRESS", "10.8.0.1"), ("IFA_LOCAL", "10.8.0.2")],
         family=socket.AF_INET,
         prefixlen=32,
         index=9,
     )
-    assert kernel._parse_addr(data) == Addr(9, ip_address("10.8.0.2"), 32, None)
+    assert netlink_decode.parse_addr(data) == Addr(9, ip_address("10.8.0.2"), 32, None)
 
 
 def test_parse_ipv6_address() -> None:
     data = encode(
-        kernel.NL.ifaddrmsg,
+        NL.ifaddrmsg,
         [("IFA_ADDRESS", "2600:1f18:1:2::10"), ("IFA_PROTO", 229)],
         family=socket.AF_INET6,
         prefixlen=128,
         index=4,
     )
-    assert kernel._parse_addr(data) == Addr(4, ip_address("2600:1f18:1:2::10"), 128, 229)
+    assert netlink_decode.parse_addr(data) == Addr(4, ip_address("2600:1f18:1:2::10"), 128, 229)
 
 
 # ---------------------------------------------------------------- links
@@ -248,7 +249,7 @@ def test_parse_ipv6_address() -> None:
 
 def test_parse_physical_link() -> None:
     data = encode(
-        kernel.NL.ifinfmsg,
+        NL.ifinfmsg,
         [
             ("IFLA_IFNAME", "ens6"),
             ("IFLA_ADDRESS", "0E:00:00:00:00:02"),
@@ -258,12 +259,12 @@ def test_parse_physical_link() -> None:
         index=3,
         flags=1 | 0x40,  # IFF_UP | IFF_RUNNING
     )
-    assert kernel._parse_link(data) == Link(3, "ens6", "0e:00:00:00:00:02", 229, True, 9001)
+    assert netlink_decode.parse_link(data) == Link(3, "ens6", "0e:00:00:00:00:02", 229, True, 9001)
 
 
 def test_parse_link_down_with_kind_and_master() -> None:
     data = encode(
-        kernel.NL.ifinfmsg,
+        NL.ifinfmsg,
         [
             ("IFLA_IFNAME", "eth1.100"),
             ("IFLA_ADDRESS", "0e:00:00:00:00:02"),
@@ -275,7 +276,7 @@ def test_parse_link_down_with_kind_and_master() -> None:
         index=8,
         flags=0,
     )
-    assert kernel._parse_link(data) == Link(
+    assert netlink_decode.parse_link(data) == Link(
         8, "eth1.100", "0e:00:00:00:00:02", 0, False, 1500, kind="vlan", master=7
     )
 
@@ -306,13 +307,13 @@ def _without_seq(data: bytes) -> bytes:
     ],
 )
 def test_reused_encoding_is_byte_for_byte_what_pyroute2_encodes(first, second) -> None:
-    # Kernel._request copies pyroute2's bytes for a message of the same shape and patches in
+    # Encoder.request copies pyroute2's bytes for a message of the same shape and patches in
     # the IP and sequence number; the result must be exactly pyroute2's own encoding.
     k = kernel.Kernel(Config())
     try:
-        k._request(first)  # primes the template
-        reused = k._request(second)
-        fresh = k._encode(second)
+        k.encoder.request(first)  # primes the template
+        reused = k.encoder.request(second)
+        fresh = k.encoder.encode(second)
     finally:
         k.close()
     assert _without_seq(reused) == _without_seq(fresh)

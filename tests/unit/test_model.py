@@ -12,7 +12,7 @@ import pytest
 
 from eni_guest.config import Config, load
 from eni_guest.errors import EXIT_METADATA, MetadataInvalid
-from eni_guest.model import Instance, RawEni, RawInstance, apply_overlay, build_instance
+from eni_guest.model import Instance, RawEni, RawInstance, build_instance
 
 META = "/latest/meta-data/"
 MACS = META + "network/interfaces/macs/"
@@ -347,9 +347,7 @@ def overlay_config(tmp_path: Path, text: str) -> tuple[Config, str]:
 
 
 def with_overlay(config: Config, *enis: RawEni, primary_mac: str = MAC1) -> Instance:
-    return build_instance(
-        apply_overlay(RawInstance("aws", primary_mac, META + "mac", list(enis)), config)
-    )
+    return build_instance(RawInstance("aws", primary_mac, META + "mac", list(enis)), config)
 
 
 def overlay_invalid(config: Config, *enis: RawEni) -> str:
@@ -366,7 +364,9 @@ def third(ipv4s: list[str] | None = None, **kw: Any) -> RawEni:
 
 def test_without_overlay_settings_the_raw_data_is_passed_through() -> None:
     raw = RawInstance("aws", MAC1, META + "mac", [primary()])
-    assert apply_overlay(raw, Config()) is raw
+    before = copy.deepcopy(raw)
+    build_instance(raw, Config())
+    assert raw == before
 
 
 def test_overlay_does_not_change_what_the_provider_returned(tmp_path: Path) -> None:
@@ -376,8 +376,8 @@ def test_overlay_does_not_change_what_the_provider_returned(tmp_path: Path) -> N
         '[[eni]]\nmatch = "eni-0e0000000003"\nadd_ipv4s = ["10.0.2.40"]\n',
     )
     raw = RawInstance("aws", MAC1, META + "mac", [primary(), third()])
-    apply_overlay(raw, config)
-    assert raw.enis[1].ipv4s == ["10.0.2.30", "10.0.2.31"] and not raw.enis[1].origins
+    build_instance(raw, config)
+    assert raw.enis[1].ipv4s == ["10.0.2.30", "10.0.2.31"] and not hasattr(raw.enis[1], "origins")
 
 
 def test_added_ips_follow_the_listed_ones_by_id_or_by_mac(tmp_path: Path) -> None:

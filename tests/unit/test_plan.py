@@ -17,7 +17,6 @@ from eni_guest.model import (
     RawEni,
     RawInstance,
     Unsettled,
-    apply_overlay,
     build_instance,
 )
 from eni_guest.plan import (
@@ -483,8 +482,8 @@ def test_link_enslaved_to_a_bond_is_left_alone_with_a_note() -> None:
 
 
 def test_link_enslaved_after_configuration_keeps_what_metadata_still_lists() -> None:
-    # ROUTING.md property 9: removal only when metadata no longer lists the IP or ENI; and
-    # the note promises the link is "left alone".
+    # Property 9 of docs/routing.md: removal only when metadata no longer lists the IP or ENI;
+    # and the note promises the link is "left alone".
     state = converged(vm(P, B, C), Config(), BOOT_STATE)
     bond = Link(7, "bond0", MAC2, 0, True, 1500, kind="bond")
     state = replace(
@@ -498,7 +497,7 @@ def test_link_enslaved_after_configuration_keeps_what_metadata_still_lists() -> 
 
 def test_eni_mac_on_two_links_keeps_what_metadata_still_lists() -> None:
     # Which link is the ENI cannot be told; like an absent link, nothing of it may be removed
-    # while metadata still lists it (ROUTING.md property 9).
+    # while metadata still lists it (property 9 of docs/routing.md).
     state = converged(vm(P, B, C), Config(), BOOT_STATE)
     twin = Link(6, "macsec0", MAC3, 0, True, 1468, kind="macsec")
     state = replace(state, links=(*state.links, twin))
@@ -785,7 +784,7 @@ def overlaid(tmp_path: Path, toml: str, *raws: RawEni) -> tuple[Instance, Config
     path.write_text(toml)
     config = load(path, environ={})
     raw = RawInstance("aws", MAC1, "/latest/meta-data/mac", list(raws))
-    return build_instance(apply_overlay(raw, config)), config
+    return build_instance(raw, config), config
 
 
 def raw_c(**kw: Any) -> RawEni:

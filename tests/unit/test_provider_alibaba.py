@@ -7,7 +7,11 @@ Documents follow Alibaba's metadata reference: `private-ipv4s` as a one-line JSO
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from ipaddress import ip_address, ip_network
+from pathlib import Path
 from typing import Any, Optional
 
 import pytest
@@ -17,6 +21,7 @@ from eni_guest.agent import read_instance
 from eni_guest.config import Config
 from eni_guest.errors import MetadataDisabled, MetadataInvalid, MetadataUnavailable
 from eni_guest.model import home_slot
+from eni_guest.providers import get_provider
 
 META = "/latest/meta-data/"
 MACS = META + "network/interfaces/macs/"
@@ -278,3 +283,49 @@ def test_nothing_listening_is_unavailable():
     ).validate()
     with pytest.raises(MetadataUnavailable):
         read_instance(cfg)
+
+
+# ---------------------------------------------------------------- "aliyun": another name for it
+
+
+def show_with(server: CloudServer, tmp_path: Path, how: str, *extra: str) -> str:
+    """`eni-guest show` naming the provider aliyun on the command line, in the settings file or
+    in the environment; every other setting the same."""
+    settings = tmp_path / "eni-guest.toml"
+    settings.write_text('provider = "aliyun"\n' if how == "file" else "")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENI_GUEST_")}
+    env["ENI_GUEST_STATIC_FILE"] = str(tmp_path / "absent.toml")
+    if how == "env":
+        env["ENI_GUEST_PROVIDER"] = "aliyun"
+    args = ["show", "--config", str(settings), "--metadata-url", server.url, *extra]
+    if how == "cli":
+        args += ["--provider", "aliyun"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "eni_guest", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.parametrize("how", ["cli", "file", "env"])
+def test_aliyun_is_alibaba_and_shown_as_alibaba(cloud, tmp_path, how):
+    server = cloud()
+    out = json.loads(show_with(server, tmp_path, how, "--json"))
+    assert out["provider"] == "alibaba" and out["provider_chosen_by"] == "configuration"
+    assert {e["mac"] for e in out["enis"]} == {MAC_P, MAC_S}
+    text = show_with(server, tmp_path, how)
+    assert "provider: alibaba (set in the configuration)" in text
+    assert "aliyun" not in text
+
+
+def test_aliyun_gets_the_alibaba_provider(cloud):
+    provider = get_provider(config(cloud(), provider="aliyun"))
+    try:
+        assert provider.name == "alibaba"
+        assert provider.read().provider == "alibaba"
+    finally:
+        provider.close()

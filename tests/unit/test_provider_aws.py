@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -29,7 +30,7 @@ from eni_guest.errors import (
     MetadataUnavailable,
 )
 from eni_guest.model import Instance, RawInstance, build_instance
-from eni_guest.providers import aws
+from eni_guest.providers import registry
 from eni_guest.providers.aws import AwsProvider
 from eni_guest_lab.sim.server import MetadataSimulator
 from eni_guest_lab.sim.tree import MACS_DIR
@@ -421,7 +422,8 @@ def test_falls_back_to_the_second_endpoint(
     imds: Imds, unused_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = imds.start(scenario())
-    monkeypatch.setattr(aws, "ENDPOINTS", (f"http://127.0.0.1:{unused_port}", url))
+    two = replace(registry.cloud("aws"), endpoints=(f"http://127.0.0.1:{unused_port}", url))
+    monkeypatch.setitem(registry.BY_NAME, "aws", two)
     cfg = Config(metadata_timeout=0.5, metadata_deadline=DEADLINE, metadata_retries=2)
     start = time.monotonic()
     raw, sent = read(cfg)

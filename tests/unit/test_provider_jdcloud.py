@@ -16,11 +16,12 @@ from typing import Any, Optional
 import pytest
 from cloud_http import CloudServer, Routes
 
-from eni_guest.agent import read_instance
+from eni_guest.agent import read_from, read_instance
 from eni_guest.config import Config, load
 from eni_guest.errors import MetadataInvalid, MetadataUnavailable
-from eni_guest.model import Instance, apply_overlay, build_instance
+from eni_guest.model import Instance
 from eni_guest.providers.jdcloud import JdcloudProvider
+from eni_guest.state import Link
 
 META = "/metadata/latest/"
 MAC_1 = "fa:16:3e:8f:00:09"  # primary (network/1/); sorts after MAC_2
@@ -107,10 +108,15 @@ def overlay(tmp_path: Path) -> Path:
     return path
 
 
+# The VM's NICs: the DHCP probe runs on the NIC the run's scope found for each ENI.
+LINKS = (Link(2, "eth0", MAC_1, 0, True, 1500), Link(3, "eth1", MAC_2, 0, False, 1500))
+
+
 def read_with_probe(cfg: Config, probe: Any) -> Instance:
-    provider = JdcloudProvider(cfg, dhcp_probe=probe)
+    """The metadata phase of a run (agent.read_from), with a probe taking the NIC's MAC."""
+    provider = JdcloudProvider(cfg, dhcp_probe=(lambda link: probe(link.mac)) if probe else None)
     try:
-        return build_instance(provider.read())
+        return read_from(provider, cfg, lambda: LINKS)
     finally:
         provider.close()
 
@@ -178,11 +184,7 @@ def test_config_overlay_spares_dhcp_and_excluded_enis_are_not_probed(server, tmp
     )
     overlay_cfg = load(given, environ={})
     cfg = replace(base, exclude_enis=overlay_cfg.exclude_enis, eni=overlay_cfg.eni)
-    provider = JdcloudProvider(cfg, dhcp_probe=probe)
-    try:
-        instance = build_instance(apply_overlay(provider.read(), cfg))
-    finally:
-        provider.close()
+    instance = read_with_probe(cfg, probe)
     assert asked == []
     (primary,) = instance.enis
     assert primary.ipv4_subnets == (ip_network("10.0.128.0/20"),)
@@ -193,14 +195,15 @@ def test_config_overlay_spares_dhcp_and_excluded_enis_are_not_probed(server, tmp
 
 
 def test_an_eni_whose_nic_name_is_excluded_is_marked_excluded_not_probed(server, tmp_path):
-    from eni_guest.dhcp import InterfaceExcluded
+    asked: list[str] = []
 
     def probe(mac: str) -> tuple[str, str]:
-        if mac == MAC_2:  # what dhcp.probe says before any DHCP exchange on such a NIC
-            raise InterfaceExcluded("interface eth1 matches exclude_interfaces 'eth1'")
+        asked.append(mac)
         return "10.0.128.0/20", "10.0.128.1"
 
-    instance = read_with_probe(config(server, tmp_path / "none.toml"), probe)
+    cfg = replace(config(server, tmp_path / "none.toml"), exclude_interfaces=("eth1",))
+    instance = read_with_probe(cfg, probe)
+    assert asked == [MAC_1]  # no DHCP exchange on the excluded NIC
     assert [e.mac for e in instance.enis] == [MAC_1] and instance.complete
     assert [(x.mac, x.reason, x.slot) for x in instance.excluded] == [
         (MAC_2, "interface eth1 matches exclude_interfaces 'eth1'", 1)

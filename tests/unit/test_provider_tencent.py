@@ -17,7 +17,8 @@ from eni_guest.agent import read_instance
 from eni_guest.config import Config
 from eni_guest.errors import MetadataInvalid, MetadataUnavailable
 from eni_guest.model import home_slot
-from eni_guest.providers.tencent import ENDPOINT, TencentProvider
+from eni_guest.providers import registry
+from eni_guest.providers.tencent import TencentProvider
 
 META = "/latest/meta-data/"
 MACS = META + "network/interfaces/macs/"
@@ -86,7 +87,7 @@ def cloud():
 
 
 def test_default_endpoint_is_the_address_not_a_name():
-    assert ENDPOINT == "http://169.254.0.23"
+    assert registry.cloud("tencent").endpoints == ("http://169.254.0.23",)
     provider = TencentProvider(Config(provider="tencent").validate())
     try:
         assert provider.service.root == "http://169.254.0.23"

@@ -1,6 +1,6 @@
 """The simulator's clouds: one scenario, served in every provider's format.
 
-Each format is checked against the vendor's documented shape (shared/METADATA.md), including
+Each format is checked against the vendor's documented shape (docs/metadata.md), including
 its token rules, and then read back through the agent's own provider class and
 `build_instance`: what the simulator serves is what the providers parse, so the end-to-end
 tests of each cloud rest on both sides agreeing.  Everything listens on 127.0.0.1 port 0.
@@ -21,11 +21,13 @@ from typing import Any
 import pytest
 import requests
 
-from eni_guest.config import Config
+from eni_guest.config import Config, normalize_mac
 from eni_guest.model import Instance, build_instance
 from eni_guest.providers import _make, detect
 from eni_guest.providers.jdcloud import JdcloudProvider
 from eni_guest.providers.static import load_static
+from eni_guest.scope import decide
+from eni_guest.state import Link
 from eni_guest_lab.sim.render import render, render_static
 from eni_guest_lab.sim.scenario import METADATA_ADDRESSES, parse_scenario
 from eni_guest_lab.sim.server import MetadataSimulator, default_listen
@@ -416,12 +418,21 @@ def read(provider: str, url: str, tmp: Path) -> Instance:
         static.write_text(render_static(parse_scenario(scenario("static"))))
     cfg = config(provider, url, static)
     p = (
-        JdcloudProvider(cfg, dhcp_probe=fake_dhcp)
+        JdcloudProvider(cfg, dhcp_probe=lambda link: fake_dhcp(link.mac))
         if provider == "jdcloud"
         else _make(provider, cfg)
     )
     try:
-        return build_instance(p.read())
+        raw = p.read()
+        # every listed ENI's NIC is in the VM (JD Cloud asks DHCP on it)
+        links = [
+            Link(i + 2, f"eth{i}", normalize_mac(r.mac), 0, True, 1500)
+            for i, r in enumerate(raw.enis)
+        ]
+        scope = decide(raw, cfg, links)
+        if provider == "jdcloud":
+            raw = p.complete(raw, scope)
+        return build_instance(raw, cfg, scope)
     finally:
         p.close()
 

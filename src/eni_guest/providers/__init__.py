@@ -1,13 +1,19 @@
-"""Metadata providers: one module per cloud, each turning its service's answers into RawInstance."""
+"""Metadata providers: one module per cloud, each turning its service's answers into RawInstance.
+
+Which clouds exist, and how each is built, detected and named, is providers/registry.py.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Optional, Protocol
+from typing import TYPE_CHECKING, Optional, Protocol
 
-from ..config import Config
-from ..errors import ConfigError
-from ..model import RawInstance
+from .registry import AUTO, cloud
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..model import RawInstance
+    from ..scope import Scope
 
 log = logging.getLogger("eni_guest")
 
@@ -17,20 +23,20 @@ class Provider(Protocol):
 
     def read(self) -> RawInstance: ...
 
+    def complete(self, raw: RawInstance, scope: Scope) -> RawInstance: ...
+
     def close(self) -> None: ...
 
     @property
     def requests_sent(self) -> int: ...
 
 
-PROVIDERS = ("aws", "alibaba", "tencent", "jdcloud", "openstack", "static", "auto")
-
-
 def get_provider(config: Config) -> Provider:
-    """The provider config names; "auto" detects the cloud (providers/detect.py) and keeps
-    why on the provider (read it with `chosen_because`), so `eni-guest show` can say it."""
+    """The provider config names (or an alias of it); "auto" detects the cloud
+    (providers/detect.py) and keeps why on the provider (read it with `chosen_because`), so
+    `eni-guest show` can say it.  An unknown name is a ConfigError listing the known ones."""
     name, reason = config.provider, None
-    if name == "auto":
+    if name == AUTO:
         from .detect import detect
 
         name, reason = detect(config)
@@ -46,31 +52,5 @@ def chosen_because(provider: Provider) -> Optional[str]:
 
 
 def _make(name: str, config: Config) -> Provider:
-    # Lazy imports: a run loads only the cloud it talks to.
-    if name == "aws":
-        from .aws import AwsProvider
-
-        return AwsProvider(config)
-    if name == "alibaba":
-        from .alibaba import AlibabaProvider
-
-        return AlibabaProvider(config)
-    if name == "tencent":
-        from .tencent import TencentProvider
-
-        return TencentProvider(config)
-    if name == "jdcloud":
-        from ..dhcp import make_probe
-        from .jdcloud import JdcloudProvider
-
-        # JD publishes no subnet or gateway: the VPC's DHCP service on each NIC tells them.
-        return JdcloudProvider(config, dhcp_probe=make_probe(config))
-    if name == "openstack":
-        from .openstack import OpenstackProvider
-
-        return OpenstackProvider(config)
-    if name == "static":
-        from .static import StaticProvider
-
-        return StaticProvider(config)
-    raise ConfigError(f"provider {name!r} is not known (known: {', '.join(PROVIDERS)})")
+    """The provider of the cloud `name` (or an alias) names; ConfigError if none does."""
+    return cloud(name).make(config)

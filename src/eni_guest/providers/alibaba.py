@@ -1,4 +1,4 @@
-"""Alibaba Cloud ECS instance metadata: HTTP -> RawInstance.  Formats: shared/METADATA.md.
+"""Alibaba Cloud ECS instance metadata: HTTP -> RawInstance.  Formats: docs/metadata.md.
 
 Security-hardening mode works like IMDSv2: `PUT /latest/api/token` returns a token that every
 GET carries.  An instance may enforce it (plain GETs are refused), so a token is always asked
@@ -12,85 +12,23 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..config import Config
-from ..model import RawEni, RawInstance
-from .common import (
-    MetadataService,
-    TokenRules,
-    invalid,
-    listing,
-    missing,
-    parse_list,
-    prefix_length,
-    subnet_of,
-    unquote,
-)
-from .http import NotFound
-
-ENDPOINT = "http://100.100.100.200"
-# 404/405 to the token call: an older service without hardened mode, read with plain GETs
-TOKENS = TokenRules(
-    "/latest/api/token",
-    "X-aliyun-ecs-metadata-token-ttl-seconds",
-    "X-aliyun-ecs-metadata-token",
-    optional=True,
-)
-META = "/latest/meta-data/"
-MACS = "network/interfaces/macs/"
+from ..model import RawEni
+from .base import MacTreeProvider
+from .common import invalid, missing, parse_list, prefix_length, subnet_of, unquote
 
 
-class AlibabaProvider:
+class AlibabaProvider(MacTreeProvider):
     name = "alibaba"
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.service = MetadataService(config, [config.metadata_url or ENDPOINT], META, TOKENS)
-
-    @property
-    def requests_sent(self) -> int:
-        return self.service.requests_sent
-
-    def close(self) -> None:
-        self.service.close()
-
-    def get(self, path: str) -> str:
-        """GET a path under /latest/meta-data/ (hardened-mode token if the service has it)."""
-        return self.service.get(path)
-
-    def _optional(self, path: str) -> Optional[str]:
-        try:
-            return self.get(path)
-        except NotFound:
-            return None
-
-    # ------------------------------------------------------------ reading
-
-    def read(self) -> RawInstance:
-        """Read every ENI; any failure other than a 404 on an optional key aborts the read."""
-        primary = unquote(self.get("mac"))
-        macs = listing(self.get(MACS), META + MACS)
-        return RawInstance(
-            provider=self.name,
-            primary_mac=primary,
-            primary_mac_key=META + "mac",
-            enis=[self._read_eni(mac) for mac in macs],
-        )
-
-    def _read_eni(self, mac: str) -> RawEni:
-        prefix = f"{MACS}{mac}/"
-        source = META + prefix
-        raw = RawEni(source=source, mac=mac, has_device_numbers=False)
-        try:
-            keys = set(listing(self.get(prefix), source))
-        except NotFound:
-            return raw  # listed a moment ago, gone now: detaching; nothing to configure
+    def read_keys(self, raw: RawEni, directory: str, keys: set[str]) -> None:
+        source = raw.source
 
         def value(key: str) -> Optional[str]:
-            text = self._optional(prefix + key) if key in keys else None
+            text = self.optional(directory + key) if key in keys else None
             return None if text is None or not unquote(text) else unquote(text)
 
         def values(key: str) -> list[str]:
-            text = self._optional(prefix + key) if key in keys else None
+            text = self.optional(directory + key) if key in keys else None
             return parse_list(text, source + key) if text is not None else []
 
         raw.eni_id = value("network-interface-id")
@@ -144,4 +82,3 @@ class AlibabaProvider:
             )
         raw.ipv4_prefixes = values("ipv4-prefixes")
         raw.ipv6_prefixes = values("ipv6-prefixes")
-        return raw

@@ -1,4 +1,4 @@
-"""AWS EC2 instance metadata (IMDSv2): HTTP -> RawInstance.  Formats: shared/METADATA.md.
+"""AWS EC2 instance metadata (IMDSv2): HTTP -> RawInstance.  Formats: docs/metadata.md.
 
 Requests per run are kept to what is needed (the service is rate limited per ENI): a token,
 the primary MAC, the MAC listing, then per ENI its key listing and only the keys it lists.
@@ -6,17 +6,11 @@ the primary MAC, the MAC listing, then per ENI its key listing and only the keys
 
 from __future__ import annotations
 
-from typing import Optional
-
-from ..config import Config
 from ..model import RawEni, RawInstance
-from .common import MetadataService, TokenRules
+from .base import MetadataProvider
 from .http import NotFound
 
-ENDPOINTS = ("http://169.254.169.254", "http://[fd00:ec2::254]")
-TOKENS = TokenRules(
-    "/latest/api/token", "X-aws-ec2-metadata-token-ttl-seconds", "X-aws-ec2-metadata-token"
-)
+# Endpoints (IPv4, then IPv6) and IMDSv2 token rules: the "aws" entry of providers/registry.py.
 META = "/latest/meta-data/"
 MACS = "network/interfaces/macs/"
 
@@ -46,26 +40,9 @@ def listing(text: str) -> list[str]:
     return [s.rstrip("/") for s in lines(text)]
 
 
-class AwsProvider:
+class AwsProvider(MetadataProvider):
     name = "aws"
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        roots = (config.metadata_url,) if config.metadata_url else ENDPOINTS
-        self.service = MetadataService(config, roots, META, TOKENS)
-
-    @property
-    def requests_sent(self) -> int:
-        return self.service.requests_sent
-
-    def close(self) -> None:
-        self.service.close()
-
-    def get(self, path: str) -> str:
-        """GET a path under /latest/meta-data/ (IMDSv2 token); NotFound on 404."""
-        return self.service.get(path)
-
-    # ------------------------------------------------------------ reading
+    prefix = META
 
     def read(self) -> RawInstance:
         """Read every ENI; any failure other than a 404 on an optional key aborts the read."""
@@ -85,7 +62,7 @@ class AwsProvider:
         for name, candidates in SCALARS.items():
             for key in candidates:
                 if key in keys:
-                    value = self._optional(prefix + key)
+                    value = self.optional(prefix + key)
                     if value is not None:
                         setattr(raw, name, value.strip())
                         raw.keys[name] = key
@@ -93,19 +70,13 @@ class AwsProvider:
         for name, key in LISTS.items():
             raw.keys[name] = key
             if key in keys:
-                value = self._optional(prefix + key)
+                value = self.optional(prefix + key)
                 if value is not None:
                     setattr(raw, name, lines(value))
         if ASSOCIATIONS in keys:
             raw.keys["elastic_ips"] = ASSOCIATIONS + "/"
-            for public in listing(self._optional(prefix + ASSOCIATIONS + "/") or ""):
-                private = self._optional(f"{prefix}{ASSOCIATIONS}/{public}")
+            for public in listing(self.optional(prefix + ASSOCIATIONS + "/") or ""):
+                private = self.optional(f"{prefix}{ASSOCIATIONS}/{public}")
                 if private is not None:
                     raw.elastic_ips[public] = private.strip()
         return raw
-
-    def _optional(self, path: str) -> Optional[str]:
-        try:
-            return self.get(path)
-        except NotFound:
-            return None

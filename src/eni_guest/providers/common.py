@@ -13,11 +13,13 @@ import ipaddress
 import json
 import re
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-from ..config import Config
 from ..errors import MetadataDisabled, MetadataInvalid, MetadataUnavailable
 from .http import HttpClient, NotFound
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 
 def invalid(key: str, value: object, why: str) -> MetadataInvalid:

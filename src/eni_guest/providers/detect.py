@@ -10,47 +10,32 @@ always wins, and probes honour `metadata_url` so the simulator can be detected t
 Several services answer at 169.254.169.254 (AWS, OpenStack, JD Cloud, and OpenStack also
 serves an EC2-compatible tree), so a probe asks for something only that cloud has, and when
 several answer the most specific wins: OpenStack's network_data.json, JD Cloud's
-/metadata/latest/, an AWS token, an Alibaba token, Tencent's tree.
+/metadata/latest/, an AWS token, an Alibaba token, Tencent's tree.  The DMI rules, the
+probes, their addresses and that order are the clouds' entries in providers/registry.py.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 from pathlib import Path
-from typing import Callable, Mapping, Optional
+from typing import Mapping, Optional
 
 from ..config import Config
 from ..errors import MetadataUnavailable
 from .http import HttpClient
+from .registry import CLOUDS, DMI_FIELDS, Probe, names, probed
 
 DMI_DIR = Path("/sys/class/dmi/id")
-DMI_FIELDS = ("sys_vendor", "product_name", "board_vendor", "chassis_asset_tag")
 
-# (DMI field, case-insensitive substring, provider), first match wins.  The order puts clouds
-# that may run an OpenStack-derived stack (and so also say "OpenStack") before OpenStack.
-DMI_RULES: tuple[tuple[str, str, str], ...] = (
-    ("sys_vendor", "amazon ec2", "aws"),
-    ("chassis_asset_tag", "amazon ec2", "aws"),
-    ("board_vendor", "amazon ec2", "aws"),
-    ("sys_vendor", "alibaba cloud", "alibaba"),
-    ("product_name", "alibaba cloud ecs", "alibaba"),
-    ("sys_vendor", "tencent cloud", "tencent"),
-    # JD Cloud's DMI strings are not documented publicly: match the names it is known by.
-    *((f, s, "jdcloud") for f in DMI_FIELDS for s in ("jdcloud", "jd cloud", "jingdong")),
-    ("product_name", "openstack nova", "openstack"),
-    ("product_name", "openstack compute", "openstack"),
-    ("chassis_asset_tag", "openstack nova", "openstack"),
-    ("chassis_asset_tag", "openstack compute", "openstack"),
+# Everything below comes from the registry's entries (providers/registry.py).
+# (DMI field, case-insensitive substring, provider), first match wins: the registry's order.
+DMI_RULES: tuple[tuple[str, str, str], ...] = tuple(
+    (field, needle, c.name) for c in CLOUDS for field, needle in c.dmi
 )
-
-DEFAULT_ENDPOINTS = {
-    "openstack": "http://169.254.169.254",
-    "jdcloud": "http://169.254.169.254",
-    "aws": "http://169.254.169.254",
-    "alibaba": "http://100.100.100.200",
-    "tencent": "http://169.254.0.23",
-}
-PRIORITY = ("openstack", "jdcloud", "aws", "alibaba", "tencent")  # when several answer
+# The probes, in the order their answers are preferred when several answer.
+PROBES: dict[str, Probe] = {c.name: c.probe for c in probed() if c.probe is not None}
+PRIORITY = tuple(PROBES)
+DEFAULT_ENDPOINTS = {c.name: c.endpoints[0] for c in probed()}  # each probe's own address
 PROBE_TIMEOUT = 0.5  # seconds per HTTP request of a probe
 TOTAL_TIMEOUT = 3.0  # seconds for all probes together (they run in parallel)
 
@@ -74,62 +59,7 @@ def match_dmi(values: Mapping[str, str]) -> Optional[tuple[str, str]]:
     return None
 
 
-# ---------------------------------------------------------------- probes
-
-Probe = Callable[[HttpClient, str], "tuple[bool, str]"]
-
-
-def _answer(
-    http: HttpClient, method: str, url: str, headers: Optional[dict[str, str]] = None
-) -> tuple[int, str]:
-    r = http.request(method, url, headers=headers)
-    return r.status, r.text
-
-
-def _probe_openstack(http: HttpClient, base: str) -> tuple[bool, str]:
-    url = base + "/openstack/latest/network_data.json"
-    status, body = _answer(http, "GET", url)
-    ok = status == 200 and body.lstrip().startswith("{")
-    return ok, f"GET {url} answered {status}"
-
-
-def _probe_jdcloud(http: HttpClient, base: str) -> tuple[bool, str]:
-    url = base + "/metadata/latest/"
-    status, body = _answer(http, "GET", url)
-    return status == 200 and "network" in body, f"GET {url} answered {status}"
-
-
-def _probe_aws(http: HttpClient, base: str) -> tuple[bool, str]:
-    url = base + "/latest/api/token"
-    status, body = _answer(http, "PUT", url, {"X-aws-ec2-metadata-token-ttl-seconds": "60"})
-    return status == 200 and bool(body.strip()), f"PUT {url} answered {status}"
-
-
-def _probe_alibaba(http: HttpClient, base: str) -> tuple[bool, str]:
-    url = base + "/latest/api/token"
-    status, body = _answer(http, "PUT", url, {"X-aliyun-ecs-metadata-token-ttl-seconds": "60"})
-    if status == 200 and body.strip():
-        return True, f"PUT {url} answered {status}"
-    if status in (404, 405):  # no hardened mode on this service: the plain tree then
-        tree = base + "/latest/meta-data/"
-        status2, _ = _answer(http, "GET", tree)
-        return status2 == 200, f"PUT {url} answered {status}, GET {tree} answered {status2}"
-    return False, f"PUT {url} answered {status}"
-
-
-def _probe_tencent(http: HttpClient, base: str) -> tuple[bool, str]:
-    url = base + "/latest/meta-data/"
-    status, _ = _answer(http, "GET", url)
-    return status == 200, f"GET {url} answered {status}"
-
-
-PROBES: dict[str, Probe] = {
-    "openstack": _probe_openstack,
-    "jdcloud": _probe_jdcloud,
-    "aws": _probe_aws,
-    "alibaba": _probe_alibaba,
-    "tencent": _probe_tencent,
-}
+# ---------------------------------------------------------------- probes (all at once)
 
 
 def _run_probe(name: str, base: str) -> tuple[bool, str]:
@@ -196,5 +126,5 @@ def detect(
     tried = "; ".join(f"{name}: {results[name][1]}" for name in PRIORITY)
     raise MetadataUnavailable(
         f"no cloud recognised: DMI {seen}; probes: {tried}; no {static}. "
-        "Choose one with --provider (aws, alibaba, tencent, jdcloud, openstack, static)"
+        f"Choose one with --provider ({', '.join(names())})"
     )

@@ -1,4 +1,4 @@
-"""JD Cloud instance metadata: HTTP -> RawInstance.  Formats: shared/METADATA.md.
+"""JD Cloud instance metadata: HTTP -> RawInstance.  Formats: docs/metadata.md.
 
 JD Cloud publishes, per ENI (`network/<n>/`, n from 1, the primary being 1), only its MAC,
 its primary private IP, its id and its Elastic IP: directory listings are JSON arrays and
@@ -7,17 +7,16 @@ secondary IP.  So each ENI's subnet and gateway come from, in this order:
 
 1. the static ENI file (config.static_file, see providers/static.py), matched by MAC or ENI
    id, which is also the only source of secondary IPs;
-2. a DHCP probe on that interface (`dhcp_probe`, injected: mac -> (subnet CIDR, gateway);
+2. a DHCP probe on that interface (`dhcp_probe`, injected: NIC -> (subnet CIDR, gateway);
    get_provider passes eni_guest.dhcp's), asked only for ENIs that still lack one of them.
-   An ENI whose NIC is not in the VM yet (dhcp.InterfaceMissing) is left unsettled.
 
-Without either, the read fails with a message saying what to add: a guessed prefix or
-gateway would end up as routes in the kernel.
-
-The configuration's overlay (config.eni, exclude_enis, exclude_interfaces; model.apply_overlay
-merges it after this read) is consulted here only to spare DHCP: an ENI it excludes, or whose
-[[eni]] table gives both ipv4_subnet and ipv4_gateway, is not probed, and an ENI whose NIC's
-name is excluded is marked excluded instead of probed.
+So the read is in two steps.  `read()` is HTTP only, and marks every ENI `subnet_from_dhcp`.
+The run's scope (scope.py) then decides, from the kernel's links and the configuration,
+which ENIs are managed: an excluded one (exclude_enis, or its NIC's name) is never probed,
+one whose NIC is not in the VM yet is unsettled, and one whose [[eni]] table gives both
+ipv4_subnet and ipv4_gateway needs no probe.  `complete()` probes the rest on their NIC.
+Without a probe and without the static file, the read fails with a message saying what to
+add: a guessed prefix or gateway would end up as routes in the kernel.
 
 `network/<n>` is JD's index of the ENI on the instance, so the device number is n - 1 and
 the table slot follows it as on AWS.  JD documents it as a "relative index"; should JD
@@ -27,39 +26,40 @@ MAC-derived slots of model.assign_table_slots would then be the safer choice).
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from ..config import Config
 from ..errors import MetadataInvalid, MetadataUnavailable
 from ..model import RawEni, RawInstance, normalize_mac
-from .common import MetadataService, invalid, listing, unquote
+from ..scope import MANAGED
+from ..state import Link
+from .base import MetadataProvider
+from .common import invalid, listing, unquote
 from .http import NotFound
 from .static import StaticEni, StaticFile, load_static
 
-ENDPOINT = "http://169.254.169.254"
+if TYPE_CHECKING:
+    from ..scope import Scope
+
 META = "/metadata/latest/"
 
-# The DHCP probe: MAC of an ENI -> (its subnet in CIDR form, its gateway), as the VPC's DHCP
+# The DHCP probe: an ENI's NIC -> (its subnet in CIDR form, its gateway), as the VPC's DHCP
 # service on that interface answers.  It must leave no client running and no lease behind,
 # and raise MetadataUnavailable when no answer comes.
-DhcpProbe = Callable[[str], "tuple[str, str]"]
+DhcpProbe = Callable[[Link], "tuple[str, str]"]
 
 
-class JdcloudProvider:
+class JdcloudProvider(MetadataProvider):
     name = "jdcloud"
+    prefix = META
 
     def __init__(self, config: Config, dhcp_probe: Optional[DhcpProbe] = None) -> None:
-        self.config = config
+        super().__init__(config)
         self.dhcp_probe = dhcp_probe
-        self.service = MetadataService(config, [config.metadata_url or ENDPOINT], META)
-
-    @property
-    def requests_sent(self) -> int:
-        return self.service.requests_sent
-
-    def close(self) -> None:
-        self.service.close()
+        self._static: Optional[StaticFile] = None
 
     def _overlay(self) -> Optional[StaticFile]:
         """The static ENI file if there is one: it is optional on JD Cloud, but never ignored."""
@@ -79,6 +79,7 @@ class JdcloudProvider:
                 f"metadata {META}network/ = {entries!r}: no 1/ (the primary ENI) listed"
             )
         enis = [self._read_eni(n, overlay) for n in numbers]
+        self._static = overlay
         return RawInstance(
             provider=self.name,
             primary_mac=enis[0].mac,
@@ -103,6 +104,7 @@ class JdcloudProvider:
             source=source,
             mac=unquote(mac_text),
             device_number=str(number - 1),
+            subnet_from_dhcp=True,
             keys={
                 "eni_id": "network-interface-id",
                 "device_number": "",  # the directory number itself
@@ -125,19 +127,25 @@ class JdcloudProvider:
         mac = normalize_mac(raw.mac)
         if mac is None:
             raise invalid(source + "mac", mac_text, "not a MAC")
-        if not local:
-            return raw  # just attached, no IP yet: the model keeps it unsettled, overlay or not
-        if self.config.excluded_eni(mac, raw.eni_id) is not None:
-            return raw  # left alone (exclude_enis): not even probed
-        match = overlay.match(mac, raw.eni_id) if overlay is not None else None
+        match = overlay.match(mac, raw.eni_id) if overlay is not None and local else None
         if match is not None:
             self._apply(raw, match)
-        given = self.config.overlay_for(mac, raw.eni_id)  # applied later, by the model
-        has_subnet = bool(raw.ipv4_subnets or (given and given.ipv4_subnet))
-        has_gateway = bool(raw.ipv4_gateway or (given and given.ipv4_gateway))
-        if raw.ipv4s and not (has_subnet and has_gateway):
-            self._probe(raw, mac, overlay)
         return raw
+
+    def complete(self, raw: RawInstance, scope: Scope) -> RawInstance:
+        """The subnet and gateway of every managed ENI that still lacks one, by DHCP on its NIC
+        (the scope has decided that it is managed and that its NIC is there)."""
+        enis = []
+        for r in raw.enis:
+            mac = normalize_mac(r.mac)
+            s = scope.eni(mac) if mac else None
+            given = self.config.overlay_for(mac, unquote(r.eni_id or "") or None)
+            if given and given.ipv4_subnet and given.ipv4_gateway:
+                s = None  # the configuration gives both: no DHCP needed
+            if s is not None and s.status == MANAGED and not (r.ipv4_subnets and r.ipv4_gateway):
+                r = self._probe(copy.deepcopy(r), s.link, self._static)
+            enis.append(r)
+        return replace(raw, enis=enis)
 
     @staticmethod
     def _apply(raw: RawEni, eni: StaticEni) -> None:
@@ -164,27 +172,20 @@ class JdcloudProvider:
             if not eni.ipv6_gateway:
                 raise MetadataInvalid(f"{eni.where}ipv6_gateway: missing (the ENI has ipv6s)")
 
-    def _probe(self, raw: RawEni, mac: str, overlay: Optional[StaticFile]) -> None:
-        if self.dhcp_probe is None:
+    def _probe(self, raw: RawEni, link: Optional[Link], overlay: Optional[StaticFile]) -> RawEni:
+        mac = normalize_mac(raw.mac)
+        if self.dhcp_probe is None or link is None:
             where = overlay.path if overlay is not None else self.config.static_file
             raise MetadataUnavailable(
                 f"jdcloud: {raw.source} (mac {mac}) publishes no subnet prefix or gateway and "
                 f"no DHCP probe is available: describe it in {where} "
                 f'([[eni]] mac = "{mac}", subnet = "...", gateway = "...")'
             )
-        from ..dhcp import InterfaceExcluded, InterfaceMissing
-
-        try:
-            subnet, gateway = self.dhcp_probe(mac)
-        except InterfaceMissing as e:
-            raw.unsettled = str(e)  # listed before its NIC appeared: configure the others
-            return
-        except InterfaceExcluded as e:
-            raw.excluded = str(e)  # the model keeps it apart; the planner leaves it alone
-            return
+        subnet, gateway = self.dhcp_probe(link)
         if not raw.ipv4_subnets:
             raw.ipv4_subnets = [subnet]
             raw.keys["ipv4_subnets"] = "(from DHCP) subnet"
         if not raw.ipv4_gateway:
             raw.ipv4_gateway = gateway
             raw.keys["ipv4_gateway"] = "(from DHCP) router"
+        return raw

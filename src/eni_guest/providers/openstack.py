@@ -1,4 +1,4 @@
-"""OpenStack `network_data.json`: HTTP -> RawInstance.  Formats: shared/METADATA.md.
+"""OpenStack `network_data.json`: HTTP -> RawInstance.  Formats: docs/metadata.md.
 
 One JSON document describes every port: `links[]` are the NICs (id, MAC, type), `networks[]`
 the addresses, each pointing at a link, with a netmask (dotted IPv4, IPv6 mask or length)
@@ -26,38 +26,26 @@ import json
 import logging
 from typing import Any, Optional
 
-from ..config import Config
 from ..errors import MetadataInvalid, MetadataUnavailable
 from ..model import RawEni, RawInstance
-from .common import MetadataService, invalid, missing, prefix_length, subnet_of
+from .base import MetadataProvider
+from .common import invalid, missing, prefix_length, subnet_of
 from .http import NotFound
 
 log = logging.getLogger("eni_guest")
 
-ENDPOINT = "http://169.254.169.254"
 PATH = "/openstack/latest/network_data.json"
 NOT_NICS = frozenset({"bond", "vlan"})
 DEFAULT_NETWORKS = {4: "0.0.0.0", 6: "::"}
 
 
-class OpenstackProvider:
+class OpenstackProvider(MetadataProvider):
     name = "openstack"
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.service = MetadataService(config, [config.metadata_url or ENDPOINT])
-
-    @property
-    def requests_sent(self) -> int:
-        return self.service.requests_sent
-
-    def close(self) -> None:
-        self.service.close()
 
     def read(self) -> RawInstance:
         """One GET; anything unreadable in the document stops the run, naming the key."""
         try:
-            text = self.service.get(PATH)
+            text = self.get(PATH)
         except NotFound:
             raise MetadataUnavailable(f"metadata service: {PATH} answered 404") from None
         try:

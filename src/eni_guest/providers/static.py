@@ -207,6 +207,9 @@ class StaticProvider:
     def close(self) -> None:
         pass
 
+    def complete(self, raw: RawInstance, scope: object) -> RawInstance:
+        return raw  # a file says all it has to say in `read`
+
     def read(self) -> RawInstance:
         static = load_static(self.path, need_primary=True)
         assert static.primary_mac is not None  # need_primary

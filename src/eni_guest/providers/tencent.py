@@ -1,4 +1,4 @@
-"""Tencent Cloud CVM instance metadata: HTTP -> RawInstance.  Formats: shared/METADATA.md.
+"""Tencent Cloud CVM instance metadata: HTTP -> RawInstance.  Formats: docs/metadata.md.
 
 The documented name metadata.tencentyun.com resolves to 169.254.0.23; the address is the
 default so that a boot-time run never waits for DNS.  Paths are case-sensitive and MACs are
@@ -12,50 +12,16 @@ Tencent publishes neither device numbers nor ENI ids: the table slot comes from 
 
 from __future__ import annotations
 
-from ..config import Config
-from ..model import RawEni, RawInstance
-from .common import MetadataService, listing, missing, subnet_of, unquote
-from .http import NotFound
-
-ENDPOINT = "http://169.254.0.23"
-META = "/latest/meta-data/"
-MACS = "network/interfaces/macs/"
+from ..model import RawEni
+from .base import MacTreeProvider
+from .common import listing, missing, subnet_of, unquote
 
 
-class TencentProvider:
+class TencentProvider(MacTreeProvider):
     name = "tencent"
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.service = MetadataService(config, [config.metadata_url or ENDPOINT], META)
-
-    @property
-    def requests_sent(self) -> int:
-        return self.service.requests_sent
-
-    def close(self) -> None:
-        self.service.close()
-
-    def read(self) -> RawInstance:
-        """Read every ENI; any failure other than a 404 on an optional key aborts the read."""
-        primary = unquote(self.service.get("mac"))
-        macs = listing(self.service.get(MACS), META + MACS)
-        return RawInstance(
-            provider=self.name,
-            primary_mac=primary,
-            primary_mac_key=META + "mac",
-            enis=[self._read_eni(mac) for mac in macs],
-        )
-
-    def _read_eni(self, mac: str) -> RawEni:
-        prefix = f"{MACS}{mac}/"  # the listing's spelling (upper case): paths are case-sensitive
-        source = META + prefix
-        raw = RawEni(source=source, mac=mac, has_device_numbers=False)
-        try:
-            keys = set(listing(self.service.get(prefix), source))
-        except NotFound:
-            return raw  # listed a moment ago, gone now: detaching; nothing to configure
-        raw.eni_id = mac.strip().lower()
+    def read_keys(self, raw: RawEni, directory: str, keys: set[str]) -> None:
+        raw.eni_id = raw.mac.strip().lower()
         raw.keys.update(
             eni_id="(mac)",
             ipv4s="local-ipv4s/",
@@ -64,28 +30,26 @@ class TencentProvider:
         )
         primary_ip = None
         if "primary-local-ipv4" in keys:
-            text = self.service.optional(prefix + "primary-local-ipv4")
+            text = self.optional(directory + "primary-local-ipv4")
             primary_ip = unquote(text) if text is not None and unquote(text) else None
         ips: list[str] = []
         if "local-ipv4s" in keys:
-            text = self.service.optional(prefix + "local-ipv4s/")
-            ips = listing(text, source + "local-ipv4s/") if text is not None else []
+            text = self.optional(directory + "local-ipv4s/")
+            ips = listing(text, raw.source + "local-ipv4s/") if text is not None else []
         if primary_ip:
             ips = [primary_ip] + [ip for ip in ips if ip != primary_ip]
         raw.ipv4s = ips
         if not ips:
-            return raw  # no IP listed yet (just attached): the model keeps it unsettled
-        anchor = f"{prefix}local-ipv4s/{ips[0]}/"
-        mask = self.service.optional(anchor + "subnet-mask")
-        gateway = self.service.optional(anchor + "gateway")
+            return  # no IP listed yet (just attached): the model keeps it unsettled
+        anchor = f"{directory}local-ipv4s/{ips[0]}/"
+        where = self.prefix + anchor  # the full key, for errors
+        mask = self.optional(anchor + "subnet-mask")
+        gateway = self.optional(anchor + "gateway")
         if mask is None or not unquote(mask):
-            raise missing(META + anchor + "subnet-mask", "the ENI's subnet cannot be known")
+            raise missing(where + "subnet-mask", "the ENI's subnet cannot be known")
         if gateway is None or not unquote(gateway):
-            raise missing(META + anchor + "gateway", "a gateway is never guessed")
-        raw.ipv4_subnets = [
-            subnet_of(ips[0], META + anchor + "local-ipv4", mask, META + anchor + "subnet-mask")
-        ]
+            raise missing(where + "gateway", "a gateway is never guessed")
+        raw.ipv4_subnets = [subnet_of(ips[0], where + "local-ipv4", mask, where + "subnet-mask")]
         raw.ipv4_gateway = unquote(gateway)
         raw.keys["ipv4_subnets"] = f"local-ipv4s/{ips[0]}/subnet-mask"
         raw.keys["ipv4_gateway"] = f"local-ipv4s/{ips[0]}/gateway"
-        return raw

@@ -36,11 +36,13 @@ except ImportError:  # imported outside cloud-init (tests, linters)
 
 LOG = logging.getLogger(__name__)
 
+# `eni-guest install` copies this file into cloud-init's package with two values set,
+# ENI_GUEST_COMMAND and ENV_FILE (install.render_module); every other line is copied as is.
 # The installed eni-guest (absolute, written at install time); PATH is the fallback.
-ENI_GUEST_COMMAND = {{ command }}
+ENI_GUEST_COMMAND = ["/usr/local/bin/eni-guest"]
 # User-data settings kept for the systemd units (EnvironmentFile=-), so the boot unit, the
 # hot-plug units and the watch daemon use the settings this module's run used.
-ENV_FILE = {{ env_file }}
+ENV_FILE = "/etc/eni-guest/cloud-init.env"
 # Seconds for one `eni-guest apply`: lock_timeout (30) + metadata_deadline (15), with room.
 TIMEOUT = 300
 

@@ -1,0 +1,104 @@
+"""The changes the planner asks of the kernel: one type per object kind, printable in `ip` syntax.
+
+`describe()` is what `apply` logs and `--dry-run` prints: the same line, given to `ip`
+(or `ip -batch`), makes the same change.  `eni` is the MAC of the ENI a change is for, so
+logs can name the ENI and `show` can tell which ENI is out of sync (`ALL_ENIS` for the shared
+rule every ENI relies on, "" for cleanup that belongs to no listed ENI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from .model import IPAddress, IPNetwork
+from .state import Rule
+
+MAIN_TABLE = 254
+ALL_ENIS = "*"  # the `eni` tag of changes every ENI depends on
+
+
+@dataclass(frozen=True)
+class LinkChange:
+    index: int
+    ifname: str
+    group: Optional[int] = None
+    up: Optional[bool] = None
+    mtu: Optional[int] = None
+    eni: str = ""  # MAC of the ENI this change is for ("" for shared items)
+    op: str = "set"
+
+    def describe(self) -> str:
+        parts = [f"link set dev {self.ifname}"]
+        if self.up is not None:
+            parts.append("up" if self.up else "down")
+        if self.group is not None:
+            parts.append(f"group {self.group}")
+        if self.mtu is not None:
+            parts.append(f"mtu {self.mtu}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class AddrChange:
+    op: str  # "add" | "del"
+    index: int
+    ifname: str
+    ip: IPAddress
+    prefixlen: int
+    eni: str = ""
+
+    def describe(self) -> str:
+        extra = " noprefixroute" if self.op == "add" else ""
+        if self.op == "add" and self.ip.version == 6:
+            extra += " nodad"
+        return f"addr {self.op} {self.ip}/{self.prefixlen} dev {self.ifname}{extra}"
+
+
+@dataclass(frozen=True)
+class RouteChange:
+    op: str  # "add" (none of ours at this table+destination) | "replace" (ours differs) | "del"
+    table: int
+    dst: IPNetwork
+    oif: int
+    ifname: str
+    gateway: Optional[IPAddress] = None
+    eni: str = ""
+
+    @property
+    def family(self) -> int:
+        return self.dst.version
+
+    def describe(self) -> str:
+        # `ip` syntax (also valid in `ip -batch`): the family follows from the addresses
+        dst = "default" if self.dst.prefixlen == 0 else str(self.dst)
+        via = f" via {self.gateway}" if self.gateway is not None else ""
+        scope = " onlink" if self.gateway is not None else " scope link"
+        return f"route {self.op} {dst}{via} dev {self.ifname}{scope} table {self.table}"
+
+
+@dataclass(frozen=True)
+class RuleChange:
+    op: str  # "add" | "del"
+    family: int
+    priority: int
+    table: int
+    src: Optional[IPNetwork] = None
+    suppress_ifgroup: Optional[int] = None
+    eni: str = ""
+
+    def describe(self) -> str:
+        if self.src is not None:
+            host = self.src.prefixlen == self.src.max_prefixlen
+            frm = f"from {self.src.network_address if host else self.src}"
+        else:
+            frm = "from all" if self.family == 4 else "from ::/0"
+        table = "main" if self.table == MAIN_TABLE else str(self.table)
+        sup = f" suppress_ifgroup {self.suppress_ifgroup}" if self.suppress_ifgroup else ""
+        return f"rule {self.op} {frm} lookup {table}{sup} priority {self.priority}"
+
+    def key(self) -> Rule:
+        return Rule(self.family, self.priority, self.table, self.src, self.suppress_ifgroup)
+
+
+Change = Union[LinkChange, AddrChange, RouteChange, RuleChange]

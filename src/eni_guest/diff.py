@@ -1,0 +1,114 @@
+"""The planner's step 2 (plan.py): for each object kind, desired against current.
+
+Current is what carries eni-guest's marks in the kernel (route and rule protocol, priority
+and table ranges, address protocol, interface group): nothing else is ever changed.  What is
+desired and missing is added (a route of ours that differs is replaced in one step); what
+is ours and no longer desired is removed, unless `Protected` says it stays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from .changes import AddrChange, Change, LinkChange, RouteChange, RuleChange
+from .config import Config
+from .desired import Desired
+from .protect import Protected
+from .state import KernelState
+
+EniOf = Callable[[int], str]  # table -> the MAC of the ENI it belongs to ("" for none)
+
+
+@dataclass(frozen=True)
+class Diff:
+    """Changes for one object kind: the adds (or in-place sets) and the removals."""
+
+    adds: list[Change]
+    removes: list[Change]
+
+
+def diff_links(
+    d: Desired, matched: set[int], state: KernelState, config: Config, protected: Protected
+) -> Diff:
+    # Desired link changes are computed against the current link already (`_want_link`).
+    removes: list[Change] = [
+        # An ENI link that metadata no longer lists (detaching, or moved away).
+        LinkChange(link.index, link.name, group=0)
+        for link in state.links
+        if link.group == config.interface_group
+        and link.index not in matched
+        and not protected.link(link)
+    ]
+    return Diff(list(d.links), removes)
+
+
+def diff_addrs(
+    d: Desired, state: KernelState, config: Config, protected: Protected, eni_macs: set[str]
+) -> Diff:
+    present = {(a.index, a.ip) for a in state.addrs}  # ours or not: never add twice
+    adds: list[Change] = [c for k, c in d.addrs.items() if k not in present]
+    removes: list[Change] = []
+    for a in state.addrs:
+        if a.proto != config.protocol or (a.index, a.ip) in d.addrs or protected.addr(a):
+            continue
+        link = state.link(a.index)
+        mac = link.mac if link else ""
+        removes.append(
+            AddrChange(
+                "del",
+                a.index,
+                link.name if link else str(a.index),
+                a.ip,
+                a.prefixlen,
+                eni=mac if mac in eni_macs else "",
+            )
+        )
+    return Diff(adds, removes)
+
+
+def diff_routes(d: Desired, state: KernelState, protected: Protected, eni_of: EniOf) -> Diff:
+    current = {(r.family, r.table, r.dst): r for r in state.routes}
+    adds: list[Change] = []
+    for key, c in d.routes.items():
+        cur = current.get(key)
+        if cur is None:
+            adds.append(c)
+        elif (cur.oif, cur.gateway) != (c.oif, c.gateway):
+            # ours, but the gateway or the ENI's link changed: swap it in one step
+            adds.append(replace(c, op="replace"))
+    # subnet routes before default routes: the gateway is then reachable the moment it appears
+    adds.sort(key=lambda c: c.dst.prefixlen == 0)
+    removes: list[Change] = []
+    for key, r in current.items():
+        if key in d.routes or protected.route(r):
+            continue
+        link = state.link(r.oif)
+        name = link.name if link else str(r.oif)
+        removes.append(
+            RouteChange("del", r.table, r.dst, r.oif, name, r.gateway, eni=eni_of(r.table))
+        )
+    return Diff(adds, removes)
+
+
+def diff_rules(d: Desired, state: KernelState, protected: Protected, eni_of: EniOf) -> Diff:
+    current = set(state.rules)
+    # the shared main rule (lowest priority number) before the per-IP rules it must precede
+    adds: list[Change] = sorted(
+        (c for k, c in d.rules.items() if k not in current), key=lambda c: c.priority
+    )
+    removes: list[Change] = []
+    kept_families = set()
+    # highest priority number first: the per-IP rules, then the shared rule they rely on
+    for r in sorted(current - set(d.rules), key=lambda r: -r.priority):
+        if protected.rule(r):
+            kept_families.add(r.family)
+            continue
+        if r.suppress_ifgroup is not None and r.family in kept_families:
+            continue  # a per-IP rule that stays needs the shared rule before it
+        removes.append(
+            RuleChange(
+                "del", r.family, r.priority, r.table, r.src, r.suppress_ifgroup, eni_of(r.table)
+            )
+        )
+    return Diff(adds, removes)

@@ -1,0 +1,289 @@
+"""Validation: is what metadata and the configuration say about each ENI safe to act on?
+
+`build` turns the merged records (overlay.py) of the ENIs the scope manages (scope.py) into
+the immutable model (model.Instance), or refuses with one line naming the key and the value:
+metadata's key (`metadata network/interfaces/macs/0e:../local-ipv4s = '10.0.9.9': outside
+the ENI's subnets 10.0.2.0/24`), or the config file's when the value came from there.  It
+runs before the kernel is touched: a value that cannot be read for sure would end up as a
+route.  Excluded and unsettled ENIs are not validated: eni-guest does not act on them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+from ipaddress import IPv4Network, IPv6Network
+from typing import Optional
+
+from .config import ENI_ID, MAX_DEVICE_NUMBER, MAX_NETWORK_CARDS, Config, normalize_mac
+from .errors import MetadataInvalid
+from .model import (
+    Eni,
+    Excluded,
+    Instance,
+    IPAddress,
+    IPNetwork,
+    RawEni,
+    RawInstance,
+    Unsettled,
+    assign_table_slots,
+)
+from .overlay import Merged, lenient, merge
+from .scope import EXCLUDED, MANAGED, Scope, decide
+
+
+def _bad(raw: Merged, name: str, value: object, why: str) -> MetadataInvalid:
+    origin = raw.origins.get((name, value)) if isinstance(value, str) else None
+    if origin is not None:  # the value came from the config file: name its key
+        return MetadataInvalid(f"{origin} = {value!r}: {why}")
+    key = raw.source + raw.keys.get(name, name)
+    return MetadataInvalid(f"metadata {key} = {value!r}: {why}")
+
+
+def _int(raw: Merged, name: str, value: str, limit: int) -> int:
+    text = value.strip().strip('"')
+    if not (text.isascii() and text.isdigit()) or int(text) >= limit:
+        raise _bad(raw, name, value, f"not an integer in 0..{limit - 1}")
+    return int(text)
+
+
+def _addr(raw: Merged, name: str, value: str, version: int) -> IPAddress:
+    try:
+        addr = ipaddress.ip_address(value.strip().strip('"'))
+    except ValueError:
+        addr = None
+    if addr is None or addr.version != version:
+        raise _bad(raw, name, value, f"not an IPv{version} address")
+    if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
+        raise _bad(raw, name, value, "not a unicast address")
+    return addr
+
+
+def _net(raw: Merged, name: str, value: str, version: int) -> IPNetwork:
+    try:
+        net = ipaddress.ip_network(value.strip().strip('"'), strict=True)
+    except ValueError:
+        net = None
+    if net is None or net.version != version:
+        raise _bad(raw, name, value, f"not an IPv{version} network in CIDR form")
+    if net.prefixlen == 0:
+        raise _bad(raw, name, value, "a default route is not a subnet")
+    return net
+
+
+def _family(raw: Merged, version: int) -> tuple[tuple, tuple, Optional[IPAddress], tuple]:
+    v = str(version)
+    ips_name, nets_name, gw_name, pfx_name = (
+        f"ipv{v}s",
+        f"ipv{v}_subnets",
+        f"ipv{v}_gateway",
+        f"ipv{v}_prefixes",
+    )
+    ips: list = []
+    for text in getattr(raw, ips_name):
+        addr = _addr(raw, ips_name, text, version)
+        if addr not in ips:
+            ips.append(addr)
+    nets = tuple(_net(raw, nets_name, t, version) for t in getattr(raw, nets_name))
+    prefixes = tuple(_net(raw, pfx_name, t, version) for t in getattr(raw, pfx_name))
+    gateway = None
+    if ips:
+        if not nets:
+            raise _bad(raw, nets_name, "", f"ENI has IPv{v} addresses but no IPv{v} subnet")
+        where = _join(raw, nets_name, nets)
+        for addr in ips:
+            if not any(addr in n for n in nets):
+                raise _bad(raw, ips_name, str(addr), f"outside the ENI's subnets {where}")
+        gw_text = getattr(raw, gw_name)
+        if gw_text:
+            gateway = _addr(raw, gw_name, gw_text, version)
+            if not any(gateway in n for n in nets) and not gateway.is_link_local:
+                raise _bad(raw, gw_name, gw_text, f"outside the ENI's subnets {where}")
+        else:
+            # The VPC router is the subnet's first host address on AWS (.1 in a /24).
+            gateway = nets[0].network_address + 1
+    for pfx in prefixes:
+        if nets and not any(pfx.subnet_of(n) for n in nets):
+            raise _bad(
+                raw, pfx_name, str(pfx), f"outside the ENI's subnets {_join(raw, nets_name, nets)}"
+            )
+    return tuple(ips), nets, gateway, prefixes
+
+
+def _join(raw: Merged, nets_name: str, nets: tuple) -> str:
+    """The subnets for an error message, saying so when the config file overrode them."""
+    text = ", ".join(str(n) for n in nets) or "(none)"
+    origin = next((o for (name, _), o in raw.origins.items() if name == nets_name), None)
+    return f"{text} (from {origin})" if origin else text
+
+
+def _build_eni(raw: Merged, mac: str, primary: bool) -> Eni:
+    eni_id = (raw.eni_id or "").strip().strip('"')
+    if not ENI_ID.match(eni_id):
+        raise _bad(raw, "eni_id", raw.eni_id, "not an interface id")
+    card = 0
+    if raw.network_card is not None:
+        card = _int(raw, "network_card", raw.network_card, MAX_NETWORK_CARDS)
+    device = 0
+    if raw.device_number is not None:
+        device = _int(raw, "device_number", raw.device_number, MAX_DEVICE_NUMBER)
+    ipv4s, ipv4_nets, gw4, pfx4 = _family(raw, 4)
+    ipv6s, ipv6_nets, gw6, pfx6 = _family(raw, 6)
+    eips = []
+    for public, private in raw.elastic_ips.items():
+        pub = _addr(raw, "elastic_ips", public, 4)
+        priv = _addr(raw, "elastic_ips", private, 4)
+        if priv in ipv4s:
+            # Shown, never configured: a mapping that lags an unassigned IP is left out rather
+            # than blocking the routing of every other IP.
+            eips.append((priv, pub))
+    return Eni(
+        mac=mac,
+        eni_id=eni_id,
+        device_number=device,
+        network_card=card,
+        primary=primary,
+        ipv4s=ipv4s,  # type: ignore[arg-type]
+        ipv4_subnets=ipv4_nets,  # type: ignore[arg-type]
+        ipv4_gateway=gw4,  # type: ignore[arg-type]
+        ipv6s=ipv6s,  # type: ignore[arg-type]
+        ipv6_subnets=ipv6_nets,  # type: ignore[arg-type]
+        ipv6_gateway=gw6,  # type: ignore[arg-type]
+        ipv4_prefixes=pfx4,  # type: ignore[arg-type]
+        ipv6_prefixes=pfx6,  # type: ignore[arg-type]
+        elastic_ips=tuple(eips),
+        excluded_ips=tuple(lenient(raw.left_alone)),
+        ipv4s_lack_primary_ip=raw.ipv4s_lack_primary_ip,
+    )
+
+
+def _excluded(r: RawEni, mac: str, primary: bool, slot: Optional[int], reason: str) -> Excluded:
+    """An excluded ENI, read leniently: only what protects it from removal."""
+    if slot is None and r.has_device_numbers:
+        try:
+            card = 0 if r.network_card is None else _int(r, "", r.network_card, MAX_NETWORK_CARDS)
+            device = _int(r, "", r.device_number or "", MAX_DEVICE_NUMBER)
+            if device or card or primary:  # a secondary still reading 0 has no slot yet
+                slot = card * MAX_DEVICE_NUMBER + device
+        except MetadataInvalid:
+            slot = None
+    return Excluded(
+        mac=mac,
+        eni_id=(r.eni_id or "").strip().strip('"'),
+        reason=reason,
+        ips=tuple(lenient([*r.ipv4s, *r.ipv6s])),
+        prefixes=tuple(
+            p
+            for p in lenient([*r.ipv4_prefixes, *r.ipv6_prefixes])
+            if isinstance(p, (IPv4Network, IPv6Network))
+        ),
+        slot=slot,
+    )
+
+
+def _no_two_claim_the_same(enis: list[Eni], raws: dict[str, Merged]) -> None:
+    """No IP or delegated prefix on two ENIs, no two ENIs in one slot (one table)."""
+    owners: dict[object, Eni] = {}
+    slots: dict[int, Eni] = {}
+    for eni in enis:
+        for ip in (*eni.ips, *eni.prefixes):
+            other = owners.get(ip)
+            if other is not None:
+                r = raws[eni.mac]
+                name = "ipv4s" if ip.version == 4 else "ipv6s"
+                key = r.origins.get((name, str(ip))) or "metadata " + r.source + r.keys.get(
+                    name, ""
+                )
+                raise MetadataInvalid(
+                    f"{key} = {str(ip)!r}: also listed on {other.eni_id} ({other.mac})"
+                )
+            owners[ip] = eni
+        other = slots.get(eni.slot)
+        if other is not None:
+            r = raws[eni.mac]
+            key = r.source + r.keys.get("device_number", "device-number")
+            raise MetadataInvalid(
+                f"metadata {key} = {str(eni.device_number)!r}: network card {eni.network_card} "
+                f"slot already used by {other.eni_id} ({other.mac})"
+            )
+        slots[eni.slot] = eni
+
+
+def _with_table_slots(
+    enis: list[Eni], hashed: list[str], primary_mac: str
+) -> tuple[list[Eni], dict[str, int]]:
+    """The ENIs with their MAC-derived table slots, where the cloud publishes no device number
+    (`hashed`: every such listed ENI, excluded ones too, so excluding one never moves another
+    ENI to a new table); and those slots by MAC."""
+    table_slots: dict[str, int] = {}
+    if hashed:
+        taken = [e.slot for e in enis if e.mac not in hashed]
+        table_slots = assign_table_slots(hashed, primary_mac, taken)
+        enis = [
+            replace(e, table_slot=table_slots[e.mac]) if e.mac in table_slots else e for e in enis
+        ]
+    return enis, table_slots
+
+
+def build(raw: RawInstance, config: Config, scope: Optional[Scope]) -> Instance:
+    """Validate everything, or raise MetadataInvalid naming the first bad key and value.
+
+    The scope (decided from `raw` when not given) says which ENIs are managed: only those
+    are validated.  Excluded ones are kept apart in `Instance.excluded`, read leniently, with
+    what the planner needs to leave them alone; unsettled ones in `Instance.unsettled`.
+    """
+    given = scope
+    if scope is None:
+        scope = decide(raw, config, ())  # no links: no NIC known, none excluded by name
+    left = {e.mac: e for e in scope.enis if e.status != MANAGED}
+    merged = merge(raw, config, {m for m, e in left.items() if e.status == EXCLUDED})
+    primary_mac = normalize_mac(raw.primary_mac)
+    if primary_mac is None:
+        raise MetadataInvalid(f"metadata {raw.primary_mac_key} = {raw.primary_mac!r}: not a MAC")
+    enis: list[Eni] = []
+    unsettled: list[Unsettled] = []
+    excluded_raws: list[tuple[str, RawEni, str]] = []
+    seen_macs: set[str] = set()
+    raws: dict[str, Merged] = {}
+    hashed: list[str] = []  # MACs of ENIs whose cloud publishes no device number
+    for r in merged:
+        mac = normalize_mac(r.mac)
+        if mac is None:
+            raise MetadataInvalid(f"metadata {r.source} = {r.mac!r}: not a MAC")
+        if mac in seen_macs:
+            raise MetadataInvalid(f"metadata {r.source}: MAC {mac} is listed twice")
+        seen_macs.add(mac)
+        raws[mac] = r
+        if not r.has_device_numbers:
+            # excluded ENIs too: excluding one must never move another ENI to a new table
+            hashed.append(mac)
+        s = left.get(mac)
+        if s is not None and s.status == EXCLUDED:
+            excluded_raws.append((mac, r, s.reason))
+        elif s is not None:
+            unsettled.append(Unsettled(mac, s.reason))
+        else:
+            enis.append(_build_eni(r, mac, mac == primary_mac))
+    enis, table_slots = _with_table_slots(enis, hashed, primary_mac)
+    excluded = [
+        _excluded(r, mac, mac == primary_mac, table_slots.get(mac), why)
+        for mac, r, why in excluded_raws
+    ]
+    if primary_mac not in seen_macs:
+        raise MetadataInvalid(
+            f"metadata {raw.primary_mac_key} = {primary_mac!r}: not among the listed ENIs"
+        )
+    if primary_mac in {u.mac for u in unsettled}:
+        reason = next(u.reason for u in unsettled if u.mac == primary_mac)
+        raise MetadataInvalid(f"metadata: primary ENI {primary_mac} is incomplete ({reason})")
+    _no_two_claim_the_same(enis, raws)
+    return Instance(
+        provider=raw.provider,
+        instance_id=raw.instance_id,
+        primary_mac=primary_mac,
+        enis=tuple(sorted(enis, key=lambda e: e.slot)),
+        unsettled=tuple(unsettled),
+        excluded=tuple(excluded),
+        excluded_ips=scope.excluded_ips,
+        scope=given,  # without the run's scope, the planner decides one from the kernel
+    )
