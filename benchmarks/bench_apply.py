@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from eni_guest.testbed import SimVM, cleanup_stale
+from eni_guest_lab.testbed import SimVM, cleanup_stale
 
 
 def scenario(enis: int, ips: int) -> dict[str, Any]:

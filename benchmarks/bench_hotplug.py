@@ -25,7 +25,6 @@ Prints figures; exits non-zero if the median attach -> traffic time of either pa
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import re
 import signal
@@ -36,45 +35,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eni_guest.testbed import FAR_V4, METADATA_V4, SimVM, cleanup_stale
+from eni_guest_lab import scenarios
+from eni_guest_lab.testbed import FAR_V4, METADATA_V4, SimVM, cleanup_stale
 
-PRIMARY_MAC = "0e:00:00:00:00:c3"
-SECOND_MAC = "0e:00:00:00:00:b2"
-THIRD_MAC = "0e:00:00:00:00:a1"
+# The three-ENI instance shared with the demo and the tests (eni_guest_lab/scenarios).
+PRIMARY_MAC, SECOND_MAC, THIRD_MAC = scenarios.macs(scenarios.three_eni())
 PORT = 7
 TARGET = 1.0  # seconds, attach -> traffic, metadata already there
-
-SCENARIO: dict[str, Any] = {
-    "provider": "aws",
-    "primary_mac": PRIMARY_MAC,
-    "enis": [
-        {
-            "mac": PRIMARY_MAC,
-            "interface-id": "eni-0000000000000000a",
-            "device-number": 0,
-            "local-ipv4s": ["10.0.1.10", "10.0.1.11"],
-            "subnet-ipv4-cidr-block": "10.0.1.0/24",
-            "ipv6s": ["2001:db8:1::10"],
-            "subnet-ipv6-cidr-blocks": ["2001:db8:1::/64"],
-        },
-        {
-            "mac": SECOND_MAC,
-            "interface-id": "eni-0000000000000000b",
-            "device-number": 1,
-            "local-ipv4s": ["10.0.1.20", "10.0.1.21"],
-            "subnet-ipv4-cidr-block": "10.0.1.0/24",
-        },
-        {
-            "mac": THIRD_MAC,
-            "interface-id": "eni-0000000000000000c",
-            "device-number": 2,
-            "local-ipv4s": ["10.0.2.30", "10.0.2.31"],
-            "subnet-ipv4-cidr-block": "10.0.2.0/24",
-            "ipv6s": ["2001:db8:2::30"],
-            "subnet-ipv6-cidr-blocks": ["2001:db8:2::/64"],
-        },
-    ],
-}
 
 PROBER = r"""
 import socket, sys, time
@@ -240,7 +207,7 @@ def rss_over_cycles(vm: SimVM, cycles: int) -> list[dict[str, Any]]:
     scenario_path = vm.tmpdir / "rss-scenario.json"
     scenario_path.write_text(json.dumps(vm.scenario))
     sim = subprocess.Popen(
-        ["ip", "netns", "exec", vm.vpc_ns, sys.executable, "-m", "eni_guest.sim"]
+        ["ip", "netns", "exec", vm.vpc_ns, sys.executable, "-m", "eni_guest_lab.sim"]
         + ["--scenario", str(scenario_path), "--listen", f"{METADATA_V4}:8099"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -281,7 +248,7 @@ def main() -> int:
     med = statistics.median
     ok = True
     print(f"eni-guest hot-plug benchmark (python {sys.version.split()[0]})")
-    with SimVM(copy.deepcopy(SCENARIO), attached=[PRIMARY_MAC, SECOND_MAC], docker=False) as vm:
+    with SimVM(scenarios.three_eni(), attached=[PRIMARY_MAC, SECOND_MAC], docker=False) as vm:
         assert vm.tmpdir is not None
         (vm.tmpdir / "prober.py").write_text(PROBER)
         r = vm.agent("apply")

@@ -246,8 +246,11 @@ def watch(interval: Optional[float], **opts: Any) -> None:
 )
 def demo(provider: str) -> None:
     """Build a simulated VM in network namespaces, apply, prove routing with real packets."""
-    from .demo import run
+    import importlib
 
+    # The demo belongs to the lab (eni_guest_lab), loaded only when asked for: nothing else in
+    # the agent imports the lab.
+    run = importlib.import_module("eni_guest_lab.demo").run
     sys.exit(run(click.echo, provider=provider))
 
 

@@ -1,4 +1,4 @@
-"""Fixtures for the end-to-end tests, which run on simulated VMs (``eni_guest.testbed``).
+"""Fixtures for the end-to-end tests, which run on simulated VMs (``eni_guest_lab.testbed``).
 
 These tests are the proof that the routing works (docs/routing.md), so a machine that cannot run
 them must say so loudly: they FAIL unless ``ENI_GUEST_SKIP_E2E=1`` is set, never skip silently.
@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from e2e_support import PRIMARY_MAC, SECOND_MAC, THIRD_MAC, three_eni
 
-from eni_guest.testbed import SimVM, check_environment, cleanup_stale
+from eni_guest_lab.testbed import SimVM, check_environment, cleanup_stale
 
 __all__ = ["PRIMARY_MAC", "SECOND_MAC", "THIRD_MAC"]  # the tests import them from here
 

@@ -7,62 +7,23 @@ an address, IFA_PROTO), with pyroute2's ``IPRoute`` opened in the guest namespac
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import time
 from typing import Any, Optional
 
-from eni_guest.testbed import SimVM
+from eni_guest_lab import scenarios
+from eni_guest_lab.testbed import SimVM
 
-# MACs sort in the opposite order of device numbers (as in cloud-init's EC2 tests), so any code
-# that orders ENIs by MAC gets the wrong answer.
-PRIMARY_MAC = "0e:00:00:00:00:c3"
-SECOND_MAC = "0e:00:00:00:00:b2"
-THIRD_MAC = "0e:00:00:00:00:a1"
+# The three-ENI instance of the e2e tests, shared with the demo and the benchmarks
+# (src/eni_guest_lab/scenarios/three-eni.json). Its MACs (0e:00:00:00:00:c3, :b2, :a1) sort
+# in the opposite order of device numbers (as in cloud-init's EC2 tests), so any code that
+# orders ENIs by MAC gets the wrong answer.
+PRIMARY_MAC, SECOND_MAC, THIRD_MAC = scenarios.macs(scenarios.three_eni())
 
 OURS = "229"  # protocol and interface group of everything the agent creates
 PRIO_RANGE = range(10000, 12049)  # priority_base .. priority_base + 2048
 TABLE_RANGE = range(10000, 12048)  # table_base .. table_base + 2047
-
-# The three-ENI instance of the e2e tests: the ``scenario_3eni`` fixture and the module-scoped
-# VMs (which a function-scoped fixture cannot feed) both take a copy from ``three_eni()``.
-_THREE_ENI: dict[str, Any] = {
-    "provider": "aws",
-    "primary_mac": PRIMARY_MAC,
-    "instance_id": "i-0123456789abcdef0",
-    "enis": [
-        {
-            "mac": PRIMARY_MAC,
-            "interface-id": "eni-0000000000000000a",
-            "device-number": 0,
-            "local-ipv4s": ["10.0.1.10", "10.0.1.11"],
-            "subnet-ipv4-cidr-block": "10.0.1.0/24",
-            "ipv6s": ["2001:db8:1::10"],
-            "subnet-ipv6-cidr-blocks": ["2001:db8:1::/64"],
-            "ipv4-associations": {"203.0.113.5": "10.0.1.11"},
-        },
-        {
-            "mac": SECOND_MAC,
-            "interface-id": "eni-0000000000000000b",
-            "device-number": 1,
-            "local-ipv4s": ["10.0.1.20", "10.0.1.21"],
-            "subnet-ipv4-cidr-block": "10.0.1.0/24",
-            "subnet-ipv6-cidr-blocks": ["2001:db8:1::/64"],
-        },
-        {
-            "mac": THIRD_MAC,
-            "interface-id": "eni-0000000000000000c",
-            "device-number": 2,
-            "local-ipv4s": ["10.0.2.30", "10.0.2.31"],
-            "subnet-ipv4-cidr-block": "10.0.2.0/24",
-            "ipv6s": ["2001:db8:2::30"],
-            "subnet-ipv6-cidr-blocks": ["2001:db8:2::/64"],
-        },
-    ],
-    "paths": {},
-    "control": {"delay": 0, "fail": None, "fail_paths": []},
-}
 
 #: (owner MAC, IP) of every private IP of ``three_eni()``, primary's secondaries included.
 THREE_ENI_IPS = [
@@ -78,8 +39,10 @@ THREE_ENI_IPS = [
 
 
 def three_eni() -> dict[str, Any]:
-    """A fresh copy of the three-ENI scenario (see conftest's ``scenario_3eni``)."""
-    return copy.deepcopy(_THREE_ENI)
+    """A fresh copy of the three-ENI scenario (see conftest's ``scenario_3eni``): the
+    ``scenario_3eni`` fixture and the module-scoped VMs (which a function-scoped fixture
+    cannot feed) both take one."""
+    return scenarios.three_eni()
 
 
 def eni_of(scenario: dict[str, Any], mac: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
-from eni_guest.testbed import Guest, SimVM
+from eni_guest_lab.testbed import Guest, SimVM
 
 T = TypeVar("T")
 

@@ -28,7 +28,7 @@ import pytest
 
 from eni_guest.install import find_command, install
 from eni_guest.install_cloudinit import CLOUD_DROPIN
-from eni_guest.testbed import FAR_V4, METADATA_V4, SimVM
+from eni_guest_lab.testbed import FAR_V4, METADATA_V4, SimVM
 
 pytestmark = pytest.mark.e2e
 

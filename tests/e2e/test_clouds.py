@@ -22,9 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_support import PRIMARY_MAC as PRIMARY  # eth0
+from e2e_support import SECOND_MAC as SECOND  # eth1, in the primary's subnet
+from e2e_support import THIRD_MAC as THIRD  # eth2, a subnet of its own, dual-stack
 
 from eni_guest.providers import detect
-from eni_guest.testbed import (
+from eni_guest_lab import scenarios
+from eni_guest_lab.testbed import (
     CONTAINER_V4,
     FAR_V4,
     FAR_V6,
@@ -34,43 +38,6 @@ from eni_guest.testbed import (
 )
 
 pytestmark = pytest.mark.e2e
-
-PRIMARY = "0e:00:00:00:00:c3"  # eth0
-SECOND = "0e:00:00:00:00:b2"  # eth1, in the primary's subnet
-THIRD = "0e:00:00:00:00:a1"  # eth2, a subnet of its own, dual-stack
-
-SCENARIO: dict[str, Any] = {
-    "primary_mac": PRIMARY,
-    "instance_id": "i-0c10d5c10d5c10d50",
-    "enis": [
-        {
-            "mac": PRIMARY,
-            "interface-id": "eni-0000000000000c10a",
-            "device-number": 0,
-            "local-ipv4s": ["10.0.1.10", "10.0.1.11"],
-            "subnet-ipv4-cidr-block": "10.0.1.0/24",
-            "ipv6s": ["2001:db8:1::10"],
-            "subnet-ipv6-cidr-blocks": ["2001:db8:1::/64"],
-            "ipv4-associations": {"203.0.113.10": "10.0.1.10"},
-        },
-        {
-            "mac": SECOND,
-            "interface-id": "eni-0000000000000c10b",
-            "device-number": 1,
-            "local-ipv4s": ["10.0.1.20", "10.0.1.21"],
-            "subnet-ipv4-cidr-block": "10.0.1.0/24",
-        },
-        {
-            "mac": THIRD,
-            "interface-id": "eni-0000000000000c10c",
-            "device-number": 2,
-            "local-ipv4s": ["10.0.2.30", "10.0.2.31"],
-            "subnet-ipv4-cidr-block": "10.0.2.0/24",
-            "ipv6s": ["2001:db8:2::30"],
-            "subnet-ipv6-cidr-blocks": ["2001:db8:2::/64"],
-        },
-    ],
-}
 
 CLOUDS = ("alibaba", "tencent", "jdcloud", "openstack", "static")
 IPV6_CLOUDS = {"alibaba", "openstack", "static"}  # Tencent and JD Cloud publish no IPv6
@@ -90,15 +57,13 @@ BROKEN_TOML = f'primary_mac = "{PRIMARY}"\n[[eni]]\nmac = "{PRIMARY}"\nipv4s = "
 
 
 def scenario(provider: str) -> dict[str, Any]:
-    data = copy.deepcopy(SCENARIO)
-    data["provider"] = provider
-    return data
+    return scenarios.three_eni(provider)
 
 
 def ips(provider: str) -> list[tuple[str, str]]:
     """(owner MAC, IP) of every private IP the agent must configure on this cloud."""
     out = []
-    for eni in SCENARIO["enis"]:
+    for eni in scenarios.three_eni()["enis"]:
         for ip in eni["local-ipv4s"] + (eni.get("ipv6s", []) if provider in IPV6_CLOUDS else []):
             out.append((eni["mac"], ip))
     return out

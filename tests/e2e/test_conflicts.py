@@ -11,7 +11,7 @@ import json
 
 from conftest import PRIMARY_MAC, SECOND_MAC
 
-from eni_guest import testbed
+from eni_guest_lab import testbed
 
 
 def test_foreign_route_at_our_destination_is_kept_and_reported(simvm, scenario_3eni) -> None:

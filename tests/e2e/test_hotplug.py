@@ -18,7 +18,7 @@ from typing import Any, Callable
 import pytest
 from hotplug_support import eni, rules, settled_snapshot, sources, wait_for
 
-from eni_guest.testbed import FAR_V4, FAR_V6, OTHER_SUBNET_V4, SimVM
+from eni_guest_lab.testbed import FAR_V4, FAR_V6, OTHER_SUBNET_V4, SimVM
 
 pytestmark = pytest.mark.e2e
 

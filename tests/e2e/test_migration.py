@@ -12,14 +12,14 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator, Optional
 
 import pytest
+from e2e_support import THIRD_MAC
 from hotplug_support import Daemon, rules, second_vm, sources, wait_for
 
-from eni_guest.testbed import FAR_V4, FAR_V6, OTHER_SUBNET_V4, Guest, SimVM
+from eni_guest_lab.testbed import FAR_V4, FAR_V6, OTHER_SUBNET_V4, Guest, SimVM
 
 pytestmark = pytest.mark.e2e
 
 Factory = Callable[..., SimVM]
-THIRD_MAC = "0e:00:00:00:00:a1"
 THIRD_V4 = ("10.0.2.30", "10.0.2.31")
 THIRD_IPS = {*THIRD_V4, "2001:db8:2::30"}
 

@@ -19,7 +19,7 @@ from e2e_support import (
     start_agent,
 )
 
-from eni_guest.testbed import FAR_V4, FAR_V6, Probe, SimVM
+from eni_guest_lab.testbed import FAR_V4, FAR_V6, Probe, SimVM
 
 pytestmark = pytest.mark.e2e
 

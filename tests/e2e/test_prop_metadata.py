@@ -23,7 +23,7 @@ from e2e_support import (
     wait_no_tentative,
 )
 
-from eni_guest.testbed import FAR_V4, Probe, SimVM
+from eni_guest_lab.testbed import FAR_V4, Probe, SimVM
 
 pytestmark = pytest.mark.e2e
 

@@ -33,7 +33,7 @@ from e2e_support import (
     wait_no_tentative,
 )
 
-from eni_guest.testbed import (
+from eni_guest_lab.testbed import (
     CONTAINER_V4,
     CONTAINER_V6,
     FAR_V4,

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from e2e_support import PRIMARY_MAC, SECOND_MAC, THIRD_MAC
 
-from eni_guest.testbed import (
+from eni_guest_lab.testbed import (
     CONTAINER_V4,
     FAR_V4,
     FAR_V6,
@@ -33,9 +34,6 @@ from eni_guest.testbed import (
 
 pytestmark = pytest.mark.e2e
 
-PRIMARY_MAC = "0e:00:00:00:00:c3"
-SECOND_MAC = "0e:00:00:00:00:b2"
-THIRD_MAC = "0e:00:00:00:00:a1"
 
 Factory = Callable[..., SimVM]
 

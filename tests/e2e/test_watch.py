@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import pytest
 from hotplug_support import Daemon, eni, rules, settled_snapshot, sources, wait_for
 
-from eni_guest.testbed import FAR_V4, FAR_V6, SimVM
+from eni_guest_lab.testbed import FAR_V4, FAR_V6, SimVM
 
 pytestmark = pytest.mark.e2e
 

@@ -21,8 +21,8 @@ from eni_guest.config import Config
 from eni_guest.errors import MetadataUnavailable, NotPermitted
 from eni_guest.providers import _make
 from eni_guest.providers.jdcloud import JdcloudProvider
-from eni_guest.sim.server import MetadataSimulator
 from eni_guest.state import Link
+from eni_guest_lab.sim.server import MetadataSimulator
 
 PRIMARY, SECOND = "0e:00:00:00:00:c3", "0e:00:00:00:00:b2"
 

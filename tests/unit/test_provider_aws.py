@@ -32,8 +32,8 @@ from eni_guest.errors import (
 from eni_guest.model import Instance, RawInstance, build_instance
 from eni_guest.providers import registry
 from eni_guest.providers.aws import AwsProvider
-from eni_guest.sim.scenario import MACS_DIR
-from eni_guest.sim.server import MetadataSimulator
+from eni_guest_lab.sim.server import MetadataSimulator
+from eni_guest_lab.sim.tree import MACS_DIR
 
 # MACs sort opposite to device numbers: P (device 0) > B (1) > C (2).
 MAC_P, MAC_B, MAC_C = "0e:ee:00:00:00:09", "0e:ee:00:00:00:05", "0e:ee:00:00:00:01"

@@ -1,4 +1,4 @@
-"""Tests of the metadata simulator (``eni_guest.sim``), in-process and as a subprocess.
+"""Tests of the metadata simulator (``eni_guest_lab.sim``), in-process and as a subprocess.
 
 Everything listens on 127.0.0.1 port 0 only; no root and no interface changes needed.
 """
@@ -23,23 +23,18 @@ from typing import Any, Callable, Optional
 import pytest
 import requests
 
-import eni_guest
-from eni_guest.sim.__main__ import resolve_scenario
-from eni_guest.sim.scenario import (
-    MACS_DIR,
-    body_for,
-    load_scenario,
-    parse_scenario,
-    render,
-    update_first_seen,
-)
-from eni_guest.sim.server import (
+import eni_guest_lab
+from eni_guest_lab.sim.__main__ import resolve_scenario
+from eni_guest_lab.sim.listener import parse_listen
+from eni_guest_lab.sim.render import render
+from eni_guest_lab.sim.scenario import load_scenario, parse_scenario
+from eni_guest_lab.sim.server import (
     OVERSIZE_BYTES,
     REDIRECT_TARGET,
     MetadataSimulator,
     TokenStore,
-    parse_listen,
 )
+from eni_guest_lab.sim.tree import MACS_DIR, body_for, update_first_seen
 
 MAC1 = "0e:00:00:00:00:01"  # primary, device 0
 MAC2 = "0e:00:00:00:00:02"  # device 1, same subnet, nothing optional
@@ -548,7 +543,7 @@ def test_ipv6_listener(tmp_path: Path) -> None:
 
 
 def test_bundled_example() -> None:
-    path = Path(eni_guest.__file__).parent / "scenarios" / "aws-example.json"
+    path = Path(eni_guest_lab.__file__).parent / "scenarios" / "aws-example.json"
     assert resolve_scenario("aws-example") == str(path.resolve())
     scenario = load_scenario(path)
     tree = render(scenario)
@@ -588,7 +583,7 @@ def start_cli(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen[str], LineR
     if not path.exists():
         write_json(path, make_scenario())
     proc = subprocess.Popen(
-        [sys.executable, "-m", "eni_guest.sim", "--scenario", str(path), *extra],
+        [sys.executable, "-m", "eni_guest_lab.sim", "--scenario", str(path), *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

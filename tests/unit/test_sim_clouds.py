@@ -27,16 +27,11 @@ from eni_guest.providers import _make, detect
 from eni_guest.providers.jdcloud import JdcloudProvider
 from eni_guest.providers.static import load_static
 from eni_guest.scope import decide
-from eni_guest.sim.scenario import (
-    METADATA_ADDRESSES,
-    ipv4_gateway,
-    ipv6_gateway,
-    parse_scenario,
-    render,
-    render_static,
-)
-from eni_guest.sim.server import MetadataSimulator, default_listen
 from eni_guest.state import Link
+from eni_guest_lab.sim.render import render, render_static
+from eni_guest_lab.sim.scenario import METADATA_ADDRESSES, parse_scenario
+from eni_guest_lab.sim.server import MetadataSimulator, default_listen
+from eni_guest_lab.sim.tree import ipv4_gateway, ipv6_gateway
 
 PRIMARY = "0e:00:00:00:00:c3"  # device 0
 SECOND = "0e:00:00:00:00:b2"  # device 1, in the primary's subnet
@@ -273,7 +268,7 @@ def test_cli_print_static(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     path.write_text(json.dumps(scenario("aws")))
     cp = subprocess.run(
-        [sys.executable, "-m", "eni_guest.sim", "--scenario", str(path), "--print-static"],
+        [sys.executable, "-m", "eni_guest_lab.sim", "--scenario", str(path), "--print-static"],
         capture_output=True,
         text=True,
         timeout=30,

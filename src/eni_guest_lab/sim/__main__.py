@@ -1,4 +1,4 @@
-"""Command line of the metadata simulator: ``eni-guest-sim`` and ``python -m eni_guest.sim``.
+"""Command line of the metadata simulator: ``eni-guest-sim`` and ``python -m eni_guest_lab.sim``.
 
 Signals are taken synchronously with ``sigwait`` in the main thread (they are blocked in every
 thread before any is started), so a SIGHUP reload or a SIGTERM can never interrupt a handler
@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from .scenario import load_scenario, render_static
-from .server import MetadataSimulator, format_address, parse_listen
+from .listener import format_address, parse_listen
+from .render import render_static
+from .scenario import load_scenario
+from .server import MetadataSimulator
 
 _BUNDLED = Path(__file__).resolve().parent.parent / "scenarios"
 

@@ -1,11 +1,12 @@
-"""The HTTP side of the metadata simulator: tokens, fault injection, statistics, live reload.
+"""The metadata service itself: what to answer, tokens, fault injection, live reload.
 
 The simulator has to behave like the real instance metadata services in the ways the agent
 depends on (AWS's IMDSv2 and Alibaba's hardened-mode tokens, each cloud with its own headers,
-401 on expired tokens, 404 for absent keys, keep-alive; formats: scenario.py), and to
+401 on expired tokens, 404 for absent keys, keep-alive; formats: render.py), and to
 misbehave on demand (slow, failing, resetting, hanging, redirecting, oversized answers) so the
 agent's defences can be tested. Every knob lives in the scenario file and is re-read whenever
-the file changes, so a test changes the "cloud" just by rewriting one file.
+the file changes, so a test changes the "cloud" just by rewriting one file. The sockets are
+listener.py's, the request counters stats.py's.
 
 Standard library only: it runs inside network namespaces of freshly built test images and is
 shipped to users, so it must start fast and have nothing to install.
@@ -13,34 +14,24 @@ shipped to users, so it must start fast and have nothing to install.
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-import json
 import os
 import re
 import secrets
 import socket
-import socketserver
-import struct
 import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Optional, Protocol, Union
 
-from .scenario import (
-    METADATA_ADDRESSES,
-    TOKEN_PATH,
-    Control,
-    Scenario,
-    body_for,
-    load_scenario,
-    render,
-    update_first_seen,
-)
+from .listener import Address, Listener, Reply, format_address, parse_listen
+from .render import render
+from .scenario import METADATA_ADDRESSES, Control, Scenario, load_scenario
+from .stats import Stats
+from .tree import TOKEN_PATH, body_for, update_first_seen
 
 DEFAULT_LISTEN = "169.254.169.254:80"
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
@@ -80,37 +71,12 @@ OVERSIZE_BYTES = 10 * 1024 * 1024
 HANG_SECONDS = 30.0
 
 _DIGITS = re.compile(r"^[0-9]+$")
-_Address = tuple[str, int]
 
 
 class _Headers(Protocol):
     """What :meth:`MetadataSimulator.respond` needs from request headers (case-insensitive)."""
 
     def get(self, name: str, default: Any = None) -> Any: ...
-
-
-def parse_listen(text: str) -> _Address:
-    """Parse ``HOST:PORT`` or ``[IPV6]:PORT`` (port defaults to 80)."""
-    text = text.strip()
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(f"bad listen address {text!r}: expected [IPV6]:PORT")
-        port_text = rest[1:] if rest else "80"
-    else:
-        if text.count(":") > 1:
-            raise ValueError(f"bad listen address {text!r}: write IPv6 addresses as [ADDR]:PORT")
-        host, colon, port_text = text.partition(":")
-        if not colon:
-            port_text = "80"
-    if not host or not _DIGITS.match(port_text) or int(port_text) > 65535:
-        raise ValueError(f"bad listen address {text!r}: expected HOST:PORT")
-    return host, int(port_text)
-
-
-def format_address(host: str, port: int) -> str:
-    """The inverse of :func:`parse_listen`, used for the ``listening on`` readiness line."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _matches(path: str, globs: Iterable[str]) -> bool:
@@ -132,24 +98,6 @@ def _error_body(status: int) -> bytes:
         f" <head>\n  <title>{title}</title>\n </head>\n"
         f" <body>\n  <h1>{title}</h1>\n </body>\n</html>\n"
     ).encode()
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What to do with one request; the handler turns it into bytes on the wire.
-
-    ``action`` is ``"reset"`` (abort the connection) or ``"hang"`` (hold it, then close it)
-    for the faults that have no HTTP answer at all.
-    """
-
-    status: int
-    body: bytes = b""
-    headers: tuple[tuple[str, str], ...] = ()
-    action: Optional[str] = None
-
-    @property
-    def stats_key(self) -> str:
-        return self.action or str(self.status)
 
 
 def _error(status: int, *headers: tuple[str, str]) -> Reply:
@@ -193,65 +141,6 @@ class TokenStore:
         return issued >= not_before and self._clock() < issued + ttl
 
 
-class _Stats:
-    """Request counters, mirrored to a JSON file after every request for benchmarks."""
-
-    def __init__(self, path: Optional[str]) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._warned = False
-        self._clear()
-
-    def _clear(self) -> None:
-        self._requests = 0
-        self._by_method: dict[str, int] = {}
-        self._by_path: dict[str, int] = {}
-        self._by_status: dict[str, int] = {}
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return self._snapshot_locked()
-
-    def _snapshot_locked(self) -> dict[str, Any]:
-        return {
-            "requests": self._requests,
-            "by_method": dict(self._by_method),
-            "by_path": dict(self._by_path),
-            "by_status": dict(self._by_status),
-        }
-
-    def record(self, method: str, path: str, status: str) -> None:
-        with self._lock:
-            self._requests += 1
-            self._by_method[method] = self._by_method.get(method, 0) + 1
-            self._by_path[path] = self._by_path.get(path, 0) + 1
-            self._by_status[status] = self._by_status.get(status, 0) + 1
-            self._write_locked()
-
-    def reset(self) -> None:
-        with self._lock:
-            self._clear()
-            self._write_locked()
-
-    def write(self) -> None:
-        with self._lock:
-            self._write_locked()
-
-    def _write_locked(self) -> None:
-        if not self.path:
-            return
-        # Write-then-rename so a reader never sees a half-written file.
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(self._snapshot_locked(), handle, sort_keys=True)
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            if not self._warned:
-                self._warned = True
-                print(f"eni-guest-sim: cannot write stats file: {exc}", file=sys.stderr)
-
-
 @dataclass(frozen=True)
 class _State:
     """One loaded scenario; replaced as a whole on reload so handlers never see a mix."""
@@ -259,143 +148,6 @@ class _State:
     scenario: Scenario
     first_seen: dict[str, float]
     signature: Optional[tuple[int, ...]]
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    """One listening socket. Tracks open connections so :meth:`MetadataSimulator.stop` can cut
-    idle keep-alive connections instead of leaving their threads blocked in ``recv``."""
-
-    daemon_threads = True
-    # The default joins every handler thread on close, including a 30 s "hang": don't.
-    block_on_close = False
-
-    def __init__(self, address: _Address, family: int, sim: MetadataSimulator) -> None:
-        self.address_family = family
-        self.sim = sim
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        if self.address_family == socket.AF_INET6:
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        # HTTPServer.server_bind would call socket.getfqdn(), a reverse DNS lookup that can
-        # stall start-up for seconds in a namespace without DNS.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client going away mid-answer (the agent capping an oversize body) is expected.
-        if isinstance(sys.exc_info()[1], (ConnectionError, socket.timeout)):
-            return
-        super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: the agent reuses one session per run
-    server_version = "EC2ws"
-    timeout = 60  # drop idle keep-alive connections eventually
-    # Headers and body go out in two writes; with Nagle on, the body waits for the client's
-    # delayed ACK and every request costs ~40 ms.
-    disable_nagle_algorithm = True
-    server: _HTTPServer
-
-    def version_string(self) -> str:
-        return self.server_version
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.server.sim.log_requests:
-            sys.stderr.write(f"{self.address_string()} {format % args}\n")
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_HEAD(self) -> None:
-        self._serve("HEAD")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._serve("PATCH")
-
-    def do_OPTIONS(self) -> None:
-        self._serve("OPTIONS")
-
-    def _drain_body(self) -> None:
-        # Unread request bodies would be parsed as the next request on a kept-alive connection.
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            return
-        length = self.headers.get("Content-Length", "0").strip() or "0"
-        if not _DIGITS.match(length) or int(length) > 1024 * 1024:
-            self.close_connection = True
-            return
-        if int(length):
-            self.rfile.read(int(length))
-
-    def _serve(self, method: str) -> None:
-        sim = self.server.sim
-        path = self.path.split("?", 1)[0].split("#", 1)[0]
-        self._drain_body()
-        reply = sim.respond(method, path, self.headers)
-        # Counted before answering, so a client that reads the stats right after its own
-        # request always sees it.
-        sim._stats.record(method, path, reply.stats_key)
-        try:
-            if reply.action == "reset":
-                self.log_message('"%s" reset', self.requestline)
-                self._reset()
-            elif reply.action == "hang":
-                self.log_message('"%s" hang', self.requestline)
-                self.close_connection = True
-                sim._stopping.wait(HANG_SECONDS)
-            else:
-                self._write(method, reply)
-        except (ConnectionError, socket.timeout):
-            self.close_connection = True
-
-    def _reset(self) -> None:
-        # SO_LINGER with a zero timeout turns close() into a TCP RST: a "connection reset".
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.connection.close()
-
-    def _write(self, method: str, reply: Reply) -> None:
-        self.send_response(reply.status)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(reply.body)))
-        for name, value in reply.headers:
-            self.send_header(name, value)
-        self.end_headers()
-        if method != "HEAD" and reply.body:
-            self.wfile.write(reply.body)
 
 
 class MetadataSimulator:
@@ -410,19 +162,19 @@ class MetadataSimulator:
     def __init__(
         self,
         scenario_path: Union[str, os.PathLike[str]],
-        listen: Optional[Sequence[Union[str, _Address]]] = (DEFAULT_LISTEN,),
+        listen: Optional[Sequence[Union[str, Address]]] = (DEFAULT_LISTEN,),
         stats_path: Union[None, str, os.PathLike[str]] = None,
         *,
         log_requests: bool = False,
     ) -> None:
         self.scenario_path = os.fspath(scenario_path)
         self.log_requests = log_requests
-        self._stats = _Stats(os.fspath(stats_path) if stats_path is not None else None)
+        self._stats = Stats(os.fspath(stats_path) if stats_path is not None else None)
         self._tokens = TokenStore()
         self._stopping = threading.Event()
         self._reload_lock = threading.Lock()
         self._failed_signature: Optional[tuple[int, ...]] = None
-        self._servers: list[_HTTPServer] = []
+        self._servers: list[Listener] = []
         self._threads: list[threading.Thread] = []
         signature = self._signature()
         scenario = _servable(load_scenario(self.scenario_path))  # the caller reports errors
@@ -437,14 +189,14 @@ class MetadataSimulator:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def start(self) -> list[_Address]:
+    def start(self) -> list[Address]:
         """Bind every address and serve in background threads; return the bound addresses."""
         if self._servers:
             raise RuntimeError("simulator already started")
         try:
             for host, port in self.listen:
                 family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                self._servers.append(_HTTPServer((host, port), family, self))
+                self._servers.append(Listener((host, port), family, self))
         except OSError:
             for server in self._servers:
                 server.server_close()
@@ -482,12 +234,12 @@ class MetadataSimulator:
         self.stop()
 
     @staticmethod
-    def _bound(server: _HTTPServer) -> _Address:
+    def _bound(server: Listener) -> Address:
         host, port = server.server_address[:2]
         return str(host), int(port)
 
     @property
-    def addresses(self) -> list[_Address]:
+    def addresses(self) -> list[Address]:
         """The bound ``(host, port)`` of every listening socket, in ``listen`` order."""
         return [self._bound(server) for server in self._servers]
 
@@ -503,6 +255,14 @@ class MetadataSimulator:
 
     def reset_stats(self) -> None:
         self._stats.reset()
+
+    def record(self, method: str, path: str, reply: Reply) -> None:
+        """Count one request (the listener calls this before it answers)."""
+        self._stats.record(method, path, reply.stats_key)
+
+    def hang(self) -> None:
+        """Hold a ``fail: "hang"`` connection for HANG_SECONDS, or until :meth:`stop`."""
+        self._stopping.wait(HANG_SECONDS)
 
     def _signature(self) -> Optional[tuple[int, ...]]:
         # Inode + times + size: os.replace() always changes the inode, and an in-place rewrite

@@ -7,64 +7,25 @@ namespaces created here and removed on exit, Ctrl-C and SIGTERM included; the ma
 interfaces are never touched.
 
 `--provider NAME` runs the same VM with another cloud's metadata format (the simulator renders
-the same ENIs for each, sim/scenario.py); jdcloud adds dnsmasq in the VPC, because JD's
+the same ENIs for each, sim/render.py); jdcloud adds dnsmasq in the VPC, because JD's
 metadata lacks subnets and gateways and the agent asks the VPC's DHCP service for them.
 """
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import json
 import signal
 import sys
 from typing import Any, Callable, Optional
 
-from . import testbed
+from . import scenarios, testbed
 from .testbed import SimVM
 
-PRIMARY = "0e:d0:00:00:00:03"
-SECOND = "0e:d0:00:00:00:02"
-THIRD = "0e:d0:00:00:00:01"
-
-# Three ENIs: the primary with a secondary IP and an Elastic IP; a second ENI in the primary's
-# own subnet (the case most tools get wrong); a third in another subnet, dual-stack.  MACs sort
-# opposite to device numbers on purpose.
-SCENARIO: dict[str, Any] = {
-    "provider": "aws",
-    "primary_mac": PRIMARY,
-    "instance_id": "i-0de0de0de0de0de00",
-    "enis": [
-        {
-            "mac": THIRD,
-            "interface-id": "eni-0000000000000c0de",
-            "device-number": 2,
-            "local-ipv4s": ["10.0.2.30", "10.0.2.31"],
-            "subnet-ipv4-cidr-block": "10.0.2.0/24",
-            "ipv6s": ["2001:db8:2::30"],
-            "subnet-ipv6-cidr-blocks": ["2001:db8:2::/64"],
-        },
-        {
-            "mac": SECOND,
-            "interface-id": "eni-0000000000000b0de",
-            "device-number": 1,
-            "local-ipv4s": ["10.0.1.20", "10.0.1.21"],
-            "subnet-ipv4-cidr-block": "10.0.1.0/24",
-            "ipv4-associations": {"203.0.113.21": "10.0.1.21"},
-        },
-        {
-            "mac": PRIMARY,
-            "interface-id": "eni-0000000000000a0de",
-            "device-number": 0,
-            "local-ipv4s": ["10.0.1.10", "10.0.1.11"],
-            "subnet-ipv4-cidr-block": "10.0.1.0/24",
-            "ipv6s": ["2001:db8:1::10"],
-            "subnet-ipv6-cidr-blocks": ["2001:db8:1::/64"],
-            "ipv4-associations": {"203.0.113.10": "10.0.1.10"},
-        },
-    ],
-}
-
+# The three-ENI instance the tests use too (scenarios/three-eni.json): the primary with a
+# secondary IP and an Elastic IP; a second ENI in the primary's own subnet (the case most tools
+# get wrong); a third in another subnet, dual-stack.  MACs sort opposite to device numbers.
+PRIMARY, SECOND, THIRD = scenarios.macs(scenarios.three_eni())
 
 # Tencent's and JD Cloud's metadata publish no IPv6: the agent configures IPv4 only there.
 IPV6_CLOUDS = frozenset({"aws", "alibaba", "openstack", "static"})
@@ -72,9 +33,7 @@ IPV6_CLOUDS = frozenset({"aws", "alibaba", "openstack", "static"})
 
 def scenario_for(provider: str) -> dict[str, Any]:
     """The demo's ENIs in the format of `provider`."""
-    data = copy.deepcopy(SCENARIO)
-    data["provider"] = provider
-    return data
+    return scenarios.three_eni(provider)
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
@@ -119,7 +78,7 @@ def run(echo: Callable[[str], None] = print, provider: str = "aws") -> int:
 
 
 def _demo(vm: SimVM, echo: Callable[[str], None]) -> int:
-    enis = {e["mac"]: e for e in SCENARIO["enis"]}
+    enis = {e["mac"]: e for e in vm.scenario["enis"]}
     v6 = vm.provider in IPV6_CLOUDS
     ips = [
         (mac, ip)
@@ -147,6 +106,33 @@ def _demo(vm: SimVM, echo: Callable[[str], None]) -> int:
         return 1
 
     echo("\n== after: every IP leaves through the ENI that owns it (strict source check in VPC)")
+    failures = _after(vm, enis, ips, echo)
+
+    echo("\n== eni-guest apply again (idempotent)")
+    again = vm.agent("apply", "--json")
+    changes = json.loads(again.stdout)["changes"] if again.returncode == 0 else None
+    echo(f"  changes: {len(changes) if changes is not None else 'apply failed'}")
+    failures += changes != []
+
+    echo("\n== eni-guest show")
+    for line in vm.agent("show").stdout.splitlines():
+        echo("  " + line)
+    echo("")
+    echo("all checks passed" if not failures else f"{failures} check(s) FAILED")
+    return 0 if not failures else 1
+
+
+_AFTER = ("source IP", "owner", "internet", "own subnet", "other subnet", "container")
+
+
+def _after(
+    vm: SimVM,
+    enis: dict[str, Any],
+    ips: list[tuple[str, str]],
+    echo: Callable[[str], None],
+) -> int:
+    """Probe every IP to the internet, its own subnet, another subnet and the container, and
+    unbound and NATed traffic; print the tables; return the number of failed checks."""
     rows, failures = [], 0
     for mac, ip in ips:
         v4 = ipaddress.ip_address(ip).version == 4
@@ -172,20 +158,7 @@ def _demo(vm: SimVM, echo: Callable[[str], None]) -> int:
                 "yes" if good else "NO",
             )
         )
-    echo(
-        _table(
-            (
-                "source IP",
-                "owner",
-                "internet",
-                "own subnet",
-                "other subnet",
-                "container",
-                "as expected",
-            ),
-            rows,
-        )
-    )
+    echo(_table((*_AFTER, "as expected"), rows))
 
     unbound = vm.probe(None, testbed.FAR_V4, count=1)
     container = vm.probe(None, testbed.FAR_V4, count=1, via_container=True)
@@ -194,19 +167,7 @@ def _demo(vm: SimVM, echo: Callable[[str], None]) -> int:
     echo(f"container behind NAT -> internet: {_exit(container)} (main table, unchanged)")
     failures += not (unbound.ok and unbound.exit_iface == primary)
     failures += not (container.ok and container.exit_iface == primary)
-
-    echo("\n== eni-guest apply again (idempotent)")
-    again = vm.agent("apply", "--json")
-    changes = json.loads(again.stdout)["changes"] if again.returncode == 0 else None
-    echo(f"  changes: {len(changes) if changes is not None else 'apply failed'}")
-    failures += changes != []
-
-    echo("\n== eni-guest show")
-    for line in vm.agent("show").stdout.splitlines():
-        echo("  " + line)
-    echo("")
-    echo("all checks passed" if not failures else f"{failures} check(s) FAILED")
-    return 0 if not failures else 1
+    return failures
 
 
 if __name__ == "__main__":
