@@ -30,10 +30,13 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional, Union
 
+from eni_guest.providers import registry
+
 from . import values as v
 
 #: Every format a scenario can ask for; "static" is rendered to a file, never served.
-PROVIDERS = ("aws", "alibaba", "tencent", "jdcloud", "openstack", "static")
+# Every format the simulator serves: one per cloud of the agent's registry.
+PROVIDERS = tuple(c.sim_format for c in registry.CLOUDS if c.sim_format)
 #: Where each cloud's metadata service answers (the simulator's default listen addresses).
 METADATA_ADDRESSES: dict[str, tuple[str, ...]] = {
     "aws": ("169.254.169.254", "fd00:ec2::254"),

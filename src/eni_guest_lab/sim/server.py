@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Callable, Optional, Protocol, Union
 
+from eni_guest.providers import registry
+from eni_guest.providers.common import TokenRules
+
 from .listener import Address, Listener, Reply, format_address, parse_listen
 from .render import render
 from .scenario import METADATA_ADDRESSES, Control, Scenario, load_scenario
@@ -34,25 +37,17 @@ from .stats import Stats
 from .tree import TOKEN_PATH, body_for, update_first_seen
 
 DEFAULT_LISTEN = "169.254.169.254:80"
-TOKEN_HEADER = "X-aws-ec2-metadata-token"
-TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
 MAX_TTL = 21600
 
-
-@dataclass(frozen=True)
-class TokenRules:
-    """A cloud's session-token headers: the token call needs ``ttl_header``, GETs send
-    ``token_header``. Each cloud knows only its own: the other cloud's headers are ignored."""
-
-    ttl_header: str
-    token_header: str
-
-
-#: Clouds with session tokens on ``PUT /latest/api/token``; the others have no token call.
+#: Clouds with session tokens on ``PUT /latest/api/token``, by the simulator's format name:
+#: the agent's own rules (providers/registry.py), so simulator and agent cannot drift apart.
+#: The token call needs ``ttl_header``, GETs send ``token_header``; each cloud knows only its
+#: own headers, the other cloud's are ignored.  The others have no token call.
 TOKEN_RULES: dict[str, TokenRules] = {
-    "aws": TokenRules(TTL_HEADER, TOKEN_HEADER),
-    "alibaba": TokenRules("X-aliyun-ecs-metadata-token-ttl-seconds", "X-aliyun-ecs-metadata-token"),
+    c.sim_format: c.tokens for c in registry.CLOUDS if c.sim_format and c.tokens
 }
+TOKEN_HEADER = TOKEN_RULES["aws"].token_header
+TTL_HEADER = TOKEN_RULES["aws"].ttl_header
 
 
 def default_listen(provider: str) -> list[str]:

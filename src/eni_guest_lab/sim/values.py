@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable
 
-MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+from eni_guest.config import normalize_mac
 
 
 def is_any(value: str) -> bool:
@@ -115,7 +114,8 @@ def count(value: Any, where: str) -> int:
 
 
 def is_mac(value: str) -> bool:
-    return MAC_RE.match(value) is not None
+    """A MAC in any case (Tencent lists upper case), by the agent's one MAC syntax."""
+    return normalize_mac(value) == value.lower()
 
 
 def mac(value: Any, where: str) -> str:
