@@ -8,7 +8,8 @@ typo in a table base must never lead to routes in the wrong table.
 The overlay settings (`exclude_enis`, `exclude_interfaces`, `exclude_ips` and the `[[eni]]`
 tables, README "Overlay configuration") are checked here for syntax only (a MAC, an address, a
 network in CIDR form): whether an added IP lies in its ENI's subnet can only be known once
-metadata is read, so `model.apply_overlay` feeds them through the same validation as metadata.
+metadata is read, so overlay.py merges them into what was read and validate.py holds them to
+the same rules as metadata.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ class EniOverlay:
     """One `[[eni]]` table of the configuration file: what to add to or change on one ENI.
 
     Values are syntax-checked, normalised strings (addresses as `ipaddress` prints them), not
-    yet validated against the ENI: `model.apply_overlay` puts them into the raw metadata so
-    the model validates them like metadata, and `where` ("config FILE: eni[2]") lets its
+    yet validated against the ENI: `overlay.merge` puts them into the ENI's merged record so
+    validation judges them like metadata, and `where` ("config FILE: eni[2]") lets its
     errors name the file and the table.
     """
 

@@ -11,9 +11,10 @@ ENI addresses are host addresses (/32, /128) without a prefix route, so the main
 learns a second route to a VPC subnet and a DHCP renewal on the primary cannot take them along.
 
 `plan()` is three steps, the same for each object kind (links, addresses, routes, rules):
-  1. build what is desired (`_want_eni`, per configured ENI);
-  2. diff each kind: desired against current (what carries our marks in the kernel), where a
-     current object nobody wants is removed unless `Protected` says it stays;
+  1. build what is desired (desired.py, per configured ENI) and what must stay although
+     nobody wants it (protect.py, from the run's scope);
+  2. diff each kind (diff.py): desired against current (what carries our marks in the
+     kernel), where a current object nobody wants is removed unless `Protected` says it stays;
   3. order: every add before any removal (an IP moving between ENIs never loses its route),
      links, addresses, subnet routes, default routes, the shared rule, per-IP rules; then
      removals in the reverse order.
