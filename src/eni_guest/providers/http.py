@@ -5,13 +5,22 @@ return decides which addresses get removed.  So: one session (one TCP connection
 timeout on every request, a few retries with backoff but an overall deadline, no redirects
 (a redirect would mean something other than the metadata service is answering), and a cap on
 the body size.  A 404 is an answer ("no such key"), not an error: callers decide what it means.
+
+The deadline covers every byte of every body, not only the wait between attempts: the body is
+read one system call at a time, each bounded by what is left of the deadline, so a service that
+drips one byte a second cannot keep a run (and the run lock) alive past `metadata_deadline`.
+Whatever goes wrong inside a body (a stall, a body cut short, an encoding that was not asked
+for) is the service being unavailable: the request is retried under the deadline, and at worst
+the run ends with exit 3, changing nothing.
 """
 
 from __future__ import annotations
 
+import http.client
+import socket
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from ..errors import MetadataUnavailable
 
@@ -28,6 +37,10 @@ class Response:
 
 class NotFound(Exception):
     """The service answered 404: the key does not exist (for now)."""
+
+
+class _BadBody(Exception):
+    """Something went wrong inside a response body: retried like a timeout."""
 
 
 class HttpClient:
@@ -78,10 +91,12 @@ class HttpClient:
                     allow_redirects=False,
                     stream=True,
                 ) as r:
-                    body = r.raw.read(MAX_BODY + 1, decode_content=True)
                     status = r.status_code
+                    body = self._body(r)
             except requests.RequestException as e:
                 last = _describe(e)
+            except _BadBody as e:
+                last = str(e)
             else:
                 if len(body) > MAX_BODY:
                     raise MetadataUnavailable(
@@ -102,6 +117,41 @@ class HttpClient:
         raise MetadataUnavailable(
             f"metadata service: {method} {url} failed after {self.retries + 1} tries: {last}"
         )
+
+    def _body(self, r: Any) -> bytes:
+        """The whole body, read one system call at a time under the deadline (see above)."""
+        encoding = r.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):  # we never ask for one (no Accept-Encoding)
+            raise _BadBody(f"the body came with Content-Encoding {encoding[:40]!r}, not asked for")
+        fp = r.raw._fp  # http.client.HTTPResponse: read1 returns after one recv
+        sock = _socket_of(fp)
+        body = bytearray()
+        try:
+            while len(body) <= MAX_BODY:
+                left = self.deadline_at - time.monotonic()
+                if left <= 0:
+                    raise _BadBody("the metadata deadline passed while the body was being read")
+                if sock is not None:
+                    sock.settimeout(min(self.timeout, left))
+                chunk = fp.read1(64 * 1024)
+                if not chunk:
+                    if fp.length:  # Content-Length said more was coming
+                        raise _BadBody(f"the body was cut short ({fp.length} bytes missing)")
+                    # let urllib3 see the end of the body, so the connection is kept alive
+                    r.raw.read()
+                    return bytes(body)
+                body += chunk
+        except (OSError, http.client.HTTPException) as e:
+            what = "timed out" if isinstance(e, socket.timeout) else type(e).__name__
+            raise _BadBody(f"reading the body failed: {what}") from None
+        return bytes(body)  # over MAX_BODY: refused by the caller
+
+
+def _socket_of(fp: Any) -> Optional[socket.socket]:
+    """The socket under an http.client response, to bound each read by the deadline."""
+    raw = getattr(getattr(fp, "fp", None), "raw", None)
+    sock = getattr(raw, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def _describe(e: Exception) -> str:

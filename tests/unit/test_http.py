@@ -1,0 +1,162 @@
+"""The metadata HTTP client against services that misbehave inside a response body.
+
+A real socket server on loopback plays each fault: a body that drips one byte at a time, a
+body cut short, a body that claims gzip and is not.  Each must end as "metadata unavailable"
+(exit 3) within the deadline, never as a traceback, and a healthy service keeps one
+connection for the whole run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, Iterator
+
+import pytest
+
+from eni_guest.errors import MetadataUnavailable
+from eni_guest.providers.http import HttpClient
+
+Serve = Callable[[socket.socket], None]
+
+
+class RawServer:
+    """Accepts connections on 127.0.0.1 and lets `serve` answer each one; counts them."""
+
+    def __init__(self, serve: Serve) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        self.serve = serve
+        self.stopping = False
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self) -> None:
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        try:
+            self.serve(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.stopping = True
+        self.sock.close()
+
+
+def requests_of(conn: socket.socket) -> Iterator[bytes]:
+    """Each request head on a keep-alive connection."""
+    buf = b""
+    while True:
+        while b"\r\n\r\n" not in buf:
+            data = conn.recv(4096)
+            if not data:
+                return
+            buf += data
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        yield head
+
+
+def drip(conn: socket.socket) -> None:
+    for _ in requests_of(conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        for _ in range(1000):
+            conn.sendall(b"x")
+            time.sleep(0.2)
+
+
+def cut_short(conn: socket.socket) -> None:
+    for _ in requests_of(conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0e:00:00:00:00:01")
+        return  # and close
+
+
+def fake_gzip(conn: socket.socket) -> None:
+    for _ in requests_of(conn):
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!"
+        )
+
+
+def healthy(conn: socket.socket) -> None:
+    for _ in requests_of(conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n0e:00:00:00:00:01")
+
+
+@pytest.fixture
+def server() -> Iterator[Callable[[Serve], RawServer]]:
+    made: list[RawServer] = []
+
+    def make(serve: Serve) -> RawServer:
+        made.append(RawServer(serve))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def test_a_dripping_body_cannot_outlast_the_deadline(server) -> None:
+    s = server(drip)
+    http = HttpClient(timeout=1.0, deadline=2.0, retries=3)
+    start = time.monotonic()
+    with pytest.raises(MetadataUnavailable, match="deadline"):
+        http.request("GET", s.url + "/latest/meta-data/mac")
+    assert time.monotonic() - start < 2.5  # not 1000 bytes x 0.2 s
+
+
+@pytest.mark.parametrize(
+    "serve,words",
+    [(cut_short, "cut short"), (fake_gzip, "Content-Encoding 'gzip'")],
+    ids=["cut short", "claims gzip"],
+)
+def test_a_broken_body_is_retried_then_unavailable(server, serve, words: str) -> None:
+    s = server(serve)
+    http = HttpClient(timeout=1.0, deadline=5.0, retries=2)
+    with pytest.raises(MetadataUnavailable, match=words) as e:
+        http.request("GET", s.url + "/latest/meta-data/mac")
+    assert "failed after 3 tries" in str(e.value)
+    assert http.requests_sent == 3
+
+
+def test_a_healthy_service_keeps_one_connection(server) -> None:
+    s = server(healthy)
+    http = HttpClient(timeout=1.0, deadline=5.0, retries=0)
+    for _ in range(5):
+        assert http.request("GET", s.url + "/latest/meta-data/mac").text == "0e:00:00:00:00:01"
+    assert s.connections == 1
+
+
+def test_a_dripping_service_is_exit_3_in_one_line_within_the_deadline(server) -> None:
+    s = server(drip)
+    env = {
+        **os.environ,
+        "ENI_GUEST_METADATA_DEADLINE": "3",
+        "ENI_GUEST_METADATA_TIMEOUT": "1",
+    }
+    start = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-m", "eni_guest", "show", "--provider", "aws", "--metadata-url", s.url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+    )
+    assert r.returncode == 3, r.stderr
+    assert time.monotonic() - start < 6
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
