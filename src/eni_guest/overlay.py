@@ -39,6 +39,8 @@ class Merged(RawEni):
     # primary ENI's DHCP client holds): exclude_ips took it, or metadata lists no IPv4 and
     # add_ipv4s supplied them.  The planner must then not take ipv4s[0] for the DHCP address.
     ipv4s_lack_primary_ip: bool = False
+    # (cloud, first, last): addresses of every subnet the cloud keeps (set by validation)
+    cloud_reserves: tuple[str, int, int] = ("", 0, 0)
 
 
 def _copy(r: RawEni) -> Merged:

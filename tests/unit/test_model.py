@@ -603,3 +603,42 @@ def test_an_unparseable_listed_ip_is_still_refused_with_exclusions(tmp_path: Pat
     config, _ = overlay_config(tmp_path, 'exclude_ips = ["10.0.2.0/24"]\n')
     message = overlay_invalid(config, primary(), third(["10.0.2.30", "10.0.2.999"]))
     assert_names(message, f"{MACS}{MAC3}/local-ipv4s", "10.0.2.999")
+
+
+# ---------------------------------------------------------------- addresses no ENI can have
+
+
+@pytest.mark.parametrize(
+    "ip,why",
+    [
+        ("10.0.2.0", "the network address of subnet 10.0.2.0/24"),
+        ("10.0.2.255", "the broadcast address of subnet 10.0.2.0/24"),
+        ("10.0.2.1", "the gateway of subnet 10.0.2.0/24"),
+        ("10.0.2.2", "reserved by aws in subnet 10.0.2.0/24 (the first 4 and the last 1"),
+        ("10.0.2.3", "reserved by aws in subnet 10.0.2.0/24"),
+    ],
+)
+def test_an_address_the_subnet_keeps_is_refused_naming_key_and_value(ip: str, why: str) -> None:
+    message = invalid(primary(), raw_eni(MAC2, "1", ["10.0.2.30", ip], subnet="10.0.2.0/24"))
+    assert f"local-ipv4s = '{ip}': {why}" in message
+
+
+def test_an_address_next_to_the_reserved_ones_is_fine() -> None:
+    inst = instance(primary(), raw_eni(MAC2, "1", ["10.0.2.4", "10.0.2.254"], subnet="10.0.2.0/24"))
+    assert [str(ip) for ip in inst.enis[1].ipv4s] == ["10.0.2.4", "10.0.2.254"]
+
+
+def test_the_gateway_metadata_names_is_refused_as_an_ip_and_other_clouds_keep_less() -> None:
+    raw = RawInstance(
+        "alibaba",
+        MAC1,
+        META + "mac",
+        [
+            primary(ipv4s=["10.0.1.10", "10.0.1.2"], ipv4_gateway="10.0.1.253"),
+            raw_eni(MAC2, "1", ["10.0.1.253"], ipv4_gateway="10.0.1.253"),
+        ],
+    )
+    with pytest.raises(MetadataInvalid, match="'10.0.1.253': the gateway of subnet 10.0.1.0/24"):
+        build_instance(raw)
+    raw.enis.pop()
+    assert build_instance(raw).enis[0].ipv4s[1] == IPv4Address("10.0.1.2")  # AWS's, not Alibaba's

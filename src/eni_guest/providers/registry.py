@@ -49,6 +49,12 @@ class Cloud:
     # most specific question first.
     priority: int = 0
     sim_format: Optional[str] = None  # the metadata simulator's name for this cloud's format
+    # Addresses of every subnet the cloud keeps for itself and never assigns to an ENI: the
+    # first `reserved_head` and the last `reserved_tail` (AWS: network, router, DNS, one for
+    # later; and the last).  Beyond these, validation refuses the network and broadcast
+    # address and the gateway on every cloud.
+    reserved_head: int = 0
+    reserved_tail: int = 0
 
 
 # ---------------------------------------------------------------- probes
@@ -150,6 +156,8 @@ CLOUDS: tuple[Cloud, ...] = (
         probe=token_probe(AWS_TOKENS, "/latest/meta-data/"),
         priority=3,
         sim_format="aws",
+        reserved_head=4,
+        reserved_tail=1,
     ),
     Cloud(
         "alibaba",
