@@ -45,7 +45,8 @@ def start(made: list[Daemon], vm: SimVM, *args: str, **kw: Any) -> Daemon:
 
 
 def carries(vm: SimVM, src: str, ifname: str) -> bool:
-    probe = vm.probe(src, FAR_V6 if ":" in src else FAR_V4, count=1, timeout=0.3)
+    # one echo, but time for it on a loaded machine: no caller expects it to fail
+    probe = vm.probe(src, FAR_V6 if ":" in src else FAR_V4, count=1, timeout=1.5)
     return probe.ok and probe.exit_iface == ifname
 
 
