@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from eni_guest.errors import EXIT_LOCKED, LockTimeout
+from eni_guest.errors import EXIT_LOCKED, EXIT_USAGE, ConfigError, LockTimeout
 from eni_guest.lock import run_lock
 
 # Takes the lock, says so, and holds it until a line arrives on stdin (or it is killed).
@@ -62,7 +62,7 @@ def test_free_lock_is_taken_at_once_and_names_its_holder(tmp_path: Path) -> None
     start = time.monotonic()
     with run_lock(str(path), 0):
         assert time.monotonic() - start < 0.5
-        assert path.read_text() == f"{os.getpid()}\n"
+        assert path.read_text().strip() == str(os.getpid())
     # released: the next run gets it at once too
     with run_lock(str(path), 0):
         pass
@@ -77,7 +77,7 @@ def test_second_run_waits_for_the_first_to_release(holder) -> None:
             waited = time.monotonic() - start
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "released"
-            assert path.read_text() == f"{os.getpid()}\n"
+            assert path.read_text().strip() == str(os.getpid())
     finally:
         timer.cancel()
     assert 0.4 <= waited < 5
@@ -110,4 +110,51 @@ def test_holder_killed_while_holding_does_not_block_the_next_run(holder) -> None
     start = time.monotonic()
     with run_lock(str(path), 5):
         assert time.monotonic() - start < 1
-        assert path.read_text() == f"{os.getpid()}\n"
+        assert path.read_text().strip() == str(os.getpid())
+
+
+# ---------------------------------------------------------------- a lock file planted by someone
+
+
+def refused(path: Path, words: str) -> None:
+    with pytest.raises(ConfigError) as err, run_lock(str(path), 0):
+        pass
+    assert err.value.exit_code == EXIT_USAGE
+    assert words in str(err.value) and str(path) in str(err.value)
+
+
+def test_a_planted_symlink_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    target = tmp_path / "precious"
+    target.write_text("do not truncate me\n")
+    (tmp_path / "lock").symlink_to(target)
+    refused(tmp_path / "lock", "is a symbolic link")
+    assert target.read_text() == "do not truncate me\n"
+
+
+def test_a_lock_file_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "lock").mkdir()
+    refused(tmp_path / "lock", "Is a directory")
+    os.mkfifo(tmp_path / "fifo")
+    refused(tmp_path / "fifo", "not a regular file")
+
+
+def test_a_missing_directory_is_a_configuration_error(tmp_path: Path) -> None:
+    refused(tmp_path / "no-such-dir" / "lock", "does not exist")
+
+
+def test_a_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    refused(shared / "lock", "writable by others")
+    shared.chmod(0o1777)  # sticky, like /tmp: others cannot replace our file
+    with run_lock(str(shared / "lock"), 0):
+        pass
+
+
+def test_an_existing_lock_file_is_never_truncated(tmp_path: Path) -> None:
+    path = tmp_path / "lock"
+    path.write_text("x" * 100)
+    with run_lock(str(path), 0):
+        pass
+    assert len(path.read_text()) == 100 and path.read_text().split()[0] == str(os.getpid())
