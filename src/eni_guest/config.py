@@ -15,6 +15,7 @@ the same rules as metadata.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import sys
@@ -43,9 +44,53 @@ ENI_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 # Something meant as a MAC ("0e:11:22", "0E-11-...") rather than an id: held to MAC syntax, so
 # a mistyped MAC is an error instead of an ENI id that never matches.
 _MAC_LIKE = re.compile(r"^[0-9A-Fa-f]{1,2}([:-][0-9A-Fa-f]{1,2})+$")
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 # Characters the kernel refuses in interface names (dev_valid_name): a pattern holding one
 # could never match, so it is a mistake.
 _NOT_IN_IFNAME = re.compile(r"[\s/:]")
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """A value as an error message shows it: its repr, cut to a readable length, and a URL's
+    credentials never (they are refused, and a refusal must not print them)."""
+    if isinstance(value, str) and "@" in value and "://" in value:
+        scheme, rest = value.split("://", 1)
+        value = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + "...'" + f" ({len(text)} chars)"
+
+
+def url_problem(url: str) -> Optional[str]:
+    """Why `url` cannot be a metadata service's base URL, or None: http(s), a host that can be
+    one (labels of 1-63 characters, 253 in all, or an IP literal), a port in 1..65535, no
+    credentials (a metadata service takes none, and they would end up in logs)."""
+    from urllib.parse import urlsplit
+
+    if not url.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        return f"not a URL ({str(e)[:60]})"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials (a name or password before the host)"
+    host = parts.hostname or ""
+    if not host:
+        return "has no host"
+    if port is not None and not 1 <= port <= 65535:
+        return "port must be 1..65535"
+    if parts.query or parts.fragment:
+        return "must not have a query or fragment"
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        return "host is not a valid host name or IP address"
+    return None
 
 
 def normalize_mac(value: str) -> Optional[str]:
@@ -127,7 +172,8 @@ class Config:
         for key, ok, why in _CHECKS:
             value = getattr(self, key)
             if not ok(value, self):
-                raise ConfigError(f"config {key} = {value!r}: {why}")
+                why = why or (url_problem(value) if key == "metadata_url" else "") or "invalid"
+                raise ConfigError(f"config {key} = {shown(value)}: {why}")
         # Adding an IP and excluding it would be two contradicting orders for one address.
         excluded = [ipaddress.ip_network(n) for n in self.exclude_ips]
         for overlay in self.eni:
@@ -160,11 +206,7 @@ _CHECKS: tuple[tuple[str, Callable[[Any, Config], bool], str], ...] = (
     ("metadata_timeout", lambda v, c: v > 0, "must be > 0"),
     ("metadata_deadline", lambda v, c: v >= c.metadata_timeout, "must be >= metadata_timeout"),
     ("metadata_retries", lambda v, c: 0 <= v <= 10, "0..10"),
-    (
-        "metadata_url",
-        lambda v, c: v == "" or v.startswith(("http://", "https://")),
-        "must start with http:// or https://",
-    ),
+    ("metadata_url", lambda v, c: v == "" or url_problem(v) is None, ""),
     ("table_base", _tables_fit, f"tables base..base+{SLOTS - 1} must fit in 1..{MAX_U32}"),
     (
         "table_base",
@@ -344,18 +386,32 @@ def _coerce(key: str, value: Any, source: str) -> Any:
                 if text.lower() in ("0", "false", "no", "off"):
                     return False
                 raise ValueError
-            return want(text)
-        except ValueError:
+            out = want(text)
+        except (ValueError, OverflowError):
             raise ConfigError(
-                f"{source}: {key} = {value!r} is not a valid {want.__name__}"
+                f"{source}: {key} = {shown(value)} is not a valid {want.__name__}"
             ) from None
+        return _finite(key, out, value, source)
     if want is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{source}: {key} = {shown(value)}: too large") from None
+    if want is float and isinstance(value, float):
+        return _finite(key, value, value, source)
     if not isinstance(value, want) or (want is int and isinstance(value, bool)):
         raise ConfigError(
-            f"{source}: {key} = {value!r} has type {type(value).__name__}, expected {want.__name__}"
+            f"{source}: {key} = {shown(value)} has type {type(value).__name__}, "
+            f"expected {want.__name__}"
         )
     return value
+
+
+def _finite(key: str, number: Any, value: Any, source: str) -> Any:
+    """A float setting is a number of seconds: never inf or nan."""
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ConfigError(f"{source}: {key} = {shown(value)}: must be a finite number")
+    return number
 
 
 def _check_keys(data: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -379,7 +435,11 @@ def read_toml(path: Path) -> dict[str, Any]:
     except OSError as e:
         raise ConfigError(f"config file {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {path}: {e}") from None
+        raise ConfigError(f"config file {path}: {str(e)[:120]}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: not UTF-8 text") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path}: nested too deeply") from None
     return data
 
 

@@ -234,5 +234,7 @@ def cloud(name: str) -> Cloud:
     try:
         return BY_NAME[name]
     except KeyError:
+        from ..config import shown
+
         known = ", ".join(choices())
-        raise ConfigError(f"provider {name!r} is not known (known: {known})") from None
+        raise ConfigError(f"provider {shown(name)} is not known (known: {known})") from None
