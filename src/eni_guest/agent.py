@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 from .config import Config
-from .errors import KernelError
+from .errors import KernelError, MetadataInvalid
 from .model import Instance, build_instance
 from .plan import Change, Plan, plan
 from .scope import Scope, decide, of_instance
@@ -100,11 +100,15 @@ def reconcile(
     dry_run: bool = False,
     instance: Optional[Instance] = None,
     log_warnings: bool = True,
+    fail_on_invalid: bool = True,
 ) -> Result:
     """Make the kernel match metadata (or only plan it with dry_run).
 
     log_warnings=False leaves the plan's warnings to the caller: the watch daemon reconciles
     every minute and logs a warning only when it first appears, not on every cycle.
+    An ENI whose metadata was refused is left as it is and the others are configured; then
+    the run fails (exit 3) naming it, or with fail_on_invalid=False only logs it (`show`
+    shows it; `hotplug add` did its job for its own NIC).
     """
     requests = 0
     t0 = time.monotonic()
@@ -146,9 +150,21 @@ def reconcile(
             t4 = time.monotonic()
             verify(kernel, instance, config)
             result.timings["verify"] = time.monotonic() - t4
+        if instance.invalid:
+            _refused(instance, fail_on_invalid)
         return result
     finally:
         kernel.close()
+
+
+def _refused(instance: Instance, fail: bool) -> None:
+    """The ENIs whose metadata was refused, after the others were configured."""
+    first = instance.invalid[0].reason
+    more = f" (and {len(instance.invalid) - 1} more ENI)" if len(instance.invalid) > 1 else ""
+    message = f"{first}{more}; that ENI is left as it is, the others are configured"
+    if fail:
+        raise MetadataInvalid(message)
+    log.error("%s", message)
 
 
 def verify(kernel: Kernel, instance: Instance, config: Config) -> None:

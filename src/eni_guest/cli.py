@@ -156,7 +156,7 @@ def show(as_json: bool, **opts: Any) -> None:
         from .agent import reconcile
         from .show import render_json, render_text
 
-        result = reconcile(_config(opts), dry_run=True)
+        result = reconcile(_config(opts), dry_run=True, fail_on_invalid=False)
         click.echo(render_json(result) if as_json else render_text(result))
         return 0
 

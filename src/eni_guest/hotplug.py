@@ -145,13 +145,18 @@ def add(config: Config, ifname: str) -> int:
     return 0
 
 
-def reconcile_locked(config: Config, *, log_warnings: bool = True) -> Result:
-    """A full reconcile under the run lock, with metadata read under the lock (see above)."""
+def reconcile_locked(
+    config: Config, *, log_warnings: bool = True, fail_on_invalid: bool = False
+) -> Result:
+    """A full reconcile under the run lock, with metadata read under the lock (see above).
+
+    Another ENI whose metadata is refused does not fail a hot-plug: it is logged, and this
+    NIC, which settled, is configured (its unit did its job)."""
     from .agent import reconcile
     from .lock import run_lock
 
     with run_lock(config.lock_file, config.lock_timeout):
-        return reconcile(config, log_warnings=log_warnings)
+        return reconcile(config, log_warnings=log_warnings, fail_on_invalid=fail_on_invalid)
 
 
 def remove(config: Config, ifname: str) -> int:

@@ -172,6 +172,9 @@ class Instance:
     # planner configures none of them and removes nothing of theirs.
     excluded: tuple[Excluded, ...] = ()
     excluded_ips: tuple[IPNetwork, ...] = ()
+    # Secondary ENIs whose metadata was refused (`reason`: the one-line error naming the key):
+    # left exactly as they are, like excluded ones, while the others are configured.
+    invalid: tuple[Excluded, ...] = ()
     # The scope the model was built with (scope.py), read by the planner and the settle
     # engine; None for a model built by hand, whose scope is then decided from it.
     scope: Optional[Scope] = field(default=None, compare=False, repr=False)

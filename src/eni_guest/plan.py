@@ -88,6 +88,7 @@ class ExcludedPlan:
     excluded: Excluded
     link: Optional[Link]
     table: Optional[int]  # None when its slot cannot be known (e.g. no device number yet)
+    invalid: bool = False  # not excluded: its metadata was refused (`excluded.reason` says why)
 
 
 @dataclass(frozen=True)

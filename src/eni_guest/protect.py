@@ -80,9 +80,10 @@ class Protecting:
 def leave_excluded_alone(
     p: Protecting, instance: Instance, config: Config, scope: Scope, notes: list[str]
 ) -> list[tuple[Excluded, Optional[Link], Optional[int]]]:
-    """Protect what the configuration excludes from removal; nothing of it is configured."""
+    """Protect what the configuration excludes, and ENIs whose metadata was refused, from
+    removal; nothing of them is configured."""
     out = []
-    for x in instance.excluded:
+    for x in (*instance.excluded, *instance.invalid):
         table = None if x.slot is None else config.table_base + x.slot
         s = scope.eni(x.mac)
         own = s.nics if s is not None else ()
@@ -92,7 +93,10 @@ def leave_excluded_alone(
             p.tables.add(table)
             p.rule_tables.add(table)
         out.append((x, own[0] if len(own) == 1 else None, table))
-        notes.append(f"{x.eni_id or x.mac} ({x.mac}): excluded by {x.reason}: left alone")
+        if x in instance.invalid:
+            notes.append(f"{x.eni_id or x.mac} ({x.mac}): left as it is: {x.reason}")
+        else:
+            notes.append(f"{x.eni_id or x.mac} ({x.mac}): excluded by {x.reason}: left alone")
     p.links.update(index for index, _ in scope.links_left_alone)
     return out
 

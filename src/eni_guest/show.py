@@ -49,6 +49,7 @@ def rows(result: Result) -> list[dict]:
                 if managed
                 else None,
                 "excluded": ep.excluded,
+                "invalid": None,
             }
         )
     for xp in result.plan.excluded:
@@ -68,7 +69,9 @@ def rows(result: Result) -> list[dict]:
                 "table": xp.table,
                 "priority": None,
                 "in_sync": None,
-                "excluded": x.reason,
+                # a refused ENI is not excluded: its metadata is wrong, and it is left as it is
+                "excluded": None if xp.invalid else x.reason,
+                "invalid": x.reason if xp.invalid else None,
             }
         )
     return out
@@ -115,6 +118,8 @@ def render_text(result: Result) -> str:
         sync = "yes" if r["in_sync"] else "no"
         if r["excluded"]:
             sync = "excluded"  # left alone: neither configured nor removed
+        if r["invalid"]:
+            sync = "invalid"  # its metadata was refused: left exactly as it is
         lines.append(
             (
                 (r["interface"] or "-") + (" *" if r["primary"] else ""),
@@ -136,10 +141,18 @@ def render_text(result: Result) -> str:
     for r in rows(result):
         if r["excluded"]:
             out.append(f"excluded: {r['eni_id'] or r['mac']} ({r['mac']}): {r['excluded']}")
+        if r["invalid"]:
+            out.append(f"invalid: {r['eni_id'] or r['mac']} ({r['mac']}): {r['invalid']}")
     if result.instance.excluded_ips:
         nets = ", ".join(str(n) for n in result.instance.excluded_ips)
         out.append(f"excluded IPs (exclude_ips): {nets}")
-    shown = ("not settled", "not configured yet", ": excluded by ", "matches exclude_interfaces")
+    shown = (
+        "not settled",
+        "not configured yet",
+        ": excluded by ",
+        "matches exclude_interfaces",
+        ": left as it is: ",
+    )
     for note in result.plan.notes:
         if not any(s in note for s in shown):  # those have their own lines above
             out.append(f"note: {note}")

@@ -279,6 +279,11 @@ def build(raw: RawInstance, config: Config, scope: Optional[Scope]) -> Instance:
     The scope (decided from `raw` when not given) says which ENIs are managed: only those
     are validated.  Excluded ones are kept apart in `Instance.excluded`, read leniently, with
     what the planner needs to leave them alone; unsettled ones in `Instance.unsettled`.
+
+    A secondary ENI whose own values are refused does not stop the others: it is kept in
+    `Instance.invalid`, read leniently like an excluded one, with the refusal as its reason;
+    the planner leaves it exactly as it is and the run ends with exit 3 naming the key.  A bad
+    primary ENI, or a value that two ENIs dispute, still stops the whole read.
     """
     given = scope
     if scope is None:
@@ -291,6 +296,7 @@ def build(raw: RawInstance, config: Config, scope: Optional[Scope]) -> Instance:
     enis: list[Eni] = []
     unsettled: list[Unsettled] = []
     excluded_raws: list[tuple[str, RawEni, str]] = []
+    invalid_raws: list[tuple[str, RawEni, str]] = []
     hashed: list[str] = []  # MACs of ENIs whose cloud publishes no device number
     reserves = _cloud_reserves(raw.provider)
     for r in merged:
@@ -306,8 +312,14 @@ def build(raw: RawInstance, config: Config, scope: Optional[Scope]) -> Instance:
         elif s is not None:
             unsettled.append(Unsettled(mac, s.reason))
         else:
-            enis.append(_build_eni(r, mac, mac == primary_mac))
+            try:
+                enis.append(_build_eni(r, mac, mac == primary_mac))
+            except MetadataInvalid as e:
+                if mac == primary_mac:
+                    raise  # the primary is what every other ENI's routing relies on
+                invalid_raws.append((mac, r, str(e)))  # one bad ENI never blocks the others
     enis, table_slots = _with_table_slots(enis, hashed, primary_mac)
+    invalid = [_excluded(r, mac, False, table_slots.get(mac), why) for mac, r, why in invalid_raws]
     excluded = [
         _excluded(r, mac, mac == primary_mac, table_slots.get(mac), why)
         for mac, r, why in excluded_raws
@@ -328,5 +340,6 @@ def build(raw: RawInstance, config: Config, scope: Optional[Scope]) -> Instance:
         unsettled=tuple(unsettled),
         excluded=tuple(excluded),
         excluded_ips=scope.excluded_ips,
+        invalid=tuple(invalid),
         scope=given,  # without the run's scope, the planner decides one from the kernel
     )
