@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 from .shell import in_ns
-from .topology.vpc import NFT_TABLE, RPF_COUNTER
+from .topology.vpc import NFT_TABLE, RPF_COUNTER, SYN_SUFFIX
 
 #: The helper program, run by path: it needs nothing but the interpreter.
 NETPROBE = str(Path(__file__).resolve().parent / "netprobe.py")
@@ -64,16 +64,24 @@ class Prober:
         return counts
 
     def verdict(
-        self, ok: bool, before: Mapping[str, int], after: Mapping[str, int], detail: str
+        self,
+        ok: bool,
+        before: Mapping[str, int],
+        after: Mapping[str, int],
+        detail: str,
+        tcp: bool = False,
     ) -> Probe:
-        """The veth whose counter grew most is the exit; the source check's counter, drops."""
+        """The veth whose counter (of echo requests, or with tcp of SYNs) grew most is the
+        exit; the source check's counter, drops."""
         best, best_delta = None, 0
         for name, n in after.items():
-            if name == RPF_COUNTER:
+            if name == RPF_COUNTER or name.endswith(SYN_SUFFIX) != tcp:
                 continue
             delta = n - before.get(name, 0)
             if delta > best_delta:
                 best, best_delta = name, delta
+        if best is not None and tcp:
+            best = best[: -len(SYN_SUFFIX)]
         exit_iface = self._ifname_of(best) if best is not None else None
         dropped = after.get(RPF_COUNTER, 0) > before.get(RPF_COUNTER, 0)
         return Probe(ok, exit_iface, dropped, detail)
@@ -94,4 +102,4 @@ class Prober:
         cp = in_ns(ns, cmd, check=False, timeout=timeout + 30)
         after = self.counters()
         detail = f"{src or '*'} -> {dst}:{port}: {(cp.stdout + cp.stderr).strip()}"
-        return self.verdict(cp.returncode == 0, before, after, detail)
+        return self.verdict(cp.returncode == 0, before, after, detail, tcp=True)

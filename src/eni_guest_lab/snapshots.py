@@ -8,6 +8,7 @@ takes one before and one after a run that must change nothing.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Optional
 
 from .shell import ip_json
@@ -45,11 +46,25 @@ def _clean(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(cleaned, key=lambda d: json.dumps(d, sort_keys=True))
 
 
+def _dad_done(ns: str, timeout: float = 5.0) -> None:
+    """Wait until no IPv6 address in ``ns`` is tentative: a link that came up moments ago
+    gets its link-local routes only when DAD ends, which would make two snapshots taken
+    around it differ without anyone acting (seen on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = ip_json(ns, ["-6", "addr", "show", "tentative"])
+        if not any(link.get("addr_info") for link in busy):
+            return
+        time.sleep(0.05)
+
+
 def snapshot(ns: str) -> dict[str, Any]:
     """Everything the agent could change in the guest, comparable with ``==``.
 
-    Counters, lifetimes and DAD state are left out: they change without anyone acting.
+    Counters, lifetimes and DAD state are left out: they change without anyone acting; and
+    it is taken once IPv6 DAD has ended (`_dad_done`).
     """
+    _dad_done(ns)
     keep_link = ("ifname", "address", "flags", "mtu", "group", "master", "link_type")
     links = sorted(
         ({k: link[k] for k in keep_link if k in link} for link in ip_json(ns, ["link"])),

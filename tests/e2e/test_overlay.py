@@ -168,6 +168,7 @@ def test_excluded_ip_of_ours_is_not_removed(simvm: Factory, toml: Callable[[str]
     # The exclusion covers 10.0.2.30 too: the ENI is left with no IP of its own to route, yet
     # its table stays, because the left-alone rules of its IPs lead there.
     config = toml('exclude_ips = ["10.0.2.28/30"]\n')
+    wait_no_tentative(vm, [vm.guest_ns])  # eth2 just came up: its link-local routes follow DAD
     before = vm.snapshot()
     # ...but it is excluded: left alone, not removed.
     assert apply_json(vm, "--config", config)["changes"] == []

@@ -36,6 +36,8 @@ from .namespaces import NS_PREFIX, Namespaces
 
 #: The vpc's nftables table: per-veth probe counters, then the source check.
 NFT_TABLE = "egt_vpc"
+#: The suffix of a veth's counter of TCP SYNs (its plain name counts echo requests).
+SYN_SUFFIX = "_syn"
 #: The counter of packets the source check dropped.
 RPF_COUNTER = "rpf_drop"
 #: Addresses on the vpc's ``lo`` whatever the scenario says.
@@ -183,12 +185,15 @@ mld-listener-report, mld2-listener-report, mld-listener-done }} accept
             )
             if v not in self._counters_made:
                 t = f"inet {NFT_TABLE}"
+                # echo requests and TCP SYNs counted apart: a ping probe must not take the
+                # agent's own metadata connections (TCP, through the primary) for its exit
                 nft_lines += [
                     f"add counter {t} {v}",
+                    f"add counter {t} {v}{SYN_SUFFIX}",
                     f'add rule {t} probe iifname "{v}" icmp type echo-request counter name "{v}"',
                     f'add rule {t} probe iifname "{v}" icmpv6 type echo-request counter name "{v}"',
                     f'add rule {t} probe iifname "{v}" tcp flags & (syn | ack) == syn '
-                    f'counter name "{v}"',
+                    f'counter name "{v}{SYN_SUFFIX}"',
                 ]
         ip_batch(self.ns, lines)
         for p in new:
