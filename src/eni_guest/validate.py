@@ -35,7 +35,9 @@ from .scope import EXCLUDED, MANAGED, Scope, decide
 def _bad(raw: Merged, name: str, value: object, why: str) -> MetadataInvalid:
     origin = raw.origins.get((name, value)) if isinstance(value, str) else None
     if origin is not None:  # the value came from the config file: name its key
-        return MetadataInvalid(f"{origin} = {value!r}: {why}")
+        err = MetadataInvalid(f"{origin} = {value!r}: {why}")
+        err.from_config = True  # type: ignore[attr-defined]
+        return err
     key = raw.source + raw.keys.get(name, name)
     return MetadataInvalid(f"metadata {key} = {value!r}: {why}")
 
@@ -280,10 +282,11 @@ def build(raw: RawInstance, config: Config, scope: Optional[Scope]) -> Instance:
     are validated.  Excluded ones are kept apart in `Instance.excluded`, read leniently, with
     what the planner needs to leave them alone; unsettled ones in `Instance.unsettled`.
 
-    A secondary ENI whose own values are refused does not stop the others: it is kept in
+    A secondary ENI whose own metadata is refused does not stop the others: it is kept in
     `Instance.invalid`, read leniently like an excluded one, with the refusal as its reason;
     the planner leaves it exactly as it is and the run ends with exit 3 naming the key.  A bad
-    primary ENI, or a value that two ENIs dispute, still stops the whole read.
+    primary ENI, a value two ENIs dispute, or a value the configuration file supplied still
+    stops the whole read.
     """
     given = scope
     if scope is None:
@@ -315,8 +318,10 @@ def build(raw: RawInstance, config: Config, scope: Optional[Scope]) -> Instance:
             try:
                 enis.append(_build_eni(r, mac, mac == primary_mac))
             except MetadataInvalid as e:
-                if mac == primary_mac:
-                    raise  # the primary is what every other ENI's routing relies on
+                if mac == primary_mac or getattr(e, "from_config", False):
+                    # the primary is what every other ENI's routing relies on; and a value
+                    # the operator wrote is their mistake to fix before anything changes
+                    raise
                 invalid_raws.append((mac, r, str(e)))  # one bad ENI never blocks the others
     enis, table_slots = _with_table_slots(enis, hashed, primary_mac)
     invalid = [_excluded(r, mac, False, table_slots.get(mac), why) for mac, r, why in invalid_raws]
