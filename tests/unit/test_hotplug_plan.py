@@ -430,6 +430,33 @@ def test_detection_answering_at_once_costs_no_wait(monkeypatch: pytest.MonkeyPat
     assert windows == [3.0] and clock.sleeps == [] and len(reads) == 1
 
 
+def test_watch_retries_detection_until_it_answers(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The daemon resolves "auto" at each metadata read until detection answers (a failure is
+    an outage, logged once, not a resolution kept), then keeps the answer for that config."""
+    import eni_guest.providers.detect
+    from eni_guest.watch import Watcher
+
+    answers: list[Any] = [NO_CLOUD, "alibaba"]
+    windows: list[float] = []
+
+    def choose(config: Config, *, window: float) -> tuple[str, str]:
+        windows.append(window)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer, "metadata probe: a token"
+
+    monkeypatch.setattr(eni_guest.providers.detect, "choose", choose)
+    watcher = Watcher(lambda: AUTO_CFG, AUTO_CFG)
+    assert watcher._metadata(lambda c: c.provider) is None
+    assert "metadata unavailable, changing nothing until it answers: no cloud" in caplog.text
+    assert watcher._metadata(lambda c: c.provider) == "alibaba"
+    assert watcher._metadata(lambda c: c.provider) == "alibaba"
+    assert len(windows) == 2  # not detected again once it answered
+
+
 def test_read_budget_caps_request_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[Config] = []
 
