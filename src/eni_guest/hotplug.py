@@ -73,12 +73,14 @@ def resolve_provider(config: Config, window: float = TOTAL_TIMEOUT) -> Config:
 
 def _detect(config: Config, tries: int, left: float) -> Config:
     """Try number `tries` of auto-detection within a wait: the window doubles from the first
-    3 s up to MAX_WINDOW, within what is left of the wait."""
-    window = min(TOTAL_TIMEOUT * 2 ** (tries - 1), MAX_WINDOW, max(left, 0.5))
+    3 s up to MAX_WINDOW, within what is left of the wait (but never under the 3 s of a run
+    that does not wait)."""
+    window = min(TOTAL_TIMEOUT * 2 ** (tries - 1), MAX_WINDOW, max(left, TOTAL_TIMEOUT))
     try:
         return resolve_provider(config, window)
     except MetadataUnavailable as e:
-        raise MetadataUnavailable(f"auto-detection tried {tries} times, the last: {e}") from None
+        times = "once" if tries == 1 else f"{tries} times"
+        raise MetadataUnavailable(f"auto-detection tried {times}, the last: {e}") from None
 
 
 def _read(config: Config, left: float) -> Instance:

@@ -424,6 +424,15 @@ def test_no_cloud_within_the_timeout_fails_saying_what_was_tried(
     assert "aws: timed out" in message
 
 
+def test_a_short_timeout_still_gets_one_full_probe_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(MetadataUnavailable, match="auto-detection tried once, the last: no cl"):
+        run_detecting_wait(monkeypatch, [NO_CLOUD], timeout=1.0)
+    got, _, windows, _ = run_detecting_wait(monkeypatch, ["aws"], timeout=0.0)
+    assert windows == [3.0] and got is not None
+
+
 def test_detection_answering_at_once_costs_no_wait(monkeypatch: pytest.MonkeyPatch) -> None:
     got, clock, windows, reads = run_detecting_wait(monkeypatch, ["openstack"])
     assert got is not None and got.config.provider == "openstack"
