@@ -61,8 +61,14 @@ def probes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return calls
 
 
+def where(cfg: Config) -> Path:
+    path = boot_cache.path_for(cfg)
+    assert path is not None
+    return path
+
+
 def kept(cfg: Config) -> dict[str, Any]:
-    return json.loads(boot_cache.path_for(cfg).read_text())
+    return json.loads(where(cfg).read_text())
 
 
 # ------------------------------------------------------------------ the file
@@ -71,6 +77,9 @@ def kept(cfg: Config) -> dict[str, Any]:
 def test_the_file_sits_beside_the_lock_file() -> None:
     assert boot_cache.path_for(Config()) == Path("/run/eni-guest.provider")
     assert boot_cache.path_for(Config(lock_file="/tmp/vm1/lock")) == Path("/tmp/vm1/lock.provider")
+    assert boot_cache.path_for(Config(lock_file="")) is None
+    assert not boot_cache.store(Config(lock_file=""), BOOT, "aws", "why")
+    assert boot_cache.load(Config(lock_file=""), BOOT) is None
 
 
 def test_kept_then_read_back_in_the_same_boot(cfg: Config, boot: Path) -> None:
@@ -82,7 +91,7 @@ def test_kept_then_read_back_in_the_same_boot(cfg: Config, boot: Path) -> None:
         "metadata_url": "",
     }
     assert boot_cache.load(cfg, BOOT) == ("aws", "metadata probe: IMDSv2 token")
-    assert oct(boot_cache.path_for(cfg).stat().st_mode & 0o777) == "0o644"
+    assert oct(where(cfg).stat().st_mode & 0o777) == "0o644"
 
 
 def test_another_boots_answer_is_ignored(cfg: Config) -> None:
@@ -111,19 +120,19 @@ def test_another_metadata_urls_answer_is_ignored(cfg: Config) -> None:
     ],
 )
 def test_a_malformed_file_is_never_trusted(cfg: Config, text: str) -> None:
-    boot_cache.path_for(cfg).write_text(text)
+    where(cfg).write_text(text)
     assert boot_cache.load(cfg, BOOT) is None
 
 
 def test_not_utf8_is_not_trusted(cfg: Config) -> None:
-    boot_cache.path_for(cfg).write_bytes(b"\xff\xfe{}")
+    where(cfg).write_bytes(b"\xff\xfe{}")
     assert boot_cache.load(cfg, BOOT) is None
 
 
 def test_without_a_boot_id_nothing_is_kept_or_read(cfg: Config, tmp_path: Path) -> None:
     assert boot_cache.boot_id(tmp_path / "missing") is None
     assert not boot_cache.store(cfg, None, "aws", "why")
-    assert not boot_cache.path_for(cfg).exists()
+    assert not where(cfg).exists()
     boot_cache.store(cfg, BOOT, "aws", "why")
     assert boot_cache.load(cfg, None) is None
 
@@ -132,7 +141,7 @@ def test_the_write_is_atomic(cfg: Config, monkeypatch: pytest.MonkeyPatch) -> No
     """A temporary file renamed over the old one: a failed write leaves the old file whole
     and no temporary file behind; a good one replaces it whole."""
     boot_cache.store(cfg, BOOT, "aws", "first")
-    before = boot_cache.path_for(cfg).read_text()
+    before = where(cfg).read_text()
     renamed: list[tuple[str, str]] = []
 
     def failing_replace(src: str, dst: str) -> None:
@@ -141,13 +150,11 @@ def test_the_write_is_atomic(cfg: Config, monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setattr(os, "replace", failing_replace)
     assert not boot_cache.store(cfg, BOOT, "tencent", "second")
-    assert boot_cache.path_for(cfg).read_text() == before
+    assert where(cfg).read_text() == before
     ((src, dst),) = renamed
-    assert Path(src).parent == Path(dst).parent and Path(dst) == boot_cache.path_for(cfg)
+    assert Path(src).parent == Path(dst).parent and Path(dst) == where(cfg)
     monkeypatch.undo()
-    assert sorted(p.name for p in boot_cache.path_for(cfg).parent.iterdir()) == [
-        "eni-guest.provider"
-    ]
+    assert sorted(p.name for p in where(cfg).parent.iterdir()) == ["eni-guest.provider"]
     assert boot_cache.store(cfg, BOOT, "tencent", "second")
     assert boot_cache.load(cfg, BOOT) == ("tencent", "second")
 
@@ -181,7 +188,7 @@ def test_a_new_boot_probes_again(cfg: Config, boot: Path, probes: list[float]) -
 def test_a_malformed_file_means_detect_again_and_rewrite(
     cfg: Config, boot: Path, probes: list[float]
 ) -> None:
-    boot_cache.path_for(cfg).write_text('{"boot_id": "' + BOOT + '", "provider": "tencent"')
+    where(cfg).write_text('{"boot_id": "' + BOOT + '", "provider": "tencent"')
     assert detect.choose(cfg, window=6.0) == ("aws", "metadata probe: IMDSv2 token")
     assert probes == [6.0] and kept(cfg)["provider"] == "aws"
 
@@ -206,7 +213,7 @@ def test_the_static_fallback_is_not_kept(
     silent = {name: (False, "timed out") for name in detect.PROBES}
     monkeypatch.setattr(detect, "probe_all", lambda endpoints, window: silent)
     assert detect.choose(cfg)[0] == "static"
-    assert not boot_cache.path_for(cfg).exists()
+    assert not where(cfg).exists()
 
 
 def test_nothing_answering_keeps_nothing(
@@ -216,7 +223,7 @@ def test_nothing_answering_keeps_nothing(
     monkeypatch.setattr(detect, "probe_all", lambda endpoints, window: silent)
     with pytest.raises(MetadataUnavailable, match="no cloud recognised"):
         detect.choose(cfg)
-    assert not boot_cache.path_for(cfg).exists()
+    assert not where(cfg).exists()
 
 
 def test_an_explicit_provider_wins_over_the_kept_answer(cfg: Config, boot: Path) -> None:

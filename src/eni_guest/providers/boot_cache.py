@@ -36,9 +36,10 @@ FIELDS = ("boot_id", "provider", "why", "metadata_url")
 EARLIER = "earlier this boot: "  # starts the reason of an answer read from the file
 
 
-def path_for(config: Config) -> Path:
-    """Where this configuration's answer is kept: beside its lock file."""
-    return Path(config.lock_file).with_suffix(".provider")
+def path_for(config: Config) -> Optional[Path]:
+    """Where this configuration's answer is kept: beside its lock file (None: no lock file)."""
+    lock = Path(config.lock_file)
+    return lock.with_suffix(".provider") if lock.name else None
 
 
 def boot_id(source: Optional[Path] = None) -> Optional[str]:
@@ -53,7 +54,7 @@ def boot_id(source: Optional[Path] = None) -> Optional[str]:
 def load(config: Config, boot: Optional[str]) -> Optional[tuple[str, str]]:
     """(provider, why) kept earlier this boot for this configuration, or None."""
     path = path_for(config)
-    if boot is None:
+    if boot is None or path is None:
         return None
     try:
         data = json.loads(path.read_text())
@@ -86,9 +87,9 @@ def _problem(data: object, config: Config, boot: str) -> Optional[str]:
 
 def store(config: Config, boot: Optional[str], provider: str, why: str) -> bool:
     """Keep (provider, why) for this boot; False when it could not be written."""
-    if boot is None:
-        return False
     path = path_for(config)
+    if boot is None or path is None:
+        return False
     record = dict(zip(FIELDS, (boot, provider, why, config.metadata_url)))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
