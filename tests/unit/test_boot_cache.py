@@ -124,6 +124,21 @@ def test_a_malformed_file_is_never_trusted(cfg: Config, text: str) -> None:
     assert boot_cache.load(cfg, BOOT) is None
 
 
+def test_a_file_someone_else_could_have_written_is_not_trusted(cfg: Config, tmp_path: Path) -> None:
+    boot_cache.store(cfg, BOOT, "aws", "why")
+    os.chmod(where(cfg), 0o666)
+    assert boot_cache.load(cfg, BOOT) is None
+    os.chmod(where(cfg), 0o644)
+    assert boot_cache.load(cfg, BOOT) == ("aws", "why")
+    planted = tmp_path / "planted"
+    where(cfg).rename(planted)
+    where(cfg).symlink_to(planted)  # a symlink is never followed
+    assert boot_cache.load(cfg, BOOT) is None
+    where(cfg).unlink()
+    where(cfg).mkdir()
+    assert boot_cache.load(cfg, BOOT) is None
+
+
 def test_not_utf8_is_not_trusted(cfg: Config) -> None:
     where(cfg).write_bytes(b"\xff\xfe{}")
     assert boot_cache.load(cfg, BOOT) is None

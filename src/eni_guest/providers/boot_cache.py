@@ -8,7 +8,8 @@ watch) reads it instead of probing again:
 
     {"boot_id": "...", "provider": "aws", "why": "metadata probe: ...", "metadata_url": ""}
 
-The file is trusted only when all of it holds: it is for this boot (`boot_id` is the
+The file is trusted only when all of it holds: it is a regular file of root's (or of the
+user running eni-guest) that nobody else may write, it is for this boot (`boot_id` is the
 kernel's /proc/sys/kernel/random/boot_id, which changes at every boot; /run is normally
 emptied at boot anyway), for the same `metadata_url`, and names a known cloud.  Anything else
 (another boot, a different metadata_url, a malformed or half-written file) is ignored and the
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -33,6 +35,7 @@ log = logging.getLogger("eni_guest")
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 FIELDS = ("boot_id", "provider", "why", "metadata_url")
+MAX_SIZE = 4096  # bytes read: an answer is far smaller
 EARLIER = "earlier this boot: "  # starts the reason of an answer read from the file
 
 
@@ -57,10 +60,10 @@ def load(config: Config, boot: Optional[str]) -> Optional[tuple[str, str]]:
     if boot is None or path is None:
         return None
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(_read_ours(path))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as e:  # unreadable, not JSON, not UTF-8
+    except (OSError, ValueError) as e:  # unreadable, not ours, not JSON, not UTF-8
         log.debug("ignoring %s: %s", path, e)
         return None
     problem = _problem(data, config, boot)
@@ -68,6 +71,19 @@ def load(config: Config, boot: Optional[str]) -> Optional[tuple[str, str]]:
         log.debug("ignoring %s: %s", path, problem)
         return None
     return data["provider"], data["why"]
+
+
+def _read_ours(path: Path) -> str:
+    """The file's text if it is a regular file (not a symlink) owned by root or by us and
+    writable by nobody else: an answer anyone could have planted is no answer."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+            raise ValueError("owned or writable by someone else")
+        return f.read(MAX_SIZE).decode()
 
 
 def _problem(data: object, config: Config, boot: str) -> Optional[str]:
