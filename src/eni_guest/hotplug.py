@@ -10,6 +10,11 @@ watch daemon runs the same logic in-process.  Both must be quick and must never 
   with eight ENIs attached at once, eight `add`s queue on the lock, and a read taken before
   the wait may predate an ENI that a run in between configured; reconciling with it would
   remove that ENI again.  A read taken under the lock is never older than the kernel state.
+* With `provider = auto`, which cloud this is is part of the wait: a NIC may appear before
+  the metadata service answers, or while the guest is too slow for the probes' first window,
+  so detection is retried with the metadata reads' backoff (and a longer window each time)
+  until it answers or `hotplug_timeout` passes.  Its answer is kept for the boot
+  (providers/boot_cache.py), so the next `add` of the same boot does not probe again.
 * `remove` runs after the interface is gone and needs no metadata (detach must work while the
   metadata service is down): it deletes only what the kernel shows to be orphaned
   (`plan.plan_unplug`).
@@ -27,13 +32,15 @@ import logging
 import random
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
 from . import settle
 from .changes import Change
 from .config import Config
 from .errors import MetadataDisabled, MetadataError, MetadataUnavailable
 from .model import Instance
+from .providers.detect import MAX_WINDOW, TOTAL_TIMEOUT
+from .providers.registry import AUTO
 from .settle import Backoff
 from .state import Link
 
@@ -43,15 +50,37 @@ if TYPE_CHECKING:
 log = logging.getLogger("eni_guest")
 
 
-def resolve_provider(config: Config) -> Config:
-    """Detect the cloud once for a whole wait (or daemon) instead of on every metadata read."""
-    if config.provider != "auto":
-        return config
-    from .providers.detect import detect
+class Settled(NamedTuple):
+    """A NIC metadata lists as a settled ENI, and the configuration that read it (provider
+    "auto" resolved to the cloud)."""
 
-    name, reason = detect(config)
+    link: Link
+    config: Config
+
+
+def resolve_provider(config: Config, window: float = TOTAL_TIMEOUT) -> Config:
+    """The configuration with provider "auto" replaced by the cloud (providers/detect.py
+    `choose`: DMI, the answer kept earlier this boot, else probes for `window` seconds);
+    MetadataUnavailable when nothing answered."""
+    if config.provider != AUTO:
+        return config
+    from .providers.detect import choose
+
+    name, reason = choose(config, window=window)
     log.info("provider %s chosen: %s", name, reason)
     return replace(config, provider=name)
+
+
+def _detect(config: Config, tries: int, left: float) -> Config:
+    """Try number `tries` of auto-detection within a wait: the window doubles from the first
+    3 s up to MAX_WINDOW, within what is left of the wait (but never under the 3 s of a run
+    that does not wait)."""
+    window = min(TOTAL_TIMEOUT * 2 ** (tries - 1), MAX_WINDOW, max(left, TOTAL_TIMEOUT))
+    try:
+        return resolve_provider(config, window)
+    except MetadataUnavailable as e:
+        times = "once" if tries == 1 else f"{tries} times"
+        raise MetadataUnavailable(f"auto-detection tried {times}, the last: {e}") from None
 
 
 def _read(config: Config, left: float) -> Instance:
@@ -76,17 +105,22 @@ def wait_until_settled(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     rng: Callable[[], float] = random.random,
-) -> Optional[Link]:
+) -> Optional[Settled]:
     """Poll metadata until `link`'s MAC is a settled ENI; return the link (it may have been
-    renamed), or None when there is nothing to configure (the link left, or it is not an ENI
-    of this instance).  Raises MetadataError when metadata stayed down or the ENI unsettled
-    for the whole timeout: the caller changes nothing.  The decisions are settle.judge's.
+    renamed) with the configuration that read it, or None when there is nothing to configure
+    (the link left, or it is not an ENI of this instance).  Raises MetadataError when no cloud
+    was recognised, metadata stayed down or the ENI unsettled for the whole timeout: the
+    caller changes nothing.  The decisions are settle.judge's.
     """
     deadline = clock() + timeout
     backoff = Backoff(rng=rng)
+    tries = 0  # of auto-detection; it is retried like a failed read until it answers
     while True:
         instance, error = None, None
         try:
+            if config.provider == AUTO:
+                tries += 1
+                config = _detect(config, tries, deadline - clock())
             instance = _read(config, deadline - clock())
         except MetadataDisabled:
             raise  # switched off: waiting will not switch it on
@@ -95,7 +129,7 @@ def wait_until_settled(
         left = deadline - clock()
         verdict = settle.judge(link, instance, error=error, time_left=left, timeout=timeout)
         if verdict.action == settle.CONFIGURE:
-            return link
+            return Settled(link, config)
         if verdict.action == settle.GIVE_UP:
             if verdict.failed:
                 raise MetadataUnavailable(verdict.why)
@@ -126,7 +160,6 @@ def add(config: Config, ifname: str) -> int:
         if verdict is not None:
             log.log(verdict.level, "%s", verdict.why)
             return 0
-        config = resolve_provider(config)
         start = time.monotonic()
         settled = wait_until_settled(
             config, link, config.hotplug_timeout, relookup=kernel.link_by_index
@@ -137,11 +170,11 @@ def add(config: Config, ifname: str) -> int:
         return 0
     log.debug(
         "%s (%s) settled in metadata after %.1f s",
-        settled.name,
-        settled.mac,
+        settled.link.name,
+        settled.link.mac,
         time.monotonic() - start,
     )
-    reconcile_locked(config)
+    reconcile_locked(settled.config)
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from .agent import Result
+from .providers.boot_cache import EARLIER
 
 
 def rows(result: Result) -> list[dict]:
@@ -78,9 +79,16 @@ def rows(result: Result) -> list[dict]:
 
 
 def provider_line(result: Result) -> str:
-    """`aws (set in the configuration)` or `alibaba (auto-detected: DMI sys_vendor ...)`."""
+    """`aws (set in the configuration)`, `alibaba (auto-detected: DMI sys_vendor ...)`, or
+    `aws (auto-detected earlier this boot: metadata probe: ...)` for the answer kept for the
+    boot (providers/boot_cache.py)."""
     why = result.instance.chosen_because
-    how = f"auto-detected: {why}" if why else "set in the configuration"
+    if not why:
+        how = "set in the configuration"
+    elif why.startswith(EARLIER):
+        how = f"auto-detected {why}"
+    else:
+        how = f"auto-detected: {why}"
     return f"{result.instance.provider} ({how})"
 
 

@@ -9,6 +9,7 @@ else's connections or routes are disturbed, and interfaces that are not ENIs are
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import subprocess
 import time
@@ -140,6 +141,61 @@ def test_add_during_a_metadata_outage_exits_3_changing_nothing(
     assert "metadata still failing after 2 s" in r.stderr
     assert took < 10
     assert vm.snapshot() == snap
+
+
+def test_add_with_provider_auto_waits_for_a_late_metadata_service(
+    simvm: Factory, scenario_3eni: dict[str, Any], tmp_path: Path
+) -> None:
+    """A slow boot with the default `provider = auto`: the NIC is there seconds before the
+    metadata service answers.  `hotplug add` keeps trying to tell the cloud within
+    hotplug_timeout, configures the ENI once it answers and exits 0.  The next runs of the same
+    boot use the answer kept under /run (here beside the VM's lock file) and probe no other
+    cloud: the simulator counts no request to OpenStack's or JD Cloud's probe paths."""
+    vm = simvm(scenario_3eni, attached=[PRIMARY_MAC, SECOND_MAC], docker=False)
+    applied(vm)
+    kept = vm.lock_file.with_suffix(".provider")
+    assert not kept.exists()  # an explicit provider detects nothing and keeps nothing
+    vm.stop_metadata()
+    name = vm.attach(THIRD_MAC)
+    log_path = tmp_path / "add.err"
+    cmd, env = vm.agent_command("-v", "hotplug", "add", name, "--provider", "auto")
+    started = time.monotonic()
+    with open(log_path, "wb") as err:
+        proc = subprocess.Popen(cmd, env=env, stderr=err, stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(4.0)
+        assert proc.poll() is None, log_path.read_text()  # still waiting: not exit 3 at once
+        vm.start_metadata()
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    took = time.monotonic() - started
+    log = log_path.read_text()
+
+    assert code == 0, log
+    assert "provider aws chosen: metadata probe: PUT " in log
+    assert "rule add from 10.0.2.31 lookup 10002 priority 10003" in log
+    assert_exits(vm, "eth2", THIRD_IPS)
+    assert 4.0 < took < 20, log
+    record = json.loads(kept.read_text())
+    assert record["provider"] == "aws" and record["why"].startswith("metadata probe: PUT ")
+    assert record["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+    probe_paths = ("/openstack/latest/network_data.json", "/metadata/latest/")
+    before = vm.metadata_stats()["by_path"]
+    assert all(before.get(p, 0) >= 1 for p in probe_paths), before  # the first run probed
+    shown = vm.agent("show", "--json", "--provider", "auto")
+    assert shown.returncode == 0, shown.stderr
+    out = json.loads(shown.stdout)
+    assert out["provider"] == "aws" and out["provider_chosen_by"] == "auto"
+    assert out["provider_chosen_because"].startswith("earlier this boot: metadata probe: PUT ")
+    again, _ = hotplug(vm, "add", name, "--provider", "auto")
+    assert again.returncode == 0, again.stderr
+    assert "rule" not in again.stderr and "earlier this boot" in again.stderr
+    after = vm.metadata_stats()["by_path"]
+    assert {p: after.get(p, 0) for p in probe_paths} == {p: before[p] for p in probe_paths}
 
 
 def test_add_ignores_interfaces_that_are_not_enis(

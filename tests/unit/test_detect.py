@@ -35,7 +35,10 @@ QEMU = {"sys_vendor": "QEMU", "product_name": "Standard PC (i440FX + PIIX, 1996)
 
 
 def cfg(tmp_path: Path, **kw: str) -> Config:
-    return Config(provider="auto", static_file=str(tmp_path / "enis.toml"), **kw).validate()
+    lock = str(tmp_path / "eni-guest.lock")  # what choose() keeps goes beside it, not to /run
+    return Config(
+        provider="auto", static_file=str(tmp_path / "enis.toml"), lock_file=lock, **kw
+    ).validate()
 
 
 @pytest.fixture

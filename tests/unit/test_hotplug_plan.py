@@ -247,7 +247,8 @@ def run_wait(
         sleep=clock.sleep,
         rng=lambda: 0.5,
     )
-    return got, clock, budgets
+    assert got is None or got.config is CFG  # an explicit provider is never re-resolved
+    return (None if got is None else got.link), clock, budgets
 
 
 SETTLED = instance(eni(MAC0, 0), eni(MAC1, 1))
@@ -337,6 +338,132 @@ def test_renamed_link_is_followed_by_index(monkeypatch: pytest.MonkeyPatch) -> N
     renamed = replace(NIC, name="ens6")
     got, _, _ = run_wait(monkeypatch, [LAGGING, SETTLED], NIC, relookup=lambda index: renamed)
     assert got == renamed
+
+
+# ------------------------------------------------------------------ auto-detection in the wait
+
+AUTO_CFG = Config(provider="auto")
+NO_CLOUD = MetadataUnavailable("no cloud recognised: DMI sys_vendor 'QEMU'; probes: aws: timed out")
+
+
+def run_detecting_wait(
+    monkeypatch: pytest.MonkeyPatch, answers: list[Any], timeout: float = 10.0
+) -> tuple[Optional[hotplug.Settled], FakeClock, list[float], list[Config]]:
+    """Wait with provider "auto": detection answers `answers` in turn (an exception: nothing
+    answered; a name: that cloud), each try costing its whole window on the fake clock;
+    metadata, once read, lists NIC as settled.  (result, clock, windows tried, configs read)."""
+    clock = FakeClock()
+    windows: list[float] = []
+    reads: list[Config] = []
+
+    def choose(config: Config, *, window: float) -> tuple[str, str]:
+        assert config.provider == "auto"
+        windows.append(window)
+        answer = answers[min(len(windows) - 1, len(answers) - 1)]
+        if isinstance(answer, Exception):
+            clock.now += window
+            raise answer
+        clock.now += 0.1
+        return answer, "metadata probe: a token"
+
+    def read(config: Config, left: float) -> Instance:
+        reads.append(config)
+        return SETTLED
+
+    import eni_guest.providers.detect
+
+    monkeypatch.setattr(eni_guest.providers.detect, "choose", choose)
+    monkeypatch.setattr(hotplug, "_read", read)
+    got = hotplug.wait_until_settled(
+        AUTO_CFG,
+        NIC,
+        timeout,
+        relookup=lambda i: NIC,
+        clock=clock,
+        sleep=clock.sleep,
+        rng=lambda: 0.5,
+    )
+    return got, clock, windows, reads
+
+
+def test_detection_is_retried_within_the_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No answer at first (a slow guest, a service not up yet): detection is tried again with
+    the metadata reads' backoff and a longer window, and once it answers the NIC is read and
+    configured with the cloud it named, detection not repeated."""
+    got, clock, windows, reads = run_detecting_wait(
+        monkeypatch, [NO_CLOUD, NO_CLOUD, "aws"], timeout=60.0
+    )
+    assert got is not None and got.link == NIC
+    assert got.config.provider == "aws" and got.config == replace(AUTO_CFG, provider="aws")
+    assert windows == [3.0, 6.0, 12.0]  # the probes' window doubles on every try
+    assert clock.sleeps == pytest.approx([0.15, 0.3])  # the reads' backoff (jitter 0.5)
+    assert [c.provider for c in reads] == ["aws"]
+
+
+def test_detection_windows_stop_at_the_cap_and_the_time_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    got, clock, windows, _ = run_detecting_wait(monkeypatch, [NO_CLOUD] * 5 + ["tencent"], 60.0)
+    assert got is not None and got.config.provider == "tencent"
+    assert windows[:5] == [3.0, 6.0, 12.0, 12.0, 12.0]
+    assert windows[5] == pytest.approx(60.0 - sum(windows[:5]) - sum(clock.sleeps[:5]))
+    assert windows[5] < 12.0  # cut to what is left of hotplug_timeout
+
+
+def test_no_cloud_within_the_timeout_fails_saying_what_was_tried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(MetadataUnavailable) as info:
+        run_detecting_wait(monkeypatch, [NO_CLOUD], timeout=20.0)  # 3 s + 6 s + the 10.5 s left
+    message = str(info.value)
+    assert "eth1 (0e:00:00:00:00:11): metadata still failing after 20 s (hotplug_timeout)" in (
+        message
+    )
+    assert "nothing changed" in message
+    assert "auto-detection tried 3 times, the last: no cloud recognised: DMI" in message
+    assert "aws: timed out" in message
+
+
+def test_a_short_timeout_still_gets_one_full_probe_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(MetadataUnavailable, match="auto-detection tried once, the last: no cl"):
+        run_detecting_wait(monkeypatch, [NO_CLOUD], timeout=1.0)
+    got, _, windows, _ = run_detecting_wait(monkeypatch, ["aws"], timeout=0.0)
+    assert windows == [3.0] and got is not None
+
+
+def test_detection_answering_at_once_costs_no_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    got, clock, windows, reads = run_detecting_wait(monkeypatch, ["openstack"])
+    assert got is not None and got.config.provider == "openstack"
+    assert windows == [3.0] and clock.sleeps == [] and len(reads) == 1
+
+
+def test_watch_retries_detection_until_it_answers(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The daemon resolves "auto" at each metadata read until detection answers (a failure is
+    an outage, logged once, not a resolution kept), then keeps the answer for that config."""
+    import eni_guest.providers.detect
+    from eni_guest.watch import Watcher
+
+    answers: list[Any] = [NO_CLOUD, "alibaba"]
+    windows: list[float] = []
+
+    def choose(config: Config, *, window: float) -> tuple[str, str]:
+        windows.append(window)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer, "metadata probe: a token"
+
+    monkeypatch.setattr(eni_guest.providers.detect, "choose", choose)
+    watcher = Watcher(lambda: AUTO_CFG, AUTO_CFG)
+    assert watcher._metadata(lambda c: c.provider) is None
+    assert "metadata unavailable, changing nothing until it answers: no cloud" in caplog.text
+    assert watcher._metadata(lambda c: c.provider) == "alibaba"
+    assert watcher._metadata(lambda c: c.provider) == "alibaba"
+    assert len(windows) == 2  # not detected again once it answered
 
 
 def test_read_budget_caps_request_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,14 +32,15 @@ class Provider(Protocol):
 
 
 def get_provider(config: Config) -> Provider:
-    """The provider config names (or an alias of it); "auto" detects the cloud
-    (providers/detect.py) and keeps why on the provider (read it with `chosen_because`), so
-    `eni-guest show` can say it.  An unknown name is a ConfigError listing the known ones."""
+    """The provider config names (or an alias of it); "auto" chooses the cloud (DMI, the answer
+    kept earlier this boot, else the probes: providers/detect.py `choose`) and keeps why on the
+    provider (read it with `chosen_because`), so `eni-guest show` can say it.  An unknown name
+    is a ConfigError listing the known ones."""
     name, reason = config.provider, None
     if name == AUTO:
-        from .detect import detect
+        from .detect import choose
 
-        name, reason = detect(config)
+        name, reason = choose(config)
         log.debug("provider %s chosen: %s", name, reason)  # `show` prints it, -v logs it
     provider = _make(name, config)
     provider.detected_by = reason  # type: ignore[attr-defined]
@@ -47,7 +48,8 @@ def get_provider(config: Config) -> Provider:
 
 
 def chosen_because(provider: Provider) -> Optional[str]:
-    """Why "auto" chose this provider (e.g. "DMI sys_vendor 'Amazon EC2'"); None if forced."""
+    """Why "auto" chose this provider (e.g. "DMI sys_vendor 'Amazon EC2'", or "earlier this
+    boot: metadata probe: ..." for an answer kept for the boot); None if forced."""
     return getattr(provider, "detected_by", None)
 
 

@@ -12,6 +12,11 @@ serves an EC2-compatible tree), so a probe asks for something only that cloud ha
 several answer the most specific wins: OpenStack's network_data.json, JD Cloud's
 /metadata/latest/, an AWS token, an Alibaba token, Tencent's tree.  The DMI rules, the
 probes, their addresses and that order are the clouds' entries in providers/registry.py.
+
+A probe's answer is kept for the rest of the boot (providers/boot_cache.py): `choose` is what
+the agent calls, and it probes only when DMI says nothing and no answer was kept earlier this
+boot.  A caller that waits anyway (`hotplug add`, the watch daemon) retries with a longer
+`window` each time, for a guest too slow to be answered within the first few seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Mapping, Optional
 
 from ..config import Config
 from ..errors import MetadataUnavailable
+from . import boot_cache
 from .http import HttpClient
 from .registry import CLOUDS, DMI_FIELDS, Probe, names, probed
 
@@ -36,8 +42,9 @@ DMI_RULES: tuple[tuple[str, str, str], ...] = tuple(
 PROBES: dict[str, Probe] = {c.name: c.probe for c in probed() if c.probe is not None}
 PRIORITY = tuple(PROBES)
 DEFAULT_ENDPOINTS = {c.name: c.endpoints[0] for c in probed()}  # each probe's own address
-PROBE_TIMEOUT = 0.5  # seconds per HTTP request of a probe
-TOTAL_TIMEOUT = 3.0  # seconds for all probes together (they run in parallel)
+PROBE_TIMEOUT = 0.5  # seconds per HTTP request of a probe...
+TOTAL_TIMEOUT = 3.0  # ...and for all probes together (they run in parallel): the first window
+MAX_WINDOW = 12.0  # seconds: the longest window a retry gets (2 s per request)
 
 
 def read_dmi(dmi_dir: Path) -> dict[str, str]:
@@ -62,8 +69,9 @@ def match_dmi(values: Mapping[str, str]) -> Optional[tuple[str, str]]:
 # ---------------------------------------------------------------- probes (all at once)
 
 
-def _run_probe(name: str, base: str) -> tuple[bool, str]:
-    http = HttpClient(PROBE_TIMEOUT, TOTAL_TIMEOUT - 0.2, retries=0)
+def _run_probe(name: str, base: str, window: float) -> tuple[bool, str]:
+    request_timeout = window * PROBE_TIMEOUT / TOTAL_TIMEOUT
+    http = HttpClient(request_timeout, window - 0.2, retries=0)
     try:
         return PROBES[name](http, base)
     except MetadataUnavailable as e:  # timeouts, refused connections, oversized answers
@@ -74,18 +82,21 @@ def _run_probe(name: str, base: str) -> tuple[bool, str]:
         http.close()
 
 
-def probe_all(endpoints: Mapping[str, str]) -> dict[str, tuple[bool, str]]:
-    """Every probe at once; a probe still running after TOTAL_TIMEOUT counts as no answer."""
+def probe_all(
+    endpoints: Mapping[str, str], window: float = TOTAL_TIMEOUT
+) -> dict[str, tuple[bool, str]]:
+    """Every probe at once; a probe still running after `window` seconds counts as no answer.
+    Each HTTP request may take a sixth of the window (0.5 s of the first 3 s)."""
     results: dict[str, tuple[bool, str]] = {}
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(PROBES))
     try:
-        futures = {pool.submit(_run_probe, name, endpoints[name]): name for name in PROBES}
-        done, _ = concurrent.futures.wait(futures, timeout=TOTAL_TIMEOUT)
+        futures = {pool.submit(_run_probe, n, endpoints[n], window): n for n in PROBES}
+        done, _ = concurrent.futures.wait(futures, timeout=window)
         for future, name in futures.items():
             if future in done:
                 results[name] = future.result()
             else:
-                results[name] = (False, f"no answer within {TOTAL_TIMEOUT:g} s")
+                results[name] = (False, f"no answer within {window:g} s")
     finally:
         pool.shutdown(wait=False)
     return results
@@ -94,27 +105,67 @@ def probe_all(endpoints: Mapping[str, str]) -> dict[str, tuple[bool, str]]:
 # ---------------------------------------------------------------- detect
 
 
-def detect(
-    config: Config,
-    dmi_dir: Optional[Path] = None,
-    endpoints: Optional[Mapping[str, str]] = None,
+def choose(
+    config: Config, *, window: float = TOTAL_TIMEOUT, dmi_dir: Optional[Path] = None
 ) -> tuple[str, str]:
-    """(provider name, why it was chosen), or MetadataUnavailable listing everything tried.
+    """(provider, why) for `provider = auto`: what the agent calls.
 
-    DMI, then the probes; if no service answers and the static ENI file exists, "static".
-    `metadata_url`, when set, is where every probe goes (one simulated service).
+    DMI when it names the cloud (instant, nothing kept); else the answer kept earlier this
+    boot (why then starts with boot_cache.EARLIER); else the probes, whose answer is kept for
+    the boot.  "static" (no service answered, the static file exists) is not kept: a service
+    that was only late gets its chance at the next run.  MetadataUnavailable if none answered.
     """
     dmi_dir = DMI_DIR if dmi_dir is None else dmi_dir
     dmi = read_dmi(dmi_dir)
     found = match_dmi(dmi)
     if found is not None:
         return found
+    boot = boot_cache.boot_id()
+    kept = boot_cache.load(config, boot)
+    if kept is not None:
+        return kept[0], boot_cache.EARLIER + kept[1]
+    name, why = by_probes(config, dmi, dmi_dir, window=window)
+    if name != "static":
+        boot_cache.store(config, boot, name, why)
+    return name, why
+
+
+def detect(
+    config: Config,
+    dmi_dir: Optional[Path] = None,
+    endpoints: Optional[Mapping[str, str]] = None,
+    *,
+    window: float = TOTAL_TIMEOUT,
+) -> tuple[str, str]:
+    """(provider name, why it was chosen), or MetadataUnavailable listing everything tried.
+
+    DMI, then the probes; if no service answers and the static ENI file exists, "static".
+    `metadata_url`, when set, is where every probe goes (one simulated service).  Nothing is
+    read from or kept for the boot: that is `choose`.
+    """
+    dmi_dir = DMI_DIR if dmi_dir is None else dmi_dir
+    dmi = read_dmi(dmi_dir)
+    found = match_dmi(dmi)
+    if found is not None:
+        return found
+    return by_probes(config, dmi, dmi_dir, endpoints, window=window)
+
+
+def by_probes(
+    config: Config,
+    dmi: Mapping[str, str],
+    dmi_dir: Path,
+    endpoints: Optional[Mapping[str, str]] = None,
+    *,
+    window: float = TOTAL_TIMEOUT,
+) -> tuple[str, str]:
+    """The probes' answer (the most specific one), else "static" if its file exists."""
     if endpoints is None:
         if config.metadata_url:
             endpoints = {name: config.metadata_url.rstrip("/") for name in PROBES}
         else:
             endpoints = DEFAULT_ENDPOINTS
-    results = probe_all(endpoints)
+    results = probe_all(endpoints, window)
     for name in PRIORITY:
         ok, detail = results[name]
         if ok:
