@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README "Set up").  Run as root on a fresh Debian-like machine:
 # installs what the tests need, runs ruff, the unit tests (also on Python 3.9 when pyenv has
-# it) and the end-to-end tests on simulated VMs, and fails if any test was skipped.
+# it), the end-to-end tests on simulated VMs, then the real-VM tests (a Debian guest under
+# QEMU, tests/realvm), and fails if any test was skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -222,11 +222,29 @@ def base_image(recipe: Recipe) -> BaseImage:
     built_in: Optional[float] = None
     with _locked(cache_dir() / f".{recipe.name}-{key}.lock"):
         if not (d / "disk.raw").exists():
+            _remove_stale_builds(recipe)
             t0 = time.monotonic()
             _build(recipe, wheels, d)
             built_in = time.monotonic() - t0
             _log(f"image {d.name} built in {built_in:.0f} s")
     return BaseImage(recipe, d, d / "disk.raw", d / "vmlinuz", d / "initrd.img", built_in)
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete a build tree, first unmounting whatever a killed debootstrap left mounted in it
+    (its /proc and /sys): never descend into a mounted file system."""
+    prefix = str(path.resolve()) + "/"
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for m in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], check=False, capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_stale_builds(recipe: Recipe) -> None:
+    """Build trees of this recipe older than an hour: a killed build's leftovers."""
+    for d in cache_dir().glob(f".build-{recipe.name}-*"):
+        if d.is_dir() and time.time() - d.stat().st_mtime > 3600:
+            _remove_tree(d)
 
 
 def _build(recipe: Recipe, wheels: Path, dest: Path) -> None:
@@ -282,7 +300,7 @@ def _build(recipe: Recipe, wheels: Path, dest: Path) -> None:
             shutil.rmtree(dest)
         os.rename(work_out, dest)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_tree(work)
 
 
 # ------------------------------------------------------------------------------- per run
