@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README "Set up").  Run as root on a fresh Debian-like machine:
 # installs what the tests need, runs ruff, the unit tests (also on Python 3.9 when pyenv has
-# it) and the end-to-end tests on simulated VMs, and fails if any test was skipped.
+# it), the end-to-end tests on simulated VMs, then the real-VM tests (a Debian guest under
+# QEMU, tests/realvm), and fails if any test was skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,12 @@ command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)  # JD Cloud's VPC DHCP
 command -v udevadm >/dev/null || need_apt+=(udev)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 /usr/bin/python3 -c 'import cloudinit' 2>/dev/null || need_apt+=(cloud-init)
+# The real-VM tests (tests/realvm): QEMU (software emulation), its disk tool, and what builds
+# the Debian guest images.
+command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
+command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
+command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     # Installing udev or systemd must not start daemons here (udevd would re-trigger every
@@ -52,17 +59,26 @@ if [ -n "$PY39" ]; then
     rm -rf "$venv"
 fi
 
-report=$(mktemp --suffix=.xml)
-"$PY" -m pytest -q -p no:cacheprovider -rs --junitxml="$report" tests
-"$PY" - "$report" <<'PYEOF'
+# The namespace tests first, then the real VMs (tests/realvm: Debian guests under QEMU, one
+# boot shared by several scenarios), each run checked: nothing skipped, and the suite ran.
+check_report() {
+    "$PY" - "$1" "$2" <<'PYEOF'
 import sys, xml.etree.ElementTree as ET
 root = ET.parse(sys.argv[1]).getroot()
+kind = sys.argv[2]
 suites = [root] if root.tag == "testsuite" else list(root)
 skipped = sum(int(s.get("skipped", 0)) for s in suites)
 tests = sum(int(s.get("tests", 0)) for s in suites)
-e2e = sum(1 for c in root.iter("testcase") if ".e2e." in c.get("classname", ""))
-if skipped or not e2e:
-    sys.exit(f"tests/run.sh: {skipped} test(s) skipped, {e2e} end-to-end test(s) ran: "
+ran = sum(1 for c in root.iter("testcase") if f".{kind}." in c.get("classname", ""))
+if skipped or not ran:
+    sys.exit(f"tests/run.sh: {skipped} test(s) skipped, {ran} {kind} test(s) ran: "
              "every test must run")
-print(f"tests/run.sh: {tests} tests, {e2e} end-to-end, none skipped")
+print(f"tests/run.sh: {tests} tests, {ran} {kind}, none skipped")
 PYEOF
+}
+report=$(mktemp --suffix=.xml)
+"$PY" -m pytest -q -p no:cacheprovider -rs --junitxml="$report" --ignore=tests/realvm tests
+check_report "$report" e2e
+"$PY" -m pytest -q -p no:cacheprovider -rs -s --junitxml="$report" tests/realvm
+check_report "$report" realvm
+rm -f "$report"
