@@ -201,7 +201,8 @@ def _address_mark_notes(d: Desired, state: KernelState, config: Config) -> list[
         # No protocol anywhere (no kernel that keeps them), no metric of ours anywhere.
         notes.append(
             "no address carries a protocol or eni-guest's metric: this kernel keeps neither "
-            "(before Linux 4.18), or an eni-guest without address metrics added them; "
+            "(before Linux 4.18), or someone else or an eni-guest without address metrics "
+            "added them; "
             f"{len(unmarked)} listed address(es) without a mark are used as they are and "
             "never removed: " + ", ".join(unmarked)
         )
