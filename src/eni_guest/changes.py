@@ -47,11 +47,13 @@ class AddrChange:
     ip: IPAddress
     prefixlen: int
     eni: str = ""
+    metric: int = 0  # an add's metric (IFA_RT_PRIORITY): eni-guest's second address mark
 
     def describe(self) -> str:
-        extra = " noprefixroute" if self.op == "add" else ""
-        if self.op == "add" and self.ip.version == 6:
-            extra += " nodad"
+        extra = ""
+        if self.op == "add":
+            extra = f" metric {self.metric}" if self.metric else ""
+            extra += " noprefixroute" + (" nodad" if self.ip.version == 6 else "")
         return f"addr {self.op} {self.ip}/{self.prefixlen} dev {self.ifname}{extra}"
 
 

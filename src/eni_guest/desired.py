@@ -1,7 +1,7 @@
 """What the configured ENIs want in the kernel: the planner's step 1 (plan.py).
 
 Per ENI slot s (docs/routing.md, "The layout"): the ENI's link in our interface group (a
-secondary one up, with the configured MTU), its IPs as host addresses, table
+secondary one up, with the configured MTU), its IPs as host addresses (with our metric), table
 `table_base + s` with its subnet routes and a default route via its gateway, a
 `from IP lookup table` rule per IP and delegated prefix at `priority_base + 1 + s`, and the
 shared `lookup main suppress_ifgroup` rule at `priority_base`.  Each object is the add that
@@ -16,7 +16,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from .changes import ALL_ENIS, MAIN_TABLE, AddrChange, LinkChange, RouteChange, RuleChange
 from .config import Config
 from .model import Eni, IPAddress, IPNetwork
-from .state import Link, Rule
+from .state import Link, Rule, addr_metric
 
 DEFAULT4 = IPv4Network("0.0.0.0/0")
 DEFAULT6 = IPv6Network("::/0")
@@ -74,6 +74,7 @@ def want_link(d: Desired, eni: Eni, link: Link, config: Config) -> None:
 def want_eni(d: Desired, eni: Eni, link: Link, config: Config) -> None:
     """Everything one configured ENI wants: its link, addresses, table and rules."""
     table, prio, mac = table_of(eni, config), priority_of(eni, config), eni.mac
+    metric = addr_metric(config.protocol)
     want_link(d, eni, link, config)
     for fam in (4, 6) if config.ipv6 else (4,):
         ips = [ip for ip in eni.ips if ip.version == fam]
@@ -84,7 +85,7 @@ def want_eni(d: Desired, eni: Eni, link: Link, config: Config) -> None:
             if eni.primary and fam == 4 and i == 0 and not eni.ipv4s_lack_primary_ip:
                 continue  # the primary IP belongs to the DHCP client
             d.addrs[(link.index, ip)] = AddrChange(
-                "add", link.index, link.name, ip, ip.max_prefixlen, eni=mac
+                "add", link.index, link.name, ip, ip.max_prefixlen, eni=mac, metric=metric
             )
         subnets = eni.ipv4_subnets if fam == 4 else eni.ipv6_subnets
         gateway = eni.ipv4_gateway if fam == 4 else eni.ipv6_gateway

@@ -1,9 +1,9 @@
 """The planner's step 2 (plan.py): for each object kind, desired against current.
 
 Current is what carries eni-guest's marks in the kernel (route and rule protocol, priority
-and table ranges, address protocol, interface group): nothing else is ever changed.  What is
-desired and missing is added (a route of ours that differs is replaced in one step); what
-is ours and no longer desired is removed, unless `Protected` says it stays.
+and table ranges, address protocol or metric, interface group): nothing else is ever
+changed.  What is desired and missing is added (a route of ours that differs is replaced in
+one step); what is ours and no longer desired is removed, unless `Protected` says it stays.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def diff_addrs(
     adds: list[Change] = [c for k, c in d.addrs.items() if k not in present]
     removes: list[Change] = []
     for a in state.addrs:
-        if a.proto != config.protocol or (a.index, a.ip) in d.addrs or protected.addr(a):
+        if not a.marked(config.protocol) or (a.index, a.ip) in d.addrs or protected.addr(a):
             continue
         link = state.link(a.index)
         mac = link.mac if link else ""
@@ -65,6 +65,20 @@ def diff_addrs(
             )
         )
     return Diff(adds, removes)
+
+
+def unmarked_addrs(d: Desired, state: KernelState, config: Config) -> list[str]:
+    """Addresses metadata lists that are on their link without our marks, as "ip dev".
+
+    They are used as they are and never removed: someone else added them, an eni-guest
+    without the metric did on a kernel that keeps no address protocols, or the kernel keeps
+    neither mark (Linux before 4.18).
+    """
+    return [
+        f"{a.ip} dev {d.addrs[(a.index, a.ip)].ifname}"
+        for a in state.addrs
+        if (a.index, a.ip) in d.addrs and not a.marked(config.protocol)
+    ]
 
 
 def diff_routes(d: Desired, state: KernelState, protected: Protected, eni_of: EniOf) -> Diff:

@@ -2,7 +2,8 @@
 
 Reading: links and addresses are dumped whole; rules and routes are dumped per family and only
 ours are kept (our protocol number, in our priority or table range), because nothing else
-may ever be changed.
+may ever be changed.  Whether the kernel keeps address protocols is read from the address
+dump itself (`addr_protocols_kept`), never from the kernel's version.
 
 Changes go out in stages (links, addresses, routes, the shared rule, per-IP rules, then the
 removals in reverse); a stage with an error stops the run, so a later stage never builds on
@@ -38,7 +39,7 @@ from .netlink import (
 )
 from .netlink_decode import parse_addr, parse_link, parse_route, parse_rule
 from .netlink_encode import Encoder
-from .state import KernelState, Link, Route, Rule
+from .state import Addr, KernelState, Link, Route, Rule, addr_metric
 
 _GONE = frozenset({errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV})
 
@@ -62,14 +63,22 @@ def _refusal(change: Change, err: int) -> str:
     return text
 
 
-def kernel_supports_addr_proto(release: Optional[str] = None) -> bool:
-    """IFA_PROTO (who added an address) exists since Linux 6.3."""
-    release = release or os.uname().release
-    try:
-        major, minor = (int(x) for x in release.split(".")[:2])
-    except ValueError:
-        return False
-    return (major, minor) >= (6, 3)
+def addr_protocols_kept(addrs: Iterable[Addr], protocol: int) -> Optional[bool]:
+    """Whether this kernel keeps address protocols (IFA_PROTO), as its address dump shows.
+
+    The kernel reports an address's protocol only when it has one, and one that keeps them
+    gives one to its own IPv6 addresses (`::1` kernel_lo, link-local kernel_ll) and keeps
+    ours: a protocol anywhere in the dump says yes.  None anywhere, while an address carries
+    our metric, says no: we send both marks with every address, and the kernel kept only the
+    metric.  Neither: the dump cannot tell (None), and there is nothing of ours to recognise.
+    No version number is read (IFA_PROTO came with Linux 5.18, and distributions backport).
+    """
+    metric, seen_metric = addr_metric(protocol), False
+    for a in addrs:
+        if a.proto is not None:
+            return True
+        seen_metric = seen_metric or a.metric == metric
+    return False if seen_metric else None
 
 
 class Kernel:
@@ -78,7 +87,6 @@ class Kernel:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.nl = Netlink()
-        self.addr_proto = kernel_supports_addr_proto()
         self.encoder = Encoder(self.nl, config.protocol)
 
     def close(self) -> None:
@@ -112,7 +120,7 @@ class Kernel:
             addrs=tuple(addrs),
             rules=tuple(rules),
             routes=tuple(routes),
-            addr_proto_supported=self.addr_proto,
+            addr_proto_supported=addr_protocols_kept(addrs, cfg.protocol),
         )
 
     def read_links(self) -> list[Link]:

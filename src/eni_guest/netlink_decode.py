@@ -1,7 +1,9 @@
 """The kernel's netlink messages as the planner's state values (state.Link, Addr, Rule, Route).
 
 One function a message kind, each given the bytes of one message from a dump or an event.
-Rules and routes come with their protocol number, so kernel.py can keep only ours.
+Rules and routes come with their protocol number, so kernel.py can keep only ours; an
+address keeps its protocol and metric (either only when the kernel reports one), so the
+planner can tell ours (`state.Addr.marked`).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def parse_addr(data: bytes) -> Optional[Addr]:
         ip=ip_address(text),
         prefixlen=m["prefixlen"],
         proto=m.get_attr("IFA_PROTO"),
+        metric=m.get_attr("IFA_RT_PRIORITY") or 0,
     )
 
 

@@ -1,4 +1,4 @@
-"""Planned changes as rtnetlink requests, each marked with eni-guest's protocol number.
+"""Planned changes as rtnetlink requests, marked with eni-guest's protocol (addresses also metric).
 
 One builder a change kind (link, address, route, rule) fills a pyroute2 message; `Encoder`
 turns it into bytes for one socket's sequence numbers, and copies the bytes of an earlier
@@ -72,7 +72,10 @@ def _addr(c: AddrChange, protocol: int) -> Built:
         msg["attrs"] = attrs
         return msg, RTM_DELADDR, REQUEST
     flags = IFA_F_NOPREFIXROUTE | (IFA_F_NODAD if c.ip.version == 6 else 0)
-    msg["attrs"] = attrs + [("IFA_FLAGS", flags), ("IFA_PROTO", protocol)]
+    # Both marks: the protocol where the kernel keeps one, the metric everywhere (4.18+);
+    # a kernel that does not know IFA_PROTO ignores it (rtnetlink skips unknown attributes).
+    marks = [("IFA_PROTO", protocol)] + ([("IFA_RT_PRIORITY", c.metric)] if c.metric else [])
+    msg["attrs"] = attrs + [("IFA_FLAGS", flags)] + marks
     return msg, RTM_NEWADDR, CREATE
 
 
@@ -151,7 +154,7 @@ class Encoder:
         and the later ones copy its bytes with their own IP and sequence number patched in.
         """
         if isinstance(c, AddrChange):
-            shape: tuple = ("addr", c.op, c.index, c.prefixlen, c.ip.version)
+            shape: tuple = ("addr", c.op, c.index, c.prefixlen, c.ip.version, c.metric)
             packed, header, types_ = c.ip.packed, IFADDRMSG_LEN, ADDR_NLAS
         elif isinstance(c, RuleChange) and c.src is not None:
             shape = ("rule", c.op, c.family, c.priority, c.table, c.src.prefixlen)

@@ -19,10 +19,12 @@ learns a second route to a VPC subnet and a DHCP renewal on the primary cannot t
      links, addresses, subnet routes, default routes, the shared rule, per-IP rules; then
      removals in the reverse order.
 
-Safety rules enforced here: only what carries our marks is changed or removed; nothing is
-removed unless the metadata read was complete; the primary ENI's link and DHCP address are
-left alone; what the scope leaves alone (scope.py: excluded ENIs, IPs and interfaces, ENIs
-whose NIC cannot be used now) is in `Protected` and is neither configured nor removed.
+Safety rules enforced here: only what carries our marks is changed or removed (an address:
+our protocol, or our metric where the kernel reports no protocol, `state.Addr.marked`);
+nothing is removed unless the metadata read was complete; the primary ENI's link and DHCP
+address are left alone; what the scope leaves alone (scope.py: excluded ENIs, IPs and
+interfaces, ENIs whose NIC cannot be used now) is in `Protected` and is neither configured
+nor removed.
 """
 
 from __future__ import annotations
@@ -41,11 +43,11 @@ from .changes import (
 )
 from .config import Config
 from .desired import DEFAULT4, DEFAULT6, Desired, host, priority_of, table_of, want_eni
-from .diff import diff_addrs, diff_links, diff_routes, diff_rules
+from .diff import diff_addrs, diff_links, diff_routes, diff_rules, unmarked_addrs
 from .model import Eni, Excluded, Instance
 from .protect import Protected, Protecting, finish_protection, leave_excluded_alone
 from .scope import EXCLUDED, MANAGED, EniScope, Scope, of_instance
-from .state import KernelState, Link
+from .state import KernelState, Link, addr_metric
 
 __all__ = [
     "ALL_ENIS",
@@ -176,11 +178,7 @@ def plan(
     removes = [c for diff in reversed(diffs) for c in diff.removes] if instance.complete else []
     if not instance.complete:
         notes.append("metadata lists ENIs that are not settled: nothing will be removed this run")
-    if not state.addr_proto_supported:
-        notes.append(
-            "this kernel does not record address protocols (needs Linux >= 6.3): addresses "
-            "unassigned in metadata are left on their interface"
-        )
+    notes += _address_mark_notes(d, state, config)
     return Plan(
         tuple(adds + removes),
         tuple(eni_plans),
@@ -189,6 +187,27 @@ def plan(
         tuple(d.warnings),
         tuple(excluded),
     )
+
+
+def _address_mark_notes(d: Desired, state: KernelState, config: Config) -> list[str]:
+    """What the address marks mean on this kernel, and the listed addresses without them."""
+    notes = []
+    if state.addr_proto_supported is False:
+        notes.append(
+            "this kernel keeps no address protocols: eni-guest's addresses are recognised by "
+            f"their metric {addr_metric(config.protocol)} (host addresses without a protocol)"
+        )
+    unmarked = unmarked_addrs(d, state, config) if state.addr_proto_supported is None else []
+    if unmarked:
+        # No protocol anywhere (no kernel that keeps them), no metric of ours anywhere.
+        notes.append(
+            "no address carries a protocol or eni-guest's metric: this kernel keeps neither "
+            "(before Linux 4.18), or someone else or an eni-guest without address metrics "
+            "added them; "
+            f"{len(unmarked)} listed address(es) without a mark are used as they are and "
+            "never removed: " + ", ".join(unmarked)
+        )
+    return notes
 
 
 def _primary_left_alone(

@@ -2,7 +2,8 @@
 
 The kernel module fills these from netlink dumps; tests build them by hand.  Only what the
 planner needs is kept.  Rules and routes are pre-filtered to ours (our protocol number, our
-priority range or table range), because nothing else may ever be changed.
+priority range or table range), because nothing else may ever be changed.  Addresses are
+kept whole, and `Addr.marked` tells eni-guest's from the others (docs/routing.md, "Marks").
 """
 
 from __future__ import annotations
@@ -38,12 +39,38 @@ class Link:
         return self.kind not in VIRTUAL_KINDS
 
 
+def addr_metric(protocol: int) -> int:
+    """The metric (IFA_RT_PRIORITY) eni-guest gives its addresses: its protocol number, 229.
+
+    The second mark, for kernels that keep no address protocol (IFA_PROTO is newer than the
+    metric, which every kernel since 4.18 keeps for IPv4 and IPv6).  The metric of an address
+    is the metric of the prefix route the kernel would add for it; eni-guest's are host
+    addresses added with `noprefixroute`, so there is no such route and routing is the same.
+    """
+    return protocol
+
+
 @dataclass(frozen=True)
 class Addr:
     index: int
     ip: IPAddress
     prefixlen: int
-    proto: Optional[int]  # None: the kernel does not report address protocols (< 6.3)
+    # IFA_PROTO, None when the kernel reports none: for addresses added without one, and for
+    # every address on a kernel that keeps no address protocols.
+    proto: Optional[int]
+    metric: int = 0  # IFA_RT_PRIORITY, 0 when the kernel reports none
+
+    def marked(self, protocol: int) -> bool:
+        """Whether the address carries eni-guest's marks: it is ours to remove.
+
+        Our protocol; or, with no protocol reported at all, our metric on a host address (the
+        kernel dropped the protocol we sent and kept the metric).  An address with neither is
+        never ours: someone else's, or added by an eni-guest without the metric on such a
+        kernel.
+        """
+        if self.proto is not None:
+            return self.proto == protocol
+        return self.metric == addr_metric(protocol) and self.prefixlen == self.ip.max_prefixlen
 
 
 @dataclass(frozen=True)
@@ -70,7 +97,10 @@ class KernelState:
     addrs: tuple[Addr, ...] = ()
     rules: tuple[Rule, ...] = ()  # ours only
     routes: tuple[Route, ...] = ()  # ours only
-    addr_proto_supported: bool = True
+    # Whether this kernel keeps address protocols, as the address dump shows it: True when an
+    # address carries one, False when none does while one carries our metric (an address we
+    # added, protocol dropped), None when the dump cannot tell (no address has either mark).
+    addr_proto_supported: Optional[bool] = None
 
     def nics_with_mac(self, mac: str) -> list[Link]:
         """The links carrying `mac` that could be the ENI itself."""

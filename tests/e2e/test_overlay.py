@@ -90,7 +90,7 @@ def test_added_ip_routes_out_its_eni(simvm: Factory, toml: Callable[[str], str])
 
     config = toml(f'[[eni]]\nmatch = "{THIRD_ID}"\nadd_ipv4s = ["10.0.2.32"]\n')
     out = apply_json(vm, "--config", config)
-    assert "addr add 10.0.2.32/32 dev eth2 noprefixroute" in out["changes"]
+    assert "addr add 10.0.2.32/32 dev eth2 metric 229 noprefixroute" in out["changes"]
     assert "10.0.2.32/32" in vm.guest_ips("eth2")
     assert [r["table"] for r in rules_from(vm, "10.0.2.32")] == ["10002"]
     wait_no_tentative(vm, [vm.guest_ns])

@@ -105,7 +105,7 @@ def test_dry_run_changes_nothing_and_prints_the_plan(
     assert cp.stderr == ""
     assert vm.snapshot() == before
     plan = cp.stdout.splitlines()
-    assert "addr add 10.0.1.20/32 dev eth1 noprefixroute" in plan
+    assert "addr add 10.0.1.20/32 dev eth1 metric 229 noprefixroute" in plan
     assert not vm.probe("10.0.1.20", FAR_V4, count=1)  # still unconfigured
     # The plan is exactly what apply then does.
     assert apply_json(vm)["changes"] == plan

@@ -248,8 +248,8 @@ def test_property8_metadata_change_applies_exactly_the_difference(
 
     result = apply_json(vm)
     assert result["changes"] == [
-        "addr add 10.0.2.32/32 dev eth2 noprefixroute",
-        "addr add 2001:db8:2::32/128 dev eth2 noprefixroute nodad",
+        "addr add 10.0.2.32/32 dev eth2 metric 229 noprefixroute",
+        "addr add 2001:db8:2::32/128 dev eth2 metric 229 noprefixroute nodad",
         "rule add from 10.0.2.32 lookup 10002 priority 10003",
         "rule add from 2001:db8:2::32 lookup 10002 priority 10003",
         "rule del from 10.0.1.21 lookup 10001 priority 10002",
@@ -259,8 +259,8 @@ def test_property8_metadata_change_applies_exactly_the_difference(
     lines = result["stderr"].splitlines()
     assert len(lines) == 6
     assert (
-        lines[0]
-        == "eni-guest: addr add 10.0.2.32/32 dev eth2 noprefixroute (eni-0000000000000000c)"
+        lines[0] == "eni-guest: addr add 10.0.2.32/32 dev eth2 metric 229 noprefixroute "
+        "(eni-0000000000000000c)"
     )
 
     assert vm.probe("10.0.2.32", FAR_V4, count=1) == Probe(True, "eth2", False)
@@ -287,7 +287,7 @@ def test_property8_ip_moves_between_enis_of_one_subnet(
     vm.update_scenario(scn)
     result = apply_json(vm)
     assert result["changes"] == [
-        "addr add 10.0.1.21/32 dev eth0 noprefixroute",
+        "addr add 10.0.1.21/32 dev eth0 metric 229 noprefixroute",
         "rule add from 10.0.1.21 lookup 10000 priority 10001",
         "rule del from 10.0.1.21 lookup 10001 priority 10002",
         "addr del 10.0.1.21/32 dev eth1",

@@ -149,7 +149,7 @@ def test_property9_just_attached_eni_withholds_removals_until_it_settles(
     settling = apply_json(vm)
     # Additions go ahead; the removal of 10.0.2.31 is withheld.
     assert settling["changes"] == [
-        "addr add 10.0.2.32/32 dev eth2 noprefixroute",
+        "addr add 10.0.2.32/32 dev eth2 metric 229 noprefixroute",
         "rule add from 10.0.2.32 lookup 10002 priority 10003",
     ]
     assert "10.0.2.31/32" in vm.guest_ips("eth2")
@@ -161,7 +161,7 @@ def test_property9_just_attached_eni_withholds_removals_until_it_settles(
 
     time.sleep(max(0.0, lag + 0.2 - (time.monotonic() - t0)))
     settled = apply_json(vm)
-    assert "addr add 10.0.3.40/32 dev eth3 noprefixroute" in settled["changes"]
+    assert "addr add 10.0.3.40/32 dev eth3 metric 229 noprefixroute" in settled["changes"]
     assert "addr del 10.0.2.31/32 dev eth2" in settled["changes"]
     assert "rule add from 10.0.3.40 lookup 10003 priority 10004" in settled["changes"]
     assert vm.probe("10.0.3.40", FAR_V4, count=1) == Probe(True, "eth3", False)

@@ -1,4 +1,4 @@
-"""Pure helpers of the kernel layer: version check, netlink message parsing and encoding.
+"""Pure helpers of the kernel layer: netlink message parsing and encoding, address marks.
 
 Messages are encoded with pyroute2's classes (the ones the kernel module itself uses), shaped
 the way the kernel sends them in dumps; no socket is opened.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import struct
 from ipaddress import ip_address, ip_network
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -20,27 +20,6 @@ from eni_guest.plan import AddrChange, RuleChange
 from eni_guest.state import Addr, Link, Route, Rule
 
 RT_TABLE_COMPAT = 252  # what the kernel puts in the header for tables > 255
-
-
-@pytest.mark.parametrize(
-    ("release", "supported"),
-    [
-        ("6.1.0-18-amd64", False),
-        ("5.15.0-91-generic", False),
-        ("6.2.16", False),
-        ("6.3.0", True),
-        ("6.3", True),
-        ("6.18.44-fc", True),
-        ("6.10.0-rc1", True),
-        ("7.0.1", True),
-        ("4.19.0-26-cloud-amd64", False),
-        ("garbage", False),
-        ("6", False),
-        ("6.x.1", False),
-    ],
-)
-def test_kernel_supports_addr_proto(release: str, supported: bool) -> None:
-    assert kernel.kernel_supports_addr_proto(release) is supported
 
 
 def encode(cls: Any, attrs: list, **header: Any) -> bytes:
@@ -244,6 +223,93 @@ def test_parse_ipv6_address() -> None:
     assert netlink_decode.parse_addr(data) == Addr(4, ip_address("2600:1f18:1:2::10"), 128, 229)
 
 
+def addr_msg(ip: str, prefixlen: int, *marks: tuple) -> bytes:
+    """An address as the kernel dumps it, with the marks it reports (IFA_PROTO, metric)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    attrs = [("IFA_ADDRESS", ip)] + ([("IFA_LOCAL", ip)] if family == socket.AF_INET else [])
+    flags = [("IFA_FLAGS", 0x200)]  # noprefixroute, as eni-guest adds them
+    return encode(
+        NL.ifaddrmsg, attrs + flags + list(marks), family=family, prefixlen=prefixlen, index=3
+    )
+
+
+PROTO_229, METRIC_229 = ("IFA_PROTO", 229), ("IFA_RT_PRIORITY", 229)
+
+
+# What a kernel dumps for an address and whether it is eni-guest's, for both kernel kinds:
+# one that keeps address protocols (Linux 5.18 on) and one that drops them (4.18..5.17) but
+# keeps the metric.  Without the protocol, the metric of a host address is the mark.
+@pytest.mark.parametrize(
+    ("data", "proto", "metric", "ours"),
+    [
+        # kernels that keep address protocols: what eni-guest adds carries both marks
+        (addr_msg("10.0.1.20", 32, PROTO_229, METRIC_229), 229, 229, True),
+        (addr_msg("2600:1f18:1:2::10", 128, PROTO_229, METRIC_229), 229, 229, True),
+        # ... an earlier eni-guest's, protocol only
+        (addr_msg("10.0.1.20", 32, PROTO_229), 229, 0, True),
+        # ... another protocol with our metric: someone else's
+        (addr_msg("10.0.1.20", 32, ("IFA_PROTO", 2), METRIC_229), 2, 229, False),
+        # kernels that keep no address protocols: the same adds come back with the metric only
+        (addr_msg("10.0.1.20", 32, METRIC_229), None, 229, True),
+        (addr_msg("2600:1f18:1:2::10", 128, METRIC_229), None, 229, True),
+        # ... another metric, or none (a DHCP client's, an earlier eni-guest's): not ours
+        (addr_msg("10.0.1.20", 32, ("IFA_RT_PRIORITY", 100)), None, 100, False),
+        (addr_msg("10.0.1.20", 32), None, 0, False),
+        # ... our metric on a subnet address: eni-guest adds host addresses only
+        (addr_msg("10.0.1.10", 24, METRIC_229), None, 229, False),
+        (addr_msg("2600:1f18:1:2::10", 64, METRIC_229), None, 229, False),
+    ],
+)
+def test_address_marks_decoded_and_recognised(
+    data: bytes, proto: Optional[int], metric: int, ours: bool
+) -> None:
+    addr = netlink_decode.parse_addr(data)
+    assert addr is not None
+    assert (addr.proto, addr.metric) == (proto, metric)
+    assert addr.marked(229) is ours
+    assert addr.marked(230) is False  # another protocol setting: another agent's marks
+
+
+def _addr(proto: Optional[int], metric: int = 0, ip: str = "10.0.1.20", plen: int = 32) -> Addr:
+    return Addr(3, ip_address(ip), plen, proto, metric)
+
+
+DHCP = _addr(None, 0, "10.0.1.10", 24)
+LINK_LOCAL_NEW = _addr(3, 0, "fe80::1", 64)  # kernel_ll: what a protocol-keeping kernel says
+LINK_LOCAL_OLD = _addr(None, 0, "fe80::1", 64)
+
+
+@pytest.mark.parametrize(
+    ("addrs", "kept"),
+    [
+        ((DHCP, LINK_LOCAL_NEW), True),  # the kernel's own link-local address has one
+        ((DHCP, _addr(229, 229)), True),  # ours came back with its protocol
+        ((DHCP, LINK_LOCAL_OLD, _addr(None, 229)), False),  # ours came back with the metric only
+        ((DHCP, LINK_LOCAL_OLD), None),  # nothing of ours yet, no protocol anywhere: unknown
+        ((DHCP, _addr(None, 100)), None),  # someone else's metric tells nothing
+        ((), None),
+    ],
+)
+def test_whether_the_kernel_keeps_address_protocols_is_read_from_the_dump(
+    addrs: tuple, kept: Optional[bool]
+) -> None:
+    assert kernel.addr_protocols_kept(addrs, 229) is kept
+
+
+def test_an_added_address_carries_both_marks() -> None:
+    c = AddrChange("add", 3, "eth1", ip_address("10.0.1.20"), 32, metric=229)
+    k = kernel.Kernel(Config())
+    try:
+        msg = NL.ifaddrmsg(k.encoder.encode(c))
+        msg.decode()
+    finally:
+        k.close()
+    assert msg.get_attr("IFA_PROTO") == 229
+    assert msg.get_attr("IFA_RT_PRIORITY") == 229
+    assert msg.get_attr("IFA_FLAGS") == 0x200  # noprefixroute: the metric makes no route
+    assert c.describe() == "addr add 10.0.1.20/32 dev eth1 metric 229 noprefixroute"
+
+
 # ---------------------------------------------------------------- links
 
 
@@ -289,8 +355,8 @@ def _without_seq(data: bytes) -> bytes:
     "first, second",
     [
         (
-            AddrChange("add", 3, "eth1", ip_address("10.0.1.20"), 32),
-            AddrChange("add", 3, "eth1", ip_address("10.0.1.21"), 32),
+            AddrChange("add", 3, "eth1", ip_address("10.0.1.20"), 32, metric=229),
+            AddrChange("add", 3, "eth1", ip_address("10.0.1.21"), 32, metric=229),
         ),
         (
             AddrChange("del", 3, "eth1", ip_address("2001:db8::20"), 128),

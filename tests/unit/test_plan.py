@@ -132,7 +132,7 @@ def applied(state: KernelState, changes: Iterable[Change], proto: int = PROTO) -
             key = (c.index, c.ip)
             if c.op == "add":
                 assert key not in addrs, f"adds an address that exists: {c.describe()}"
-                addrs[key] = Addr(c.index, c.ip, c.prefixlen, proto)
+                addrs[key] = Addr(c.index, c.ip, c.prefixlen, proto, c.metric)
             else:
                 assert key in addrs, f"deletes an address that does not exist: {c.describe()}"
                 del addrs[key]
@@ -340,7 +340,7 @@ def test_ip_moving_between_enis_adds_before_it_deletes() -> None:
     b_moved = make_eni(MAC2, 1, ["10.0.1.30", "10.0.1.20"], "10.0.1.0/24")
     p = plan(vm(p_moved, b_moved, C), Config(), state)
     assert set(p.changes) == {
-        AddrChange("add", 3, "eth1", ip("10.0.1.20"), 32, eni=MAC2),
+        AddrChange("add", 3, "eth1", ip("10.0.1.20"), 32, eni=MAC2, metric=PROTO),
         RuleChange("add", 4, 10002, 10001, h("10.0.1.20"), eni=MAC2),
         RuleChange("del", 4, 10001, 10000, h("10.0.1.20"), eni=MAC1),
         AddrChange("del", 2, "eth0", ip("10.0.1.20"), 32, eni=MAC1),
@@ -422,7 +422,7 @@ def test_deletes_only_what_the_state_lists_as_ours() -> None:
     for c in of(p, RouteChange, "del"):
         assert Route(c.family, c.table, c.dst, c.oif, c.gateway) in state.routes
     for c in of(p, AddrChange, "del"):
-        assert Addr(c.index, c.ip, c.prefixlen, PROTO) in state.addrs
+        assert Addr(c.index, c.ip, c.prefixlen, PROTO, PROTO) in state.addrs
     # the shared rule and the primary's things stay
     assert (10000, MAIN, None, G) not in rule_keys(of(p, RuleChange))
     assert not [c for c in p.changes if getattr(c, "index", None) == 2]
@@ -440,17 +440,39 @@ def test_our_address_on_a_link_that_is_no_eni_is_deleted() -> None:
     assert p.changes == (AddrChange("del", 6, "ens9", ip("10.0.3.10"), 32, eni=""),)
 
 
-def test_without_address_protocols_unlisted_addresses_stay_with_a_note() -> None:
-    state = converged(vm(P, B, C), Config(), BOOT_STATE)
-    old_kernel = replace(
-        state,
-        addrs=tuple(replace(a, proto=None) for a in state.addrs),
-        addr_proto_supported=False,
-    )
+def test_without_address_protocols_our_metric_marks_our_addresses() -> None:
+    # A kernel that keeps no address protocols (before 5.18) kept the metric we sent.
+    state = applied(BOOT_STATE, plan(vm(P, B, C), Config(), BOOT_STATE).changes, proto=None)
+    assert all(a.proto is None for a in state.addrs)
+    old_kernel = replace(state, addr_proto_supported=False)
     p = plan(vm(P, B), Config(), old_kernel)
+    assert addr_keys(of(p, AddrChange, "del")) == {
+        (4, ip("10.0.2.10"), 32),
+        (4, ip("10.0.2.11"), 32),
+    }
+    assert len(of(p, RuleChange, "del")) == 2
+    assert plan(vm(P, B), Config(), applied(old_kernel, p.changes, proto=None)).changes == ()
+    # the note says how addresses are told apart, and warns of nothing
+    assert p.notes == (
+        "this kernel keeps no address protocols: eni-guest's addresses are recognised by "
+        "their metric 229 (host addresses without a protocol)",
+    )
+
+
+def test_without_either_mark_unlisted_addresses_stay_with_a_note() -> None:
+    # An eni-guest without address metrics on such a kernel (or a kernel before 4.18, which
+    # keeps neither mark) left addresses that nothing tells from someone else's.
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    unmarked = replace(state, addrs=tuple(replace(a, proto=None, metric=0) for a in state.addrs))
+    p = plan(vm(P, B), Config(), unmarked)
     assert of(p, AddrChange) == []
     assert len(of(p, RuleChange, "del")) == 2  # rules and routes still carry our marks
-    assert any("6.3" in note for note in p.notes)
+    assert len(p.notes) == 1
+    assert "keeps neither" in p.notes[0] and "never removed" in p.notes[0]
+    assert "10.0.1.20 dev eth0, 10.0.1.30 dev eth1" in p.notes[0]  # the listed ones, named
+    # on a kernel that shows protocols, an unmarked listed address is someone else's (the
+    # primary's DHCPv6 address): nothing to say
+    assert plan(vm(P, B), Config(), replace(unmarked, addr_proto_supported=True)).notes == ()
 
 
 def test_vlan_and_bridge_with_an_enis_mac_are_not_the_eni() -> None:
@@ -617,8 +639,8 @@ def test_describe_reads_like_ip_commands() -> None:
     for expected in [
         "link set dev eth0 group 229",
         "link set dev eth1 up group 229 mtu 9001",
-        "addr add 10.0.1.20/32 dev eth0 noprefixroute",
-        "addr add 2600:1f18:1:2::10/128 dev eth2 noprefixroute nodad",
+        "addr add 10.0.1.20/32 dev eth0 metric 229 noprefixroute",
+        "addr add 2600:1f18:1:2::10/128 dev eth2 metric 229 noprefixroute nodad",
         "route add 10.0.1.0/24 dev eth1 scope link table 10001",
         "route add default via 10.0.2.1 dev eth2 onlink table 10002",
         "route add 2600:1f18:1:2::/64 dev eth2 scope link table 10002",
@@ -811,7 +833,7 @@ def test_added_ips_are_configured_like_listed_ones(tmp_path: Path) -> None:
     )
     p = plan(inst, config, state)
     assert set(p.changes) == {
-        AddrChange("add", 4, "eth2", ip("10.0.2.12"), 32, eni=MAC3),
+        AddrChange("add", 4, "eth2", ip("10.0.2.12"), 32, eni=MAC3, metric=PROTO),
         RuleChange("add", 4, 10003, 10002, h("10.0.2.12"), eni=MAC3),
     }
 

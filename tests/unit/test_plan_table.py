@@ -5,13 +5,15 @@ metadata lists, and the exact `ip` lines the plan must hold, in order.  The kern
 written as lines like
 
     link eth1 0e:00:00:00:00:02 group 229 up
-    addr 10.0.1.30/32 dev eth1 proto 229
+    addr 10.0.1.30/32 dev eth1 proto 229 metric 229
     route 10.0.1.0/24 dev eth1 table 10001
     route default via 10.0.1.1 dev eth1 table 10001
     rule from 10.0.1.30 lookup 10001 priority 10002
     rule from all lookup main suppress_ifgroup 229 priority 10000
 
-(the kernel's rules and routes as eni-guest reads them: ours only).
+(the kernel's rules and routes as eni-guest reads them: ours only).  An address shows the
+marks the kernel reports: `proto` where it keeps address protocols, `metric` where it keeps
+address metrics; a kernel older than 5.18 reports the metric of eni-guest's addresses only.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ KEYWORDS = (
     "via",
     "table",
     "proto",
+    "metric",
     "from",
     "lookup",
     "suppress_ifgroup",
@@ -74,8 +77,9 @@ def kernel(*lines: str) -> KernelState:
         elif w[0] == "addr":
             iface = ip_network(w[1], strict=False)
             proto = int(kv["proto"]) if "proto" in kv else None
+            ip = ip_address(w[1].split("/")[0])
             addrs.append(
-                Addr(index[kv["dev"]], ip_address(w[1].split("/")[0]), iface.prefixlen, proto)
+                Addr(index[kv["dev"]], ip, iface.prefixlen, proto, int(kv.get("metric", 0)))
             )
         elif w[0] == "route":
             dst = ip_network("0.0.0.0/0" if w[1] == "default" else w[1])
@@ -101,8 +105,8 @@ CONVERGED = (
     f"link eth0 {MAC0} group 229 up",
     f"link eth1 {MAC1} group 229 up",
     "addr 10.0.1.10/24 dev eth0",
-    "addr 10.0.1.11/32 dev eth0 proto 229",
-    "addr 10.0.1.30/32 dev eth1 proto 229",
+    "addr 10.0.1.11/32 dev eth0 proto 229 metric 229",
+    "addr 10.0.1.30/32 dev eth1 proto 229 metric 229",
     "route 10.0.1.0/24 dev eth0 table 10000",
     "route default via 10.0.1.1 dev eth0 table 10000",
     "route 10.0.1.0/24 dev eth1 table 10001",
@@ -112,6 +116,11 @@ CONVERGED = (
     "rule from 10.0.1.11/32 lookup 10000 priority 10001",
     "rule from 10.0.1.30/32 lookup 10001 priority 10002",
 )
+# The same VM converged on a kernel that keeps no address protocols (4.18 .. 5.17): eni-guest
+# sent both marks, the kernel kept the metric only.
+CONVERGED_NO_ADDR_PROTO = tuple(line.replace(" proto 229", "") for line in CONVERGED)
+# ... and as an eni-guest without address metrics left it there (or a kernel before 4.18).
+CONVERGED_UNMARKED = tuple(line.replace(" metric 229", "") for line in CONVERGED_NO_ADDR_PROTO)
 PRIMARY = eni(MAC0, 0, "10.0.1.10 10.0.1.11", "10.0.1.0/24")
 SECOND = eni(MAC1, 1, "10.0.1.30", "10.0.1.0/24")
 
@@ -135,8 +144,8 @@ CASES = [
         [
             "link set dev eth0 group 229",
             "link set dev eth1 up group 229",
-            "addr add 10.0.1.11/32 dev eth0 noprefixroute",
-            "addr add 10.0.1.30/32 dev eth1 noprefixroute",
+            "addr add 10.0.1.11/32 dev eth0 metric 229 noprefixroute",
+            "addr add 10.0.1.30/32 dev eth1 metric 229 noprefixroute",
             "route add 10.0.1.0/24 dev eth0 scope link table 10000",
             "route add 10.0.1.0/24 dev eth1 scope link table 10001",
             "route add default via 10.0.1.1 dev eth0 onlink table 10000",
@@ -165,7 +174,7 @@ CASES = [
             eni(MAC1, 1, "10.0.1.30 10.0.1.11", "10.0.1.0/24"),
         ),
         [
-            "addr add 10.0.1.11/32 dev eth1 noprefixroute",
+            "addr add 10.0.1.11/32 dev eth1 metric 229 noprefixroute",
             "rule add from 10.0.1.11 lookup 10001 priority 10002",
             "rule del from 10.0.1.11 lookup 10000 priority 10001",
             "addr del 10.0.1.11/32 dev eth0",
@@ -222,6 +231,83 @@ CASES = [
     Case(
         "someone else's address on an ENI (no protocol 229) is never removed",
         (*CONVERGED, "addr 10.0.1.99/32 dev eth1"),
+        (PRIMARY, SECOND),
+        [],
+    ),
+    Case(
+        "an address with our metric but another protocol is someone else's",
+        (*CONVERGED, "addr 10.0.1.99/32 dev eth1 proto 4 metric 229"),
+        (PRIMARY, SECOND),
+        [],
+    ),
+    # --- a kernel that keeps no address protocols: the metric marks eni-guest's addresses
+    Case(
+        "no address protocols, converged: nothing to do",
+        CONVERGED_NO_ADDR_PROTO,
+        (PRIMARY, SECOND),
+        [],
+    ),
+    Case(
+        "no address protocols, a secondary IP unassigned: its rule, then its address go",
+        CONVERGED_NO_ADDR_PROTO,
+        (eni(MAC0, 0, "10.0.1.10", "10.0.1.0/24"), SECOND),
+        [
+            "rule del from 10.0.1.11 lookup 10000 priority 10001",
+            "addr del 10.0.1.11/32 dev eth0",
+        ],
+    ),
+    Case(
+        "no address protocols, an IP moves between ENIs (failover): it leaves the old owner",
+        CONVERGED_NO_ADDR_PROTO,
+        (
+            eni(MAC0, 0, "10.0.1.10", "10.0.1.0/24"),
+            eni(MAC1, 1, "10.0.1.30 10.0.1.11", "10.0.1.0/24"),
+        ),
+        [
+            "addr add 10.0.1.11/32 dev eth1 metric 229 noprefixroute",
+            "rule add from 10.0.1.11 lookup 10001 priority 10002",
+            "rule del from 10.0.1.11 lookup 10000 priority 10001",
+            "addr del 10.0.1.11/32 dev eth0",
+        ],
+    ),
+    Case(
+        "no address protocols, the secondary ENI detached: its address goes with the rest",
+        CONVERGED_NO_ADDR_PROTO,
+        (PRIMARY,),
+        [
+            "rule del from 10.0.1.30 lookup 10001 priority 10002",
+            "route del 10.0.1.0/24 dev eth1 scope link table 10001",
+            "route del default via 10.0.1.1 dev eth1 onlink table 10001",
+            "addr del 10.0.1.30/32 dev eth1",
+            "link set dev eth1 group 0",
+        ],
+    ),
+    Case(
+        "no address protocols: someone else's address, another metric or none, stays",
+        (
+            *CONVERGED_NO_ADDR_PROTO,
+            "addr 10.0.1.98/32 dev eth1 metric 100",
+            "addr 10.0.1.99/32 dev eth1",
+        ),
+        (PRIMARY, SECOND),
+        [],
+    ),
+    Case(
+        "no address protocols: our metric on a subnet address is not ours (we add host ones)",
+        (*CONVERGED_NO_ADDR_PROTO, "addr 10.0.1.99/24 dev eth1 metric 229"),
+        (PRIMARY, SECOND),
+        [],
+    ),
+    # --- addresses with neither mark: never ours, whoever added them
+    Case(
+        "neither mark, an IP unassigned: its rule goes, its address stays",
+        CONVERGED_UNMARKED,
+        (eni(MAC0, 0, "10.0.1.10", "10.0.1.0/24"), SECOND),
+        ["rule del from 10.0.1.11 lookup 10000 priority 10001"],
+    ),
+    Case(
+        "neither mark, converged: the listed addresses are used as they are, not re-added",
+        CONVERGED_UNMARKED,
         (PRIMARY, SECOND),
         [],
     ),
