@@ -17,7 +17,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-import re
 import sys
 from dataclasses import dataclass, fields, replace
 from fnmatch import fnmatchcase
@@ -25,6 +24,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from .errors import ConfigError
+from .syntax import ENI_ID as ENI_ID  # (re-exported: the agent imports these from config)
+from .syntax import MAC as MAC
+from .syntax import NOT_IN_IFNAME, address, eni_ref, network, shown, url_problem
+from .syntax import normalize_mac as normalize_mac
 
 DEFAULT_CONFIG_FILE = Path("/etc/eni-guest/eni-guest.toml")
 ENV_PREFIX = "ENI_GUEST_"
@@ -35,68 +38,6 @@ MAX_DEVICE_NUMBER = 64
 SLOTS = MAX_NETWORK_CARDS * MAX_DEVICE_NUMBER  # 2048
 MAX_U32 = 2**32 - 1
 RESERVED_TABLES = range(252, 256)  # compat, default, main, local
-
-# The one MAC syntax of the agent: lower case, colon-separated (see `normalize_mac`).
-MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-# What an ENI id may look like on any cloud (eni-0abc..., port-..., an OpenStack port UUID):
-# printable, no spaces, so it can be logged and matched as is.
-ENI_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-# Something meant as a MAC ("0e:11:22", "0E-11-...") rather than an id: held to MAC syntax, so
-# a mistyped MAC is an error instead of an ENI id that never matches.
-_MAC_LIKE = re.compile(r"^[0-9A-Fa-f]{1,2}([:-][0-9A-Fa-f]{1,2})+$")
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-# Characters the kernel refuses in interface names (dev_valid_name): a pattern holding one
-# could never match, so it is a mistake.
-_NOT_IN_IFNAME = re.compile(r"[\s/:]")
-
-
-def shown(value: Any, limit: int = 80) -> str:
-    """A value as an error message shows it: its repr, cut to a readable length, and a URL's
-    credentials never (they are refused, and a refusal must not print them)."""
-    if isinstance(value, str) and "@" in value and "://" in value:
-        scheme, rest = value.split("://", 1)
-        value = f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 5] + "...'" + f" ({len(text)} chars)"
-
-
-def url_problem(url: str) -> Optional[str]:
-    """Why `url` cannot be a metadata service's base URL, or None: http(s), a host that can be
-    one (labels of 1-63 characters, 253 in all, or an IP literal), a port in 1..65535, no
-    credentials (a metadata service takes none, and they would end up in logs)."""
-    from urllib.parse import urlsplit
-
-    if not url.startswith(("http://", "https://")):
-        return "must start with http:// or https://"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as e:
-        return f"not a URL ({str(e)[:60]})"
-    if parts.username is not None or parts.password is not None:
-        return "must not carry credentials (a name or password before the host)"
-    host = parts.hostname or ""
-    if not host:
-        return "has no host"
-    if port is not None and not 1 <= port <= 65535:
-        return "port must be 1..65535"
-    if parts.query or parts.fragment:
-        return "must not have a query or fragment"
-    try:
-        ipaddress.ip_address(host)
-        return None
-    except ValueError:
-        pass
-    labels = host.rstrip(".").split(".")
-    if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
-        return "host is not a valid host name or IP address"
-    return None
-
-
-def normalize_mac(value: str) -> Optional[str]:
-    """Lower-case, colon-separated MAC, or None; quotes and dashes (some clouds) are accepted."""
-    mac = value.strip().strip('"').lower().replace("-", ":")
-    return mac if MAC.match(mac) else None
 
 
 @dataclass(frozen=True)
@@ -238,46 +179,6 @@ _TYPES = {name: type(getattr(Config(), name)) for name in _FIELDS}
 OVERLAY_KEYS = tuple(f.name for f in fields(EniOverlay) if f.name != "where")
 
 
-def _address(text: str, version: int) -> Optional[str]:
-    """The address in canonical form if `text` is a unicast IPv`version` address, else None."""
-    try:
-        addr = ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
-    if addr.version != version or addr.is_multicast or addr.is_unspecified or addr.is_loopback:
-        return None
-    return str(addr)
-
-
-def _network(text: str, version: Optional[int] = None) -> tuple[Optional[str], str]:
-    """(canonical network, "") or (None, why); a bare address is a /32 (/128)."""
-    try:
-        net = ipaddress.ip_network(text.strip(), strict=True)
-    except ValueError:
-        try:
-            loose = ipaddress.ip_network(text.strip(), strict=False)
-        except ValueError:
-            return None, "not an IP address or network in CIDR form"
-        return None, f"not a network: host bits are set (the network would be {loose})"
-    if version is not None and net.version != version:
-        return None, f"not an IPv{version} network in CIDR form"
-    if net.prefixlen == 0:
-        return None, f"too wide: it covers every IPv{net.version} address"
-    return str(net), ""
-
-
-def _eni_ref(text: str) -> tuple[Optional[str], str]:
-    """(a normalised MAC or an ENI id, "") or (None, why)."""
-    mac = normalize_mac(text)
-    if mac is not None:
-        return mac, ""
-    if _MAC_LIKE.match(text.strip()):
-        return None, "not a MAC (6 hexadecimal pairs, e.g. 0e:11:22:33:44:55)"
-    if not ENI_ID.match(text.strip()):
-        return None, "not a MAC or an ENI id"
-    return text.strip(), ""
-
-
 def _string_list(key: str, value: Any, source: str) -> list[str]:
     """A TOML list of strings, or an environment variable's comma-separated string."""
     if isinstance(value, str) and source.startswith("environment"):
@@ -292,11 +193,11 @@ def _coerce_list(key: str, value: Any, source: str) -> tuple[str, ...]:
     out: list[str] = []
     for item in _string_list(key, value, source):
         if key == "exclude_enis":
-            norm, why = _eni_ref(item)
+            norm, why = eni_ref(item)
         elif key == "exclude_ips":
-            norm, why = _network(item)
+            norm, why = network(item)
         else:
-            ok = item.strip() != "" and not _NOT_IN_IFNAME.search(item)
+            ok = item.strip() != "" and not NOT_IN_IFNAME.search(item)
             norm, why = (item, "") if ok else (None, "not an interface name pattern")
         if norm is None:
             raise ConfigError(f"{source}: {key} = {value!r}: {item!r} is {why}")
@@ -337,7 +238,7 @@ def _overlay(where: str, table: dict[str, Any]) -> EniOverlay:
         raise ConfigError(f"{where}.match: missing (the ENI's MAC or id)")
     if not isinstance(match_text, str):
         raise bad("match", match_text, "must be a string (the ENI's MAC or id)")
-    match, why = _eni_ref(match_text)
+    match, why = eni_ref(match_text)
     if match is None:
         raise bad("match", match_text, why)
     values: dict[str, Any] = {}
@@ -347,7 +248,7 @@ def _overlay(where: str, table: dict[str, Any]) -> EniOverlay:
             raise bad(key, items, "must be a list of strings")
         addrs: list[str] = []
         for item in items:
-            addr = _address(item, version)
+            addr = address(item, version)
             if addr is None:
                 raise bad(key, items, f"{item!r} is not a unicast IPv{version} address")
             if addr not in addrs:
@@ -356,14 +257,14 @@ def _overlay(where: str, table: dict[str, Any]) -> EniOverlay:
     for key, version in (("ipv4_subnet", 4), ("ipv6_subnet", 6)):
         if key in table:
             text = table[key]
-            net, why = _network(text, version) if isinstance(text, str) else (None, "")
+            net, why = network(text, version) if isinstance(text, str) else (None, "")
             if net is None:
                 raise bad(key, text, why or f"not an IPv{version} network in CIDR form")
             values[key] = net
     for key, version in (("ipv4_gateway", 4), ("ipv6_gateway", 6)):
         if key in table:
             text = table[key]
-            gateway = _address(text, version) if isinstance(text, str) else None
+            gateway = address(text, version) if isinstance(text, str) else None
             if gateway is None:
                 raise bad(key, text, f"not an IPv{version} address")
             values[key] = gateway
