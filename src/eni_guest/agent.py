@@ -136,25 +136,31 @@ def reconcile(
         if not dry_run:
             _keep_distro_off(instance, config, scope)
         if not dry_run and p.changes:
-            names = {e.mac: e.eni_id for e in instance.enis}
-
-            def done(changes: list[Change]) -> None:
-                result.applied.extend(changes)
-                log_changes(changes, names)
-
-            try:
-                kernel.apply(p.changes, done)
-            finally:
-                result.netlink_requests = kernel.requests_sent
-                result.timings["apply"] = time.monotonic() - t3
-            t4 = time.monotonic()
-            verify(kernel, instance, config)
-            result.timings["verify"] = time.monotonic() - t4
+            _apply(kernel, instance, config, result)
         if instance.invalid:
             _refused(instance, fail_on_invalid)
         return result
     finally:
         kernel.close()
+
+
+def _apply(kernel: Kernel, instance: Instance, config: Config, result: Result) -> None:
+    """Apply the plan, logging each stage's changes as they are acknowledged; then verify."""
+    names = {e.mac: e.eni_id for e in instance.enis}
+    start = time.monotonic()
+
+    def done(changes: list[Change]) -> None:
+        result.applied.extend(changes)
+        log_changes(changes, names)
+
+    try:
+        kernel.apply(result.plan.changes, done)
+    finally:
+        result.netlink_requests = kernel.requests_sent
+        result.timings["apply"] = time.monotonic() - start
+    t = time.monotonic()
+    verify(kernel, instance, config)
+    result.timings["verify"] = time.monotonic() - t
 
 
 def _refused(instance: Instance, fail: bool) -> None:

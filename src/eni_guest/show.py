@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from .agent import Result
+from .plan import ExcludedPlan
 from .providers.boot_cache import EARLIER
 
 
@@ -53,29 +54,31 @@ def rows(result: Result) -> list[dict]:
                 "invalid": None,
             }
         )
-    for xp in result.plan.excluded:
-        x = xp.excluded
-        out.append(
-            {
-                "interface": xp.link.name if xp.link else None,
-                "mac": x.mac,
-                "eni_id": x.eni_id or None,
-                "primary": x.mac == result.instance.primary_mac,
-                "device_number": None,
-                "network_card": None,
-                "slot": x.slot,
-                "slot_from_mac": False,
-                "ips": [{"ip": str(ip), "elastic_ip": None, "excluded": True} for ip in x.ips],
-                "prefixes": [str(p) for p in x.prefixes],
-                "table": xp.table,
-                "priority": None,
-                "in_sync": None,
-                # a refused ENI is not excluded: its metadata is wrong, and it is left as it is
-                "excluded": None if xp.invalid else x.reason,
-                "invalid": x.reason if xp.invalid else None,
-            }
-        )
+    out += [_excluded_row(xp, result) for xp in result.plan.excluded]
     return out
+
+
+def _excluded_row(xp: ExcludedPlan, result: Result) -> dict:
+    """The row of an ENI the configuration excludes, or whose metadata was refused."""
+    x = xp.excluded
+    return {
+        "interface": xp.link.name if xp.link else None,
+        "mac": x.mac,
+        "eni_id": x.eni_id or None,
+        "primary": x.mac == result.instance.primary_mac,
+        "device_number": None,
+        "network_card": None,
+        "slot": x.slot,
+        "slot_from_mac": False,
+        "ips": [{"ip": str(ip), "elastic_ip": None, "excluded": True} for ip in x.ips],
+        "prefixes": [str(p) for p in x.prefixes],
+        "table": xp.table,
+        "priority": None,
+        "in_sync": None,
+        # a refused ENI is not excluded: its metadata is wrong, and it is left as it is
+        "excluded": None if xp.invalid else x.reason,
+        "invalid": x.reason if xp.invalid else None,
+    }
 
 
 def provider_line(result: Result) -> str:

@@ -262,10 +262,12 @@ def _cloud_reserves(provider: str) -> tuple[str, int, int]:
     return (provider, cloud.reserved_head, cloud.reserved_tail) if cloud else (provider, 0, 0)
 
 
-def _by_mac(merged: list[Merged]) -> dict[str, Merged]:
-    """The ENIs by MAC, in listing order; a MAC that is not one, or listed twice, is refused."""
+def _by_mac(merged: list[Merged], reserves: tuple[str, int, int]) -> dict[str, Merged]:
+    """The ENIs by MAC, in listing order, each told what its cloud reserves; a MAC that is
+    not one, or listed twice, is refused."""
     out: dict[str, Merged] = {}
     for r in merged:
+        r.cloud_reserves = reserves
         mac = normalize_mac(r.mac)
         if mac is None:
             raise MetadataInvalid(f"metadata {r.source} = {r.mac!r}: not a MAC")
@@ -275,18 +277,39 @@ def _by_mac(merged: list[Merged]) -> dict[str, Merged]:
     return out
 
 
+def _one_eni(r: Merged, mac: str, primary: bool) -> tuple[Optional[Eni], str]:
+    """(the ENI, "") or (None, why metadata's values for it are refused).  A refusal of the
+    primary ENI, or of a value the configuration supplied, is raised: the primary is what
+    every other ENI's routing relies on, and a value the operator wrote is their mistake to
+    fix before anything changes."""
+    try:
+        return _build_eni(r, mac, primary), ""
+    except MetadataInvalid as e:
+        if primary or getattr(e, "from_config", False):
+            raise
+        return None, str(e)
+
+
+def _primary_is_complete(
+    raw: RawInstance, primary_mac: str, raws: dict[str, Merged], unsettled: list[Unsettled]
+) -> None:
+    """The primary ENI must be listed and read in full: every other ENI relies on it."""
+    if primary_mac not in raws:
+        raise MetadataInvalid(
+            f"metadata {raw.primary_mac_key} = {primary_mac!r}: not among the listed ENIs"
+        )
+    if primary_mac in {u.mac for u in unsettled}:
+        reason = next(u.reason for u in unsettled if u.mac == primary_mac)
+        raise MetadataInvalid(f"metadata: primary ENI {primary_mac} is incomplete ({reason})")
+
+
 def build(raw: RawInstance, config: Config, scope: Optional[Scope]) -> Instance:
     """Validate everything, or raise MetadataInvalid naming the first bad key and value.
 
-    The scope (decided from `raw` when not given) says which ENIs are managed: only those
-    are validated.  Excluded ones are kept apart in `Instance.excluded`, read leniently, with
-    what the planner needs to leave them alone; unsettled ones in `Instance.unsettled`.
-
-    A secondary ENI whose own metadata is refused does not stop the others: it is kept in
-    `Instance.invalid`, read leniently like an excluded one, with the refusal as its reason;
-    the planner leaves it exactly as it is and the run ends with exit 3 naming the key.  A bad
-    primary ENI, a value two ENIs dispute, or a value the configuration file supplied still
-    stops the whole read.
+    Only the ENIs the scope manages are validated: excluded ones are kept apart, read
+    leniently (`Instance.excluded`), unsettled ones too (`Instance.unsettled`).  A secondary
+    ENI whose own metadata is refused is kept like an excluded one (`Instance.invalid`, the
+    refusal as its reason) and the others are built (see `_one_eni`).
     """
     given = scope
     if scope is None:
@@ -301,10 +324,7 @@ def build(raw: RawInstance, config: Config, scope: Optional[Scope]) -> Instance:
     excluded_raws: list[tuple[str, RawEni, str]] = []
     invalid_raws: list[tuple[str, RawEni, str]] = []
     hashed: list[str] = []  # MACs of ENIs whose cloud publishes no device number
-    reserves = _cloud_reserves(raw.provider)
-    for r in merged:
-        r.cloud_reserves = reserves
-    raws = _by_mac(merged)
+    raws = _by_mac(merged, _cloud_reserves(raw.provider))
     for mac, r in raws.items():
         if not r.has_device_numbers:
             # excluded ENIs too: excluding one must never move another ENI to a new table
@@ -315,27 +335,18 @@ def build(raw: RawInstance, config: Config, scope: Optional[Scope]) -> Instance:
         elif s is not None:
             unsettled.append(Unsettled(mac, s.reason))
         else:
-            try:
-                enis.append(_build_eni(r, mac, mac == primary_mac))
-            except MetadataInvalid as e:
-                if mac == primary_mac or getattr(e, "from_config", False):
-                    # the primary is what every other ENI's routing relies on; and a value
-                    # the operator wrote is their mistake to fix before anything changes
-                    raise
-                invalid_raws.append((mac, r, str(e)))  # one bad ENI never blocks the others
+            eni, refusal = _one_eni(r, mac, mac == primary_mac)
+            if eni is not None:
+                enis.append(eni)
+            else:
+                invalid_raws.append((mac, r, refusal))  # one bad ENI never blocks the others
     enis, table_slots = _with_table_slots(enis, hashed, primary_mac)
     invalid = [_excluded(r, mac, False, table_slots.get(mac), why) for mac, r, why in invalid_raws]
     excluded = [
         _excluded(r, mac, mac == primary_mac, table_slots.get(mac), why)
         for mac, r, why in excluded_raws
     ]
-    if primary_mac not in raws:
-        raise MetadataInvalid(
-            f"metadata {raw.primary_mac_key} = {primary_mac!r}: not among the listed ENIs"
-        )
-    if primary_mac in {u.mac for u in unsettled}:
-        reason = next(u.reason for u in unsettled if u.mac == primary_mac)
-        raise MetadataInvalid(f"metadata: primary ENI {primary_mac} is incomplete ({reason})")
+    _primary_is_complete(raw, primary_mac, raws, unsettled)
     _no_two_claim_the_same(enis, raws)
     return Instance(
         provider=raw.provider,
