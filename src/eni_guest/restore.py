@@ -6,7 +6,9 @@ until it is back every ENI IP's traffic leaves through the wrong NIC.  The daemo
 address, rule and route deletions, and this module decides which of them are eni-guest's
 (the same recognition as the kernel read: kernel.our_rule, kernel.our_route; an address of
 our protocol on a link of our interface group, or any address on such a link where the
-kernel reports no address protocol), and when to put them back:
+kernel reports no address protocol; and any IPv4 address on such a link, because the kernel
+deletes the IPv4 routes through a link that lost its last IPv4 address without a word about
+them), and when to put them back:
 
 * debounced: a burst of deletions (networkd deletes every rule in a few milliseconds) is one
   reconcile, DEBOUNCE after the last of them and never later than MAX_DELAY after the first;
@@ -74,7 +76,12 @@ def ours(
         return (key_of(obj), obj.oif) if ok else None
     if group_of(obj.index) != config.interface_group:
         return None  # not on an ENI link
-    return (key_of(obj), obj.index) if proto in (None, config.protocol) else None
+    if proto in (None, config.protocol) or obj.ip.version == 4:
+        # Anyone's IPv4 address too: when a link loses its last one (networkd dropping the
+        # primary's DHCP address on a reconfigure) the kernel deletes every IPv4 route through
+        # it, our tables' included, and says nothing about the routes.
+        return (key_of(obj), obj.index)
+    return None
 
 
 def collect(events: Iterable[Any], config: Config, links: Mapping[int, Link]) -> dict[Key, int]:

@@ -42,6 +42,10 @@ def test_our_rules_routes_and_addresses_trigger() -> None:
     # the restore then finds nothing to do if it was not ours
     older = Addr(ENI_LINK, ip_address("10.0.1.11"), 32, None)
     assert ours(Gone(older, None)) == (("addr", ENI_LINK, older.ip), ENI_LINK)
+    # the primary's DHCP address: when a link loses its last IPv4 address the kernel deletes
+    # the IPv4 routes through it (our table's too) without an event for them
+    dhcp = Addr(ENI_LINK, ip_address("10.0.1.10"), 24, 16)
+    assert ours(Gone(dhcp, 16)) == (("addr", ENI_LINK, dhcp.ip), ENI_LINK)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +58,8 @@ def test_our_rules_routes_and_addresses_trigger() -> None:
         Gone(Route(4, 254, ip_network("0.0.0.0/0"), ENI_LINK), 16),  # DHCP's default route
         Gone(Route(4, 254, ip_network("10.0.9.0/24"), ENI_LINK), P),  # our proto, main table
         Gone(Route(4, TABLE + 1, ip_network("10.0.9.0/24"), ENI_LINK), 3),  # boot proto
-        Gone(Addr(ENI_LINK, ip_address("10.0.1.10"), 24, 16), 16),  # the primary's DHCP IP
+        Gone(Addr(ENI_LINK, ip_address("fe80::1"), 64, 2), 2),  # the kernel's link-local
+        Gone(Addr(ENI_LINK, ip_address("2001:db8:1::99"), 64, 3), 3),  # someone's IPv6
         Gone(Addr(OTHER_LINK, ip_address("172.17.0.1"), 16, None), None),  # docker0
         Gone(Addr(OTHER_LINK, ip_address("10.0.1.11"), 32, P), P),  # not on an ENI link
         Gone(Addr(42, ip_address("10.0.1.11"), 32, P), P),  # a link the daemon never saw
