@@ -112,7 +112,9 @@ class Schedule:
 
     def mine(self, changes: Iterable[Change]) -> None:
         """The daemon applied these: their deletion events are its own."""
-        until = self._clock() + OWN_MEMORY
+        now = self._clock()
+        self._own = {k: t for k, t in self._own.items() if t > now}  # bounded without events
+        until = now + OWN_MEMORY
         for change in changes:
             key = key_of_change(change)
             if key is not None:

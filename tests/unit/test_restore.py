@@ -133,6 +133,11 @@ def test_own_deletions_are_forgotten_after_a_while() -> None:
     clock.now += restore.OWN_MEMORY + 0.1
     assert s.deleted(seen(PER_IP))  # memory stays bounded: nothing is kept for ever
     assert s._own == {}
+    # nor when no event ever comes (the daemon's cycles alone, as in the RSS benchmark)
+    for n in range(100):
+        s.mine([AddrChange("del", ENI_LINK, "eth0", ip_address(f"10.0.7.{n}"), 32)])
+        clock.now += restore.OWN_MEMORY
+    assert len(s._own) == 1
 
 
 def test_what_left_with_its_link_is_unplugs_business() -> None:
