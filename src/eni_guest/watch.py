@@ -20,8 +20,9 @@ Two threads:
 
 While metadata fails nothing is changed (reconcile reads metadata before the kernel), and the
 outage is logged once when it starts and once when it ends.  Cleaning up after a detach needs
-no metadata and still happens.  SIGTERM stops within about a second; SIGHUP re-reads the
-configuration and keeps the old one if the new one is invalid.
+no metadata and still happens, and so does putting back what someone deleted.  SIGTERM
+stops within about a second; SIGHUP re-reads the configuration and keeps the old one if the
+new one is invalid.
 """
 
 from __future__ import annotations
