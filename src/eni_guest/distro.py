@@ -1,10 +1,16 @@
-"""Keep the distro's own network stack (NetworkManager, systemd-networkd) off secondary ENIs.
+"""Keep the distro's own network stack (NetworkManager, systemd-networkd) off eni-guest's work.
 
 Left alone, NetworkManager's automatic "Wired connection" or a cloud image's catch-all networkd
 file runs DHCP on every NIC that appears: a second default route in the main table, and traffic
 flapping between ENIs.  So for every secondary ENI we write, into /run, a NetworkManager
 conf.d drop-in listing its MAC under ``unmanaged-devices`` and a systemd-networkd
-``.network`` file matching its MAC with ``Unmanaged=yes``.
+``.network`` file matching its MAC with ``Unmanaged=yes``.  And, whatever the ENIs, a
+networkd.conf drop-in with ``ManageForeignRoutingPolicyRules=no`` and ``ManageForeignRoutes=no``:
+by default networkd deletes every rule and route it did not create when it configures a link
+(the primary's reconfigure on a restart, an upgrade, netplan apply), eni-guest's included.
+networkd reads that file only when it starts, so it is never a reason to reload or restart it.
+The addresses eni-guest adds to the primary have no such global switch (README, "The watch
+daemon"): the watch daemon puts them back.
 
 * /run, not /etc: the files describe the ENIs attached now.  A detached ENI's stanza must not
   outlive a reboot, and the next boot rewrites the list from metadata anyway.
@@ -38,6 +44,9 @@ log = logging.getLogger("eni_guest")
 
 NM_DROPIN = Path("run/NetworkManager/conf.d/90-eni-guest.conf")
 NETWORKD_FILE = Path("run/systemd/network/05-eni-guest.network")
+# 60-: a "local" drop-in (systemd's advice: 10-40 for /usr, 60-90 for /etc and /run), so an
+# administrator's drop-in sorting after it can still turn the switches back on.
+NETWORKD_FOREIGN = Path("run/systemd/networkd.conf.d/60-eni-guest.conf")
 
 # (argv) -> (exit code, combined output); replaced by tests, which must never reach a real
 # NetworkManager or networkd.
@@ -69,16 +78,22 @@ def _normalise(macs: Iterable[str], primary_mac: str) -> list[str]:
     return sorted(out)
 
 
-def render(secondary_macs: list[str]) -> dict[Path, Optional[str]]:
-    """Content of each drop-in (relative to the root) for these MACs; None: the file must go."""
-    if not secondary_macs:
-        return {NM_DROPIN: None, NETWORKD_FILE: None}
+def render(secondary_macs: list[str], enabled: bool = True) -> dict[Path, Optional[str]]:
+    """Content of each drop-in (relative to the root) for these MACs; None: the file must go.
+
+    The networkd.conf drop-in does not depend on the MACs: the primary carries eni-guest's
+    rules and table too.  It goes only with ``enabled=False``.
+    """
     from .templating import render_template
 
+    foreign = render_template("networkd-foreign.conf.j2", {}) if enabled else None
+    if not secondary_macs:
+        return {NM_DROPIN: None, NETWORKD_FILE: None, NETWORKD_FOREIGN: foreign}
     context = {"macs": secondary_macs}
     return {
         NM_DROPIN: render_template("networkmanager-unmanaged.conf.j2", context),
         NETWORKD_FILE: render_template("networkd-unmanaged.network.j2", context),
+        NETWORKD_FOREIGN: foreign,
     }
 
 
@@ -120,8 +135,10 @@ def _active(unit: str, run: Runner) -> bool:
 def reload_managers(changed: Iterable[Path], run: Optional[Runner] = None) -> None:
     """Ask each running manager whose file changed to re-read its configuration.
 
-    Only running managers: NetworkManager and networkd are both D-Bus activatable, and asking
-    one that is stopped would start it next to the one the image uses.  Failures are logged,
+    The networkd.conf drop-in (NETWORKD_FOREIGN) is never a reason: networkd reads it when
+    it starts.  Only running managers: NetworkManager and networkd are both D-Bus
+    activatable, and asking one that is stopped would start it next to the one the image
+    uses.  Failures are logged,
     never raised: the files are in place and take effect at the manager's next start anyway.
     """
     run = run or _run
@@ -159,7 +176,8 @@ def keep_off(
     """Make NetworkManager and systemd-networkd leave exactly these secondary ENIs alone.
 
     Writes (or removes) the drop-ins under ``root`` so they list ``secondary_macs`` minus
-    ``primary_mac``; ENIs no longer listed lose their stanza.  ``enabled=False`` (config
+    ``primary_mac``; ENIs no longer listed lose their stanza.  The networkd.conf drop-in
+    (keep foreign rules and routes) is written whatever the ENIs.  ``enabled=False`` (config
     ``manage_distro_network = false``) removes our drop-ins, handing every NIC back to the
     distro.  Returns the paths that changed.  Only when something changed and ``root`` is ``/``
     are the running managers asked to reload; image builders and tests pass another root.
@@ -167,7 +185,7 @@ def keep_off(
     root = Path(root)
     macs = _normalise(secondary_macs, primary_mac) if enabled else []
     changed = []
-    for rel, content in render(macs).items():
+    for rel, content in render(macs, enabled).items():
         path = root / rel
         if write_if_changed(path, content):
             changed.append(str(path))

@@ -19,25 +19,28 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from typing import Callable, Iterable, Optional
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional, Union
 
 from .changes import Change, RouteChange, RuleChange
 from .config import SLOTS, Config
 from .errors import KernelError
 from .netlink import (
     NL,
+    RTM_DELADDR,
     RTM_DELLINK,
+    RTM_DELROUTE,
+    RTM_DELRULE,
     RTM_GETADDR,
     RTM_GETLINK,
     RTM_GETROUTE,
     RTM_GETRULE,
     RTM_NEWLINK,
-    RTMGRP_LINK,
     Netlink,
     fields,
     messages,
 )
-from .netlink_decode import parse_addr, parse_link, parse_route, parse_rule
+from .netlink_decode import parse_addr, parse_link, parse_route, parse_rule, route_protocol
 from .netlink_encode import Encoder
 from .state import Addr, KernelState, Link, Route, Rule, addr_metric
 
@@ -81,6 +84,21 @@ def addr_protocols_kept(addrs: Iterable[Addr], protocol: int) -> Optional[bool]:
     return False if seen_metric else None
 
 
+def our_rule(config: Config, rule: Rule, proto: int) -> bool:
+    """A rule of ours: our protocol number and a priority in our range (the shared rule at
+    priority_base, one per-ENI priority above it per slot)."""
+    return proto == config.protocol and (
+        config.priority_base <= rule.priority <= config.priority_base + SLOTS
+    )
+
+
+def our_route(config: Config, route: Route, proto: int) -> bool:
+    """A route of ours: our protocol number, in one of our tables."""
+    return proto == config.protocol and (
+        config.table_base <= route.table < config.table_base + SLOTS
+    )
+
+
 class Kernel:
     """Reads the kernel into a KernelState and applies plan changes, marked as ours."""
 
@@ -104,16 +122,14 @@ class Kernel:
         addrs = self.nl.dump(fields(NL.ifaddrmsg(), family=0), RTM_GETADDR, parse_addr)
         rules: list[Rule] = []
         routes: list[Route] = []
-        prio_range = range(cfg.priority_base, cfg.priority_base + SLOTS + 1)
-        table_range = range(cfg.table_base, cfg.table_base + SLOTS)
         for af in (socket.AF_INET, socket.AF_INET6):
             for r in self.nl.dump(fields(NL.fibmsg(), family=af), RTM_GETRULE, parse_rule):
                 rule, proto = r
-                if proto == cfg.protocol and rule.priority in prio_range:
+                if our_rule(cfg, rule, proto):
                     rules.append(rule)
             req = fields(NL.rtmsg(), family=af, proto=cfg.protocol)
             for route, proto in self.nl.dump(req, RTM_GETROUTE, parse_route):
-                if proto == cfg.protocol and route.table in table_range:
+                if our_route(cfg, route, proto):
                     routes.append(route)
         return KernelState(
             links=tuple(links),
@@ -179,21 +195,46 @@ def _stage(c: Change) -> tuple:
 
 
 class EventsLost(Exception):
-    """The kernel dropped link events (socket buffer overflow): re-read the links."""
+    """The kernel dropped events (socket buffer overflow): re-read the links, and reconcile."""
+
+
+# rtnetlink multicast groups (linux/rtnetlink.h RTNLGRP_*): links, and IPv4/IPv6 addresses,
+# routes and rules.  Bound as a bit mask (bit g-1 for group g, all below 32).
+RTNLGRP_LINK = 1
+OBJECT_GROUPS = (5, 7, 8, 9, 11, 19)  # IPV4_IFADDR, IPV4_ROUTE, IPV4_RULE, IPV6_{IFADDR,ROUTE,RULE}
+
+
+@dataclass(frozen=True)
+class Gone:
+    """An address, rule or route the kernel deleted: anyone's (the watch daemon tells ours
+    with our_rule, our_route and the address's protocol).  proto is None for an address on a
+    kernel that does not report address protocols."""
+
+    obj: Union[Addr, Rule, Route]
+    proto: Optional[int]
+
+
+Event = Union[tuple[bool, Link], Gone]
 
 
 class LinkMonitor:
-    """Link events (RTMGRP_LINK) of this namespace: interfaces appearing, changing, leaving.
+    """Kernel events of this namespace: links appearing, changing, leaving; and, with
+    `objects`, every address, rule and route deleted (who deleted it is not said).
 
-    A plain netlink socket bound to the link group rather than pyroute2's IPRoute: the message
+    A plain netlink socket bound to the groups rather than pyroute2's IPRoute: the message
     classes are already loaded for reading and applying, and the daemon then pays no extra
     import cost.  Non-blocking, so the daemon can wait on it together with its signal pipe.
+    Only deletions are decoded, and a route's only when it carries `protocol` (read from the
+    header before anything is decoded): a busy host's route churn (containers, IPv6 router
+    advertisements) then costs a byte compare per message.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, objects: bool = False, protocol: Optional[int] = None) -> None:
+        groups = (RTNLGRP_LINK,) + (OBJECT_GROUPS if objects else ())
+        self.protocol = protocol
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        self.sock.bind((0, RTMGRP_LINK))
+        self.sock.bind((0, sum(1 << (g - 1) for g in groups)))
         self.sock.setblocking(False)
 
     def fileno(self) -> int:
@@ -202,13 +243,14 @@ class LinkMonitor:
     def close(self) -> None:
         self.sock.close()
 
-    def read_events(self) -> list[tuple[bool, Link]]:
-        """Every queued event as (present, link): present is False for a link that left.
+    def read_events(self) -> list[Event]:
+        """Every queued event: (present, link) for a link (present is False for one that
+        left), Gone for a deleted address, rule or route.
 
         Raises EventsLost when the kernel had to drop events; the caller then re-reads every
-        link, which is always correct because only the current state of links matters.
+        link and reconciles, which is always correct because only the current state matters.
         """
-        events: list[tuple[bool, Link]] = []
+        events: list[Event] = []
         while True:
             try:
                 buf = self.sock.recv(1 << 20)
@@ -219,7 +261,21 @@ class LinkMonitor:
                     raise EventsLost() from None
                 raise
             for kind, _seq, data in messages(buf):
-                if kind in (RTM_NEWLINK, RTM_DELLINK):
-                    link = parse_link(data)
-                    if link is not None:
-                        events.append((kind == RTM_NEWLINK, link))
+                event = self._decode(kind, data)
+                if event is not None:
+                    events.append(event)
+
+    def _decode(self, kind: int, data: bytes) -> Optional[Event]:
+        if kind in (RTM_NEWLINK, RTM_DELLINK):
+            link = parse_link(data)
+            return None if link is None else (kind == RTM_NEWLINK, link)
+        if kind == RTM_DELADDR:
+            addr = parse_addr(data)
+            return None if addr is None else Gone(addr, addr.proto)
+        if kind == RTM_DELRULE:
+            rule = parse_rule(data)
+            return None if rule is None else Gone(*rule)
+        if kind == RTM_DELROUTE and self.protocol in (None, route_protocol(data)):
+            route, proto = parse_route(data)
+            return Gone(route, proto)
+        return None  # additions: only what disappears needs an answer

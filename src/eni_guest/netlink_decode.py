@@ -12,7 +12,7 @@ import socket
 from ipaddress import ip_address, ip_network
 from typing import Any, Optional
 
-from .netlink import IFF_UP, NL
+from .netlink import IFF_UP, NL, NLMSGHDR_LEN
 from .state import Addr, Link, Route, Rule
 
 FAMILY = {socket.AF_INET: 4, socket.AF_INET6: 6}
@@ -87,3 +87,10 @@ def parse_route(data: bytes) -> Optional[tuple[Route, int]]:
         gateway=ip_address(gw) if gw else None,
     )
     return route, m["proto"]
+
+
+def route_protocol(data: bytes) -> int:
+    """The protocol of a route message, read from its header without decoding it (rtmsg:
+    family, dst_len, src_len, tos, table, protocol): the watch daemon's cheap pre-filter."""
+    at = NLMSGHDR_LEN + 5
+    return data[at] if len(data) > at else -1

@@ -1,47 +1,45 @@
-"""`eni-guest watch`: a daemon that follows link events and re-reads metadata every interval.
+"""`eni-guest watch`: a daemon that follows kernel events and re-reads metadata every interval.
 
 Why a daemon besides udev: some images have no udev hook installed, a rename or a MAC change
 produces no udev "add", and IPs assigned or unassigned in the console (keepalived-style IP
 failover) produce no event at all in the guest: only reading metadata again finds them.
 
 Two threads:
-* the main thread owns the netlink link-event socket and the signal pipe.  It keeps the name
+* the main thread owns the netlink event socket and the signal pipe.  It keeps the name
   and MAC of every present link (bounded by the links that exist, so memory stays flat) and
   passes on only what matters: a new link, a rename or MAC change (maybe an ENI to configure),
-  and the departure of a link in our interface group (an ENI whose rules must go);
+  the departure of a link in our interface group (an ENI whose rules must go), and the
+  deletion of an address, rule or route of eni-guest's (restore.py: which ones, and when);
 * the worker does every metadata read and every kernel change, one at a time, so two
   reconciles never run at once in this process (other processes are kept out by the run
   lock).  Links waiting for metadata to settle share one backoff schedule: a burst of new
   interfaces costs one metadata read per poll, not one per interface, and a slow wait never
-  blocks events, the periodic reconcile or a detach.
+  blocks events, the periodic reconcile or a detach.  What someone else deleted is put back
+  by a reconcile with the last complete metadata read, within a second, no metadata read
+  needed (also during a metadata outage: the deletion was not metadata's doing).
 
 While metadata fails nothing is changed (reconcile reads metadata before the kernel), and the
 outage is logged once when it starts and once when it ends.  Cleaning up after a detach needs
-no metadata and still happens.  SIGTERM stops within about a second; SIGHUP re-reads the
-configuration and keeps the old one if the new one is invalid.
+no metadata and still happens, and so does putting back what someone deleted.  SIGTERM
+stops within about a second; SIGHUP re-reads the configuration and keeps the old one if the
+new one is invalid.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import select
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from . import hotplug, settle
+from . import hotplug, restore, settle
 from .config import Config
 from .errors import ConfigError, EniGuestError, MetadataError
 from .model import Instance
 from .state import Link
 
 log = logging.getLogger("eni_guest")
-
-STOP_GRACE = 0.8  # seconds SIGTERM waits for the worker to finish what it is doing
 
 
 @dataclass
@@ -60,6 +58,8 @@ class _Inbox:
     left: set[int] = field(default_factory=set)
     unplug: bool = False
     reconcile: bool = False
+    gone: dict[tuple, int] = field(default_factory=dict)  # ours deleted: key -> its ifindex
+    lost: bool = False  # events were dropped: deletions may have been among them
 
 
 class Watcher:
@@ -85,7 +85,10 @@ class Watcher:
         self._outage: Optional[str] = None
         self._warnings: frozenset[str] = frozenset()
         self._detected: Optional[tuple[Config, Config]] = None
+        self._restore = restore.Schedule(clock)
+        self._instance: Optional[Instance] = None  # the last complete metadata read
         self.cycles = 0
+        self.restores = 0
 
     # ------------------------------------------------------------ the worker
 
@@ -114,27 +117,51 @@ class Watcher:
 
     def cycle(self) -> bool:
         """One full reconcile under the run lock; False when metadata or the kernel failed."""
-        from .agent import read_instance, reconcile
+        from .agent import read_instance
+
+        self._next_full = self._clock() + self.config.watch_interval
+        self._restore.cancel()  # this reconcile reads the kernel after any deletion so far
+        self.cycles += 1
+        done = self._reconcile(lambda: self._metadata(lambda c: read_instance(c)[0]))
+        if done is None:
+            return False
+        self._instance = done[0]
+        self._judge_waiting(done[0])
+        return True
+
+    def _restore_now(self) -> None:
+        """Put back what someone deleted: reconcile with the last complete metadata read."""
+        if self._instance is None:  # none yet (or the configuration changed): a full one
+            self._next_full = self._clock()
+            return
+        took = self._restore.since_first()
+        self.restores += 1
+        done = self._reconcile(lambda: self._instance)
+        if done is not None and done[1].applied:
+            log.info("restored what was deleted (%.2f s after the first deletion)", took)
+
+    def _reconcile(self, instance_of: Callable[[], Optional[Instance]]) -> Optional[tuple]:
+        """Under the run lock: get the instance (None: give up), reconcile, remember our own
+        deletions, log new warnings.  (instance, agent.Result), or None when it failed."""
+        from .agent import reconcile
         from .lock import run_lock
 
         cfg = self.config
-        self._next_full = self._clock() + cfg.watch_interval
-        self.cycles += 1
         try:
             with run_lock(cfg.lock_file, cfg.lock_timeout):
-                instance = self._metadata(lambda c: read_instance(c)[0])
+                instance = instance_of()
                 if instance is None:
-                    return False
+                    return None
                 result = reconcile(self._effective(), instance=instance, log_warnings=False)
         except EniGuestError as e:  # kernel refused a change, lock held too long
             log.error("%s", e)
-            return False
+            return None
+        self._restore.mine(result.applied)
         new = frozenset(result.plan.warnings)
         for warning in sorted(new - self._warnings):
             log.warning("warning: %s", warning)
         self._warnings = new
-        self._judge_waiting(instance)
-        return True
+        return instance, result
 
     def _judge_waiting(self, instance: Optional[Instance], *, configured: bool = True) -> bool:
         """Judge every waiting link after one metadata read (None: it failed); forget the
@@ -178,7 +205,7 @@ class Watcher:
         cfg = self.config
         try:
             with run_lock(cfg.lock_file, cfg.lock_timeout):
-                hotplug.unplug(cfg)
+                self._restore.mine(hotplug.unplug(cfg))
         except EniGuestError as e:
             log.error("%s", e)
 
@@ -196,9 +223,14 @@ class Watcher:
             self._unplug()
         if box.reconcile:
             self._next_full = now
+        if box.gone:
+            self._restore.deleted(box.gone.items(), box.left)
+        if box.lost:
+            self._restore.soon()
 
     def _due(self) -> float:
-        return min(self._next_full, self._poll_at) if self._waiting else self._next_full
+        due = min(self._next_full, self._poll_at) if self._waiting else self._next_full
+        return due if self._restore.due is None else min(due, self._restore.due)
 
     def work(self) -> None:
         """The worker thread's loop; returns when stop() is called."""
@@ -217,6 +249,8 @@ class Watcher:
                 now = self._clock()
                 if now >= self._next_full:
                     self.cycle()
+                elif self._restore.take():
+                    self._restore_now()
                 elif self._waiting and now >= self._poll_at:
                     self._poll()
             except Exception:  # a bug: say so, keep the daemon alive for the next cycle
@@ -225,7 +259,7 @@ class Watcher:
 
     def _has_mail(self) -> bool:
         b = self._inbox
-        return bool(b.appeared or b.left or b.unplug or b.reconcile)
+        return bool(b.appeared or b.left or b.unplug or b.reconcile or b.gone or b.lost)
 
     # ------------------------------------------------------------ the main thread
 
@@ -234,8 +268,10 @@ class Watcher:
         appeared: Optional[Link] = None,
         left: Optional[Link] = None,
         reconcile: bool = False,
+        gone: Optional[dict[tuple, int]] = None,
+        lost: bool = False,
     ) -> None:
-        """Hand an event to the worker."""
+        """Hand events to the worker."""
         with self._cond:
             box = self._inbox
             if appeared is not None:
@@ -246,6 +282,8 @@ class Watcher:
                 box.left.add(left.index)
                 box.unplug |= left.group == self.config.interface_group
             box.reconcile |= reconcile
+            box.gone.update(gone or {})
+            box.lost |= lost
             self._cond.notify()
 
     def stop(self) -> None:
@@ -262,99 +300,17 @@ class Watcher:
             return
         with self._cond:
             self.config = new
+            self._instance = None  # read with the old configuration: not restored from
             self._next_full = min(self._next_full, self._clock() + new.watch_interval)
             self._cond.notify()
         log.info("configuration reloaded")
 
     def run(self) -> int:
-        """Subscribe to link events, start the worker, serve signals until SIGTERM."""
-        from .kernel import Kernel, LinkMonitor
+        """Subscribe to kernel events, start the worker, serve signals until SIGTERM (the
+        main thread: watch_loop.py)."""
+        from .watch_loop import run
 
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        got: list[int] = []
-
-        def on_signal(signum: int, _frame: Any) -> None:
-            got.append(signum)
-            with contextlib.suppress(BlockingIOError):  # full pipe: a wake-up is pending
-                os.write(wake_w, b"!")
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
-        previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_signal)
-        # Subscribe before the first dump: a link appearing in between is then not missed.
-        monitor = LinkMonitor()
-        known: dict[int, Link] = {}
-
-        def resync(startup: bool) -> None:
-            """Re-read every link and post the differences (start, and lost events)."""
-            kernel = Kernel(self.config)
-            try:
-                now = {link.index: link for link in kernel.read_links()}
-            finally:
-                kernel.close()
-            for index, link in list(known.items()):
-                if index not in now:
-                    self.post(left=link)
-                    del known[index]
-            for link in now.values():
-                self._seen(known, link, startup)
-
-        worker = threading.Thread(target=self.work, name="eni-guest-worker", daemon=True)
-        try:
-            resync(startup=True)
-            worker.start()
-            log.info("watching link events; full reconcile every %g s", self.config.watch_interval)
-            self._serve(monitor, wake_r, got, known, resync)
-        finally:
-            self.stop()
-            if worker.is_alive():
-                worker.join(STOP_GRACE)
-            monitor.close()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            os.close(wake_r)
-            os.close(wake_w)
-        log.info("stopped")
-        return 0
-
-    def _serve(
-        self,
-        monitor: Any,
-        wake_r: int,
-        got: list[int],
-        known: dict[int, Link],
-        resync: Callable[[bool], None],
-    ) -> None:
-        """The main thread's loop: signals and link events, until SIGTERM or SIGINT."""
-        from .kernel import EventsLost
-
-        while True:
-            try:
-                ready, _, _ = select.select([monitor, wake_r], [], [])
-            except InterruptedError:  # pragma: no cover - PEP 475 retries for us
-                continue
-            if wake_r in ready:
-                with contextlib.suppress(BlockingIOError):
-                    while os.read(wake_r, 64):
-                        pass
-                signums = []
-                while got:  # pop, not copy-and-clear: a signal may arrive meanwhile
-                    signums.append(got.pop())
-                if any(s in (signal.SIGTERM, signal.SIGINT) for s in signums):
-                    break
-                if signal.SIGHUP in signums:
-                    self.reload()
-            if monitor in ready:
-                try:
-                    events = monitor.read_events()
-                except EventsLost:
-                    log.debug("link events were lost: re-reading every link")
-                    resync(startup=False)
-                    continue
-                for present, link in events:
-                    if present:
-                        self._seen(known, link)
-                    elif known.pop(link.index, None) is not None:
-                        self.post(left=link)
+        return run(self)
 
     def _seen(self, known: dict[int, Link], link: Link, startup: bool = False) -> None:
         """A link exists now: pass it on if it is new, renamed or has a new MAC."""

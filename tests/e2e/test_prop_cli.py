@@ -122,13 +122,15 @@ def test_apply_logs_one_line_per_change_then_nothing(
     assert cp.returncode == 0, cp.stderr
     assert cp.stdout == ""
     lines = cp.stderr.splitlines()
-    # first the NetworkManager/networkd drop-ins for the secondary ENIs, then the kernel
+    # first the NetworkManager/networkd drop-ins for the secondary ENIs and networkd's
+    # keep-foreign-rules-and-routes drop-in, then the kernel
     root = vm.distro_root()
-    assert lines[:2] == [
+    assert lines[:3] == [
         f"eni-guest: wrote {root}/run/NetworkManager/conf.d/90-eni-guest.conf",
         f"eni-guest: wrote {root}/run/systemd/network/05-eni-guest.network",
+        f"eni-guest: wrote {root}/run/systemd/networkd.conf.d/60-eni-guest.conf",
     ]
-    lines = lines[2:]
+    lines = lines[3:]
     assert [_change_of(line) for line in lines] == plan
     assert lines[plan.index("link set dev eth1 up group 229")].endswith(f"({ENI_IDS[SECOND_MAC]})")
     again = vm.agent("apply")

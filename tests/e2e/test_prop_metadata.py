@@ -4,6 +4,10 @@ In every case below metadata has *also* changed in a way that would remove IPs (
 10.0.2.31 are no longer listed), so an agent that took a failed read for "fewer IPs" would
 visibly remove them. After each failing run the test proves the setup was meaningful: with the
 fault cleared, a dry run does plan those removals.
+
+A defect in one secondary ENI's own metadata is not a failed read of the others: that ENI is
+left exactly as it is (property 9 holds for it) while the others follow metadata, removals
+included, and the run still ends with exit 3 naming the key (`PER_ENI`).
 """
 
 from __future__ import annotations
@@ -48,13 +52,6 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, str], str]] = {
         {"ENI_GUEST_METADATA_TIMEOUT": "0.3", "ENI_GUEST_METADATA_DEADLINE": "1"},
         "metadata",
     ),
-    "ip-outside-its-subnet-on-another-eni": (
-        {},
-        {f"{MACS}/{SECOND_MAC}/local-ipv4s": "10.0.1.20\n10.9.9.9"},
-        {},
-        "10.9.9.9",
-    ),
-    "bad-subnet": ({}, {f"{MACS}/{THIRD_MAC}/subnet-ipv4-cidr-block": "10.0.2.0/33"}, {}, "/33"),
     "primary-mac-not-listed": (
         {},
         {"latest/meta-data/mac": "0e:00:00:00:00:ff"},
@@ -86,6 +83,46 @@ def applied_vm() -> Iterator[SimVM]:
         yield vm
     finally:
         vm.close()
+
+
+# name -> (the bad ENI, its interface and the address that must stay; the paths; the text
+# expected in the last stderr line; the other ENI's address that metadata unassigned)
+PER_ENI: dict[str, tuple[str, str, str, dict[str, str], str, tuple[str, str]]] = {
+    "ip-outside-its-subnet": (
+        SECOND_MAC,
+        "eth1",
+        "10.0.1.21/32",
+        {f"{MACS}/{SECOND_MAC}/local-ipv4s": "10.0.1.20\n10.9.9.9"},
+        "10.9.9.9",
+        ("eth2", "10.0.2.31/32"),
+    ),
+    "bad-subnet": (
+        THIRD_MAC,
+        "eth2",
+        "10.0.2.31/32",
+        {f"{MACS}/{THIRD_MAC}/subnet-ipv4-cidr-block": "10.0.2.0/33"},
+        "/33",
+        ("eth1", "10.0.1.21/32"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(PER_ENI))
+def test_a_defect_in_one_enis_metadata_leaves_it_alone_and_the_others_follow(
+    simvm: Factory, case: str
+) -> None:
+    mac, ifname, kept, paths, expected, (other_if, other_gone) = PER_ENI[case]
+    vm = simvm(three_eni(), docker=False)
+    apply_json(vm)
+    bad = _fewer_ips(three_eni())
+    bad["paths"] = paths
+    vm.update_scenario(bad)
+    cp = vm.agent("apply")
+    assert cp.returncode == 3, cp.stderr
+    last = cp.stderr.strip().splitlines()[-1]
+    assert expected in last and mac in last, last
+    assert kept in vm.guest_ips(ifname)  # the bad ENI: nothing removed on a refused read
+    assert other_gone not in vm.guest_ips(other_if)  # the other: follows metadata
 
 
 @pytest.mark.parametrize("case", list(CASES))

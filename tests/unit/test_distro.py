@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from eni_guest import distro
-from eni_guest.distro import NETWORKD_FILE, NM_DROPIN, keep_off, reload_managers
+from eni_guest.distro import NETWORKD_FILE, NETWORKD_FOREIGN, NM_DROPIN, keep_off, reload_managers
 
 PRIMARY = "0e:00:00:00:00:c3"
 SECOND = "0e:00:00:00:00:b2"
@@ -36,7 +36,8 @@ def _nm(root: Path) -> configparser.ConfigParser:
 
 def test_writes_both_drop_ins_for_secondaries_only(tmp_path: Path) -> None:
     changed = keep_off([THIRD, PRIMARY, SECOND.upper()], PRIMARY, tmp_path)
-    assert sorted(changed) == sorted([str(tmp_path / NM_DROPIN), str(tmp_path / NETWORKD_FILE)])
+    ours = [NM_DROPIN, NETWORKD_FILE, NETWORKD_FOREIGN]
+    assert sorted(changed) == sorted(str(tmp_path / p) for p in ours)
     nm = _nm(tmp_path)
     assert nm["keyfile"]["unmanaged-devices+"] == f"mac:{THIRD};mac:{SECOND}"
     networkd = (tmp_path / NETWORKD_FILE).read_text()
@@ -50,7 +51,7 @@ def test_writes_both_drop_ins_for_secondaries_only(tmp_path: Path) -> None:
 def test_files_are_world_readable(tmp_path: Path) -> None:
     """networkd reads .network files as systemd-network, and our units run with UMask=0077."""
     keep_off([SECOND], PRIMARY, tmp_path)
-    for rel in (NM_DROPIN, NETWORKD_FILE):
+    for rel in (NM_DROPIN, NETWORKD_FILE, NETWORKD_FOREIGN):
         assert stat.S_IMODE((tmp_path / rel).stat().st_mode) == 0o644
         assert stat.S_IMODE((tmp_path / rel).parent.stat().st_mode) == 0o755
 
@@ -76,12 +77,14 @@ def test_no_secondaries_left_removes_the_files(tmp_path: Path) -> None:
     assert not (tmp_path / NM_DROPIN).exists()
     assert not (tmp_path / NETWORKD_FILE).exists()
     assert keep_off([], PRIMARY, tmp_path) == []
+    assert (tmp_path / NETWORKD_FOREIGN).exists()  # the primary has rules and a table too
 
 
 def test_opt_out_removes_our_files(tmp_path: Path) -> None:
     keep_off([SECOND], PRIMARY, tmp_path)
-    assert len(keep_off([SECOND], PRIMARY, tmp_path, enabled=False)) == 2
+    assert len(keep_off([SECOND], PRIMARY, tmp_path, enabled=False)) == 3
     assert not (tmp_path / NM_DROPIN).exists()
+    assert not (tmp_path / NETWORKD_FOREIGN).exists()
     assert keep_off([SECOND], PRIMARY, tmp_path, enabled=False) == []
 
 
@@ -95,6 +98,37 @@ def test_other_files_in_the_directories_are_left_alone(tmp_path: Path) -> None:
     # and ours sorts first, so networkd picks it over netplan's and cloud-init's
     names = [NETWORKD_FILE.name, "10-netplan-eth0.network", "10-cloud-init-eth1.network"]
     assert min(names) == NETWORKD_FILE.name
+
+
+def test_networkd_keeps_foreign_rules_and_routes_without_any_secondary(tmp_path: Path) -> None:
+    """networkd deletes rules and routes it did not create when it configures a link: the
+    drop-in turns that off in networkd.conf's [Network] section, for every set of ENIs."""
+    assert keep_off([], PRIMARY, tmp_path) == [str(tmp_path / NETWORKD_FOREIGN)]
+    parser = configparser.ConfigParser(strict=True)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string((tmp_path / NETWORKD_FOREIGN).read_text())
+    assert dict(parser["Network"]) == {
+        "ManageForeignRoutingPolicyRules": "no",
+        "ManageForeignRoutes": "no",
+    }
+    assert NETWORKD_FOREIGN.parent == Path("run/systemd/networkd.conf.d")
+    assert keep_off([SECOND], PRIMARY, tmp_path) == [
+        str(tmp_path / NM_DROPIN),
+        str(tmp_path / NETWORKD_FILE),
+    ]
+
+
+def test_networkd_conf_drop_in_never_reloads_networkd() -> None:
+    """networkd reads networkd.conf when it starts: the drop-in is no reason to reload it (a
+    reload reconfigures links) and certainly not to restart it (DHCP again on the primary)."""
+    calls: list[list[str]] = []
+
+    def fake(argv: list[str]) -> tuple[int, str]:
+        calls.append(argv)
+        return 0, ""
+
+    reload_managers([NETWORKD_FOREIGN], run=fake)
+    assert calls == []
 
 
 def test_bad_mac_is_refused_before_anything_is_written(tmp_path: Path) -> None:
