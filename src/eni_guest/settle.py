@@ -63,6 +63,10 @@ def not_a_nic(link: Link) -> Optional[str]:
 def classify(read: Union[Instance, Scope], mac: str) -> tuple[str, str]:
     """(SETTLED | UNSETTLED | UNLISTED | EXCLUDED, why) for a MAC in one complete metadata read,
     as the run's scope (scope.py) decides it."""
+    if isinstance(read, Instance):
+        refused = next((x for x in read.invalid if x.mac == mac), None)
+        if refused is not None:  # listed, but its metadata is refused: wait for it to be fixed
+            return UNSETTLED, refused.reason
     status, why = scope.of(read).status(mac)
     return (SETTLED, why) if status == scope.MANAGED else (status, why)
 

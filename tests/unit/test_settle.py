@@ -80,3 +80,10 @@ def test_the_daemon_keeps_a_settled_link_waiting_until_its_reconcile_ran() -> No
     assert w._judge_waiting(SETTLED, configured=False) is True
     assert NIC.index in w._waiting  # a failed reconcile is retried by the next poll
     assert w._judge_waiting(SETTLED) is True and w._waiting == {}
+
+
+def test_an_eni_whose_metadata_is_refused_is_waited_for_not_configured() -> None:
+    refused = replace(WITHOUT, invalid=(Excluded(MAC1, "eni-1", "metadata x = 'y': bad"),))
+    assert settle.classify(refused, MAC1) == (settle.UNSETTLED, "metadata x = 'y': bad")
+    v = settle.judge(NIC, refused, time_left=0.0, timeout=60.0)
+    assert v.action == settle.GIVE_UP and v.failed and "metadata x = 'y': bad" in v.why
