@@ -53,7 +53,12 @@ def _dad_done(ns: str, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         busy = ip_json(ns, ["-6", "addr", "show", "tentative"])
-        if not any(link.get("addr_info") for link in busy):
+        # only links that are up and have a carrier run DAD: an address on a link that is
+        # down stays tentative until it comes up, and waiting for it would never end
+        if not any(
+            link.get("addr_info") and {"UP", "LOWER_UP"} <= set(link.get("flags", ()))
+            for link in busy
+        ):
             return
         time.sleep(0.05)
 
