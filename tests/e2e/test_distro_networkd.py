@@ -53,26 +53,22 @@ done
 """
 
 
-def test_networkd_leaves_the_eni_unmanaged(tmp_path: Path) -> None:
-    assert Path(NETWORKD).exists(), "systemd-networkd missing (Debian package systemd)"
-    root = tmp_path / "root"
-    keep_off([ENI_MAC, PRIMARY_MAC], PRIMARY_MAC, root)
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / NETWORKD_FILE.name).write_text((root / NETWORKD_FILE).read_text())
-    (conf / "99-catch-all.network").write_text(CATCH_ALL)
-
-    ns = f"egt{os.getpid():x}{secrets.token_hex(2)}-chk"
+def run_networkd(
+    conf: Path, eth7_mac: str, script: str, tag: str
+) -> tuple[subprocess.CompletedProcess, str]:
+    """Run `script` with a real networkd in a namespace of its own (veth eth7/eth8, eth7
+    carrying `eth7_mac`), deleted afterwards; (the script's result, networkd's log)."""
+    ns = f"egt{os.getpid():x}{secrets.token_hex(2)}-{tag}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         subprocess.run(
-            ["ip", "-n", ns, "link", "add", "eth7", "address", ENI_MAC, "type", "veth"]
+            ["ip", "-n", ns, "link", "add", "eth7", "address", eth7_mac, "type", "veth"]
             + ["peer", "name", "eth8", "address", OTHER_MAC],
             check=True,
         )
         cp = subprocess.run(
             ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private"]
-            + ["sh", "-c", _SCRIPT, "sh", str(conf), NETWORKD],
+            + ["sh", "-c", script, "sh", str(conf), NETWORKD],
             capture_output=True,
             text=True,
             timeout=60,
@@ -84,6 +80,19 @@ def test_networkd_leaves_the_eni_unmanaged(tmp_path: Path) -> None:
             subprocess.run(["kill", "-9", pid], check=False)
         subprocess.run(["ip", "netns", "del", ns], check=False)
     log = (conf / "networkd.log").read_text() if (conf / "networkd.log").exists() else ""
+    return cp, log
+
+
+def test_networkd_leaves_the_eni_unmanaged(tmp_path: Path) -> None:
+    assert Path(NETWORKD).exists(), "systemd-networkd missing (Debian package systemd)"
+    root = tmp_path / "root"
+    keep_off([ENI_MAC, PRIMARY_MAC], PRIMARY_MAC, root)
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / NETWORKD_FILE.name).write_text((root / NETWORKD_FILE).read_text())
+    (conf / "99-catch-all.network").write_text(CATCH_ALL)
+
+    cp, log = run_networkd(conf, ENI_MAC, _SCRIPT, "chk")
     assert cp.returncode == 0, cp.stderr + log[-3000:]
     states = dict(line.split(" ", 1) for line in cp.stdout.splitlines())
     assert states["eth7"] == "ADMIN_STATE=unmanaged", log[-3000:]
@@ -150,28 +159,7 @@ def _networkd_reconfigure(tmp_path: Path, dropin: bool) -> dict[str, str]:
         "[Match]\nName=eth7\n\n[Network]\nAddress=10.9.0.2/24\nConfigureWithoutCarrier=yes\n"
         "LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
     )
-    ns = f"egt{os.getpid():x}{secrets.token_hex(2)}-nwd"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        subprocess.run(
-            ["ip", "-n", ns, "link", "add", "eth7", "address", PRIMARY_MAC, "type", "veth"]
-            + ["peer", "name", "eth8", "address", OTHER_MAC],
-            check=True,
-        )
-        cp = subprocess.run(
-            ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private"]
-            + ["sh", "-c", _FOREIGN_SCRIPT, "sh", str(conf), NETWORKD],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    finally:
-        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
-        for pid in pids.stdout.split():
-            subprocess.run(["kill", "-9", pid], check=False)
-        subprocess.run(["ip", "netns", "del", ns], check=False)
-    log = (conf / "networkd.log").read_text() if (conf / "networkd.log").exists() else ""
+    cp, log = run_networkd(conf, PRIMARY_MAC, _FOREIGN_SCRIPT, "nwd")
     assert cp.returncode == 0, cp.stdout + cp.stderr + log[-3000:]
     out = dict(line.split(": ", 1) for line in cp.stdout.splitlines() if ": " in line)
     assert "ADMIN_STATE=configured" in cp.stdout, cp.stdout + log[-3000:]
