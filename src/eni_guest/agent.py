@@ -195,12 +195,15 @@ def _keep_distro_off(instance: Instance, config: Config, scope: Scope) -> None:
     """Tell NetworkManager / systemd-networkd to leave the secondary ENIs alone, before we
     configure them: a DHCP client of theirs would add a second main-table default route.
 
-    Which NICs: `Scope.keep_off_macs` (unsettled ENIs included, excluded ones not).  A
-    failure here is reported, not fatal: routing matters more than the drop-ins.
+    Which NICs: `Scope.keep_off_macs` (unsettled ENIs included, excluded ones not).  And from
+    now on, every NIC that appears except the primary and the excluded ones: udev marks it
+    unmanaged before either manager sees it (`distro_hotplug`).  A failure here is reported,
+    not fatal: routing matters more than the drop-ins.
     """
     from pathlib import Path
 
     from .distro import keep_off
+    from .distro_hotplug import mark_new_nics
 
     try:
         for path in keep_off(
@@ -210,5 +213,12 @@ def _keep_distro_off(instance: Instance, config: Config, scope: Scope) -> None:
             enabled=config.manage_distro_network,
         ):
             log.info("wrote %s", path)
+        for path in mark_new_nics(
+            instance.primary_mac,
+            scope.excluded_macs(),
+            Path(config.distro_root),
+            enabled=config.manage_distro_network,
+        ):
+            log.debug("wrote %s", path)
     except OSError as e:
         log.warning("warning: NetworkManager/networkd drop-ins not written: %s", e)

@@ -146,7 +146,7 @@ def reload_managers(changed: Iterable[Path], run: Optional[Runner] = None) -> No
     calls = []
     if NM_DROPIN.name in names:
         calls.append(("NetworkManager.service", ["nmcli", "general", "reload", "conf"]))
-    if NETWORKD_FILE.name in names:
+    if any(name.endswith(".network") for name in names):  # ours and the hot-plug one
         calls.append(("systemd-networkd.service", ["networkctl", "reload"]))
     for unit, argv in calls:
         if not _active(unit, run):

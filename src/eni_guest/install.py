@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from . import distro_hotplug
 from .config import Config, load
 from .distro import write_if_changed
 from .errors import ConfigError
@@ -208,6 +209,8 @@ def unit_context(argv: list[str], root: Path = Path("/")) -> dict[str, Any]:
         "drivers": NIC_DRIVERS,
         "excluded_names": EXCLUDED_NAMES,
         "excluded_devtypes": EXCLUDED_DEVTYPES,
+        "hotplug_marker": "/" + str(distro_hotplug.MARKER),
+        "distro_nics": "/" + str(distro_hotplug.DISTRO_NICS),
     }
 
 

@@ -74,6 +74,10 @@ class Scope:
         excluded ones (whoever manages them, often the distro itself, must keep them)."""
         return [e.mac for e in self.enis if e.status != EXCLUDED and e.mac != primary_mac]
 
+    def excluded_macs(self) -> list[str]:
+        """The ENIs left to whoever manages them (often the distro): excluded by id or name."""
+        return [e.mac for e in self.enis if e.status == EXCLUDED]
+
 
 def _indexes(links: Iterable[Link]) -> set[int]:
     return {link.index for link in links}

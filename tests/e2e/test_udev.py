@@ -40,9 +40,10 @@ SYSTEMCTL = "/usr/bin/systemctl"
 # Runs inside `ip netns exec NS unshare --mount --propagation private`.
 _SCRIPT = r"""
 set -eu
-rule="$1"; dev="$2"; db="$3"; shift 3
+rule="$1"; dev="$2"; db="$3"; touch="$4"; shift 4
 mount -t tmpfs -o mode=0755 eni-guest-test /run
 mkdir -p /run/udev/rules.d /run/udev/data
+for f in $touch; do mkdir -p "${f%/*}"; : > "$f"; done
 cp "$rule" /run/udev/rules.d/90-eni-guest.rules
 if [ -n "$db" ]; then
     printf '%s\n' "$db" > "/run/udev/data/n$(cat "/sys/class/net/$dev/ifindex")"
@@ -97,13 +98,20 @@ def _checked_in_namespace(ns: str) -> None:
 
 
 def udevadm_test(
-    ns: str, rule: Path, dev: str, actions: tuple[str, ...] = ("add", "remove"), db: str = ""
+    ns: str,
+    rule: Path,
+    dev: str,
+    actions: tuple[str, ...] = ("add", "remove"),
+    db: str = "",
+    run_files: tuple[str, ...] = (),
 ) -> dict[str, list[str]]:
-    """Run `udevadm test` for each action in one private /run; each action's output lines."""
+    """Run `udevadm test` for each action in one private /run (holding ``run_files``, empty
+    files under /run); each action's output lines."""
     _checked_in_namespace(ns)
+    assert all(f.startswith("/run/") and " " not in f for f in run_files)
     cp = _sh(
         "ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
-        "sh", "-c", _SCRIPT, "sh", str(rule), dev, db, *actions,
+        "sh", "-c", _SCRIPT, "sh", str(rule), dev, db, " ".join(run_files), *actions,
     )  # fmt: skip
     out: dict[str, list[str]] = {}
     current = None
@@ -212,3 +220,29 @@ def test_remove_matches_the_driver_from_the_udev_database(netns: str, installed_
     db = "E:ID_NET_DRIVER=veth"
     out = udevadm_test(netns, installed_rule, "eth7", actions=("remove",), db=db)
     assert not [r for r in runs(out["remove"]) if "eni-guest" in r]
+
+
+def test_hotplugged_nic_is_unmanaged_once_a_run_marked_the_boot(
+    netns: str, veth_rule: Path
+) -> None:
+    """NM_UNMANAGED / ENI_GUEST_UNMANAGED: only after eni-guest's marker, never for a NIC whose
+    MAC has a file in distro-nics/ (the primary), on add and on change, and still no RUN on
+    change."""
+    mac = _mac()
+    _add(netns, "link", "add", "eth7", "address", mac, "type", "veth", "peer", "name", "eth8")
+    marked = ("NM_UNMANAGED=1", "ENI_GUEST_UNMANAGED=1")
+    before = udevadm_test(netns, veth_rule, "eth7", actions=("add",))
+    assert not [p for p in marked if p in before["add"]], "marked before eni-guest ran"
+
+    marker = "/run/eni-guest/hotplug-unmanaged"
+    out = udevadm_test(netns, veth_rule, "eth7", actions=("add", "change"), run_files=(marker,))
+    for action in ("add", "change"):
+        assert all(p in out[action] for p in marked), (action, out[action][-20:])
+        assert parser_complaints(out[action]) == []
+    assert not [r for r in runs(out["change"]) if "eni-guest" in r]
+
+    primary = f"/run/eni-guest/distro-nics/{mac}"
+    kept = udevadm_test(netns, veth_rule, "eth7", actions=("add", "change"),
+                        run_files=(marker, primary))  # fmt: skip
+    for action in ("add", "change"):
+        assert not [p for p in marked if p in kept[action]], (action, "the primary was marked")

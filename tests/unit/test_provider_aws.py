@@ -461,9 +461,10 @@ def host_network() -> dict[str, Any]:
     }
 
 
-def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def run_cli(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess:
     (tmp_path / "empty.toml").write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENI_GUEST_")}
+    env.update({f"ENI_GUEST_{k.upper()}": v for k, v in settings.items()})
     env["ENI_GUEST_LOCK_FILE"] = str(tmp_path / "lock")
     env["ENI_GUEST_CONFIG"] = str(tmp_path / "empty.toml")
     env["ENI_GUEST_PROVIDER"] = "aws"  # the default is auto: these tests count AWS requests
@@ -491,7 +492,11 @@ def test_cli_dry_run_prints_json_and_changes_nothing(imds: Imds, tmp_path: Path)
     assert shutil.which("ip"), "the before/after check needs iproute2"
     url = imds.start(scenario())
     before = host_network()
-    proc = run_cli(tmp_path, "apply", "--dry-run", "--metadata-url", url, "--json")
+    # A generous deadline: on a machine busy with other tests the 15 s default was once spent
+    # before the first request (the test counts requests; it does not time them).
+    proc = run_cli(
+        tmp_path, "apply", "--dry-run", "--metadata-url", url, "--json", metadata_deadline="120"
+    )
     after = host_network()
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
