@@ -133,8 +133,14 @@ def reconcile(
         result.timings = {"metadata": t1 - t0, "kernel_read": t2 - t1, "plan": 0.0, "apply": 0.0}
         t3 = time.monotonic()
         result.timings["plan"] = t3 - t2
-        if not dry_run:
-            _keep_distro_off(instance, config, scope)
+        if not dry_run and _keep_distro_off(instance, config, scope, state):
+            # NetworkManager took NICs down as it let go of them: plan from what is there now.
+            state = kernel.read_state()
+            scope = instance.scope or of_instance(instance, config, state.links)
+            p = plan(instance, config, state, scope)
+            result = Result(instance, p, state, metadata_requests=requests, scope=scope)
+            result.timings = {"metadata": t1 - t0, "kernel_read": t2 - t1, "plan": t3 - t2}
+            result.timings["apply"] = 0.0
         if not dry_run and p.changes:
             _apply(kernel, instance, config, result)
         if instance.invalid:
@@ -191,7 +197,7 @@ def verify(kernel: Kernel, instance: Instance, config: Config) -> None:
         )
 
 
-def _keep_distro_off(instance: Instance, config: Config, scope: Scope) -> None:
+def _keep_distro_off(instance: Instance, config: Config, scope: Scope, state: KernelState) -> bool:
     """Tell NetworkManager / systemd-networkd to leave the secondary ENIs alone, before we
     configure them: a DHCP client of theirs would add a second main-table default route.
 
@@ -199,20 +205,28 @@ def _keep_distro_off(instance: Instance, config: Config, scope: Scope) -> None:
     now on, every NIC that appears except the primary and the excluded ones: udev marks it
     unmanaged before either manager sees it (`distro_hotplug`).  A failure here is reported,
     not fatal: routing matters more than the drop-ins.
+
+    True when NetworkManager was told to let go of NICs it may hold: it takes their links
+    down as it does, so the caller reads the kernel again before applying.
     """
     from pathlib import Path
 
-    from .distro import keep_off
+    from .distro import NM_DROPIN, keep_off, wait_released
     from .distro_hotplug import mark_new_nics
 
+    macs = scope.keep_off_macs(instance.primary_mac)
+    root = Path(config.distro_root)
+    released = False
     try:
-        for path in keep_off(
-            scope.keep_off_macs(instance.primary_mac),
-            instance.primary_mac,
-            Path(config.distro_root),
-            enabled=config.manage_distro_network,
-        ):
+        changed = keep_off(macs, instance.primary_mac, root, enabled=config.manage_distro_network)
+        for path in changed:
             log.info("wrote %s", path)
+        if str(root / NM_DROPIN) in changed and root.resolve() == Path("/"):
+            names = [link.name for link in state.links if link.mac in macs]
+            held = wait_released(names)
+            if held:
+                log.warning("warning: NetworkManager still manages %s", ", ".join(held))
+            released = bool(names)
         for path in mark_new_nics(
             instance.primary_mac,
             scope.excluded_macs(),
@@ -222,3 +236,4 @@ def _keep_distro_off(instance: Instance, config: Config, scope: Scope) -> None:
             log.debug("wrote %s", path)
     except OSError as e:
         log.warning("warning: NetworkManager/networkd drop-ins not written: %s", e)
+    return released

@@ -35,6 +35,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -164,6 +165,35 @@ def reload_managers(changed: Iterable[Path], run: Optional[Runner] = None) -> No
             )
         else:
             log.info("%s (eni-guest's drop-in changed)", " ".join(argv))
+
+
+def wait_released(
+    ifnames: Iterable[str], run: Optional[Runner] = None, timeout: float = 10.0
+) -> list[str]:
+    """Wait until NetworkManager has let go of these devices after a reload; the names it
+    still manages when ``timeout`` runs out.
+
+    NetworkManager applies a reloaded ``unmanaged-devices`` asynchronously: it deactivates each
+    device it managed and takes its link down while it does.  A plan made before that would
+    meet "Network is down" halfway (seen in a real Debian 12 VM at boot, where NetworkManager
+    had taken every NIC before eni-guest's first run), so the caller waits here and then reads
+    the kernel again.  Devices NetworkManager does not know count as released.
+    """
+    run = run or _run
+    wanted = set(ifnames)
+    if not wanted or not _active("NetworkManager.service", run):
+        return []
+    deadline = time.monotonic() + timeout
+    while True:
+        code, out = run(["nmcli", "-t", "-f", "DEVICE,STATE", "device"])
+        if code != 0:
+            log.debug("distro network stack: nmcli device failed (%d): %s", code, out)
+            return []
+        states = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+        held = sorted(n for n in wanted if states.get(n, "unmanaged") != "unmanaged")
+        if not held or time.monotonic() >= deadline:
+            return held
+        time.sleep(0.1)
 
 
 def keep_off(

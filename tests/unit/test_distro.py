@@ -174,3 +174,43 @@ def test_non_root_tree_never_reloads(tmp_path: Path) -> None:
     # the autouse fixture makes any subprocess call fail the test
     keep_off([SECOND], PRIMARY, tmp_path)
     keep_off([], PRIMARY, tmp_path)
+
+
+def test_wait_released_polls_networkmanager_until_it_lets_go() -> None:
+    """After a reload NetworkManager deactivates the devices one by one (and takes their links
+    down): the run waits for that before it plans, instead of meeting "Network is down"."""
+    answers = iter(
+        [
+            "ens16:connected\nens17:connected\nens18:deactivating\n",
+            "ens16:connected\nens17:unmanaged\nens18:deactivating\n",
+            "ens16:connected\nens17:unmanaged\nens18:unmanaged\n",
+        ]
+    )
+    calls: list[list[str]] = []
+
+    def runner(argv: list[str]) -> tuple[int, str]:
+        calls.append(argv)
+        if argv[0] == "systemctl":
+            return 0, ""
+        return 0, next(answers)
+
+    assert distro.wait_released(["ens17", "ens18", "ens99"], runner) == []
+    assert sum(1 for c in calls if c[0] == "nmcli") == 3  # ens99 unknown to NM: released
+
+
+def test_wait_released_gives_up_and_names_what_is_still_held() -> None:
+    def runner(argv: list[str]) -> tuple[int, str]:
+        return (0, "") if argv[0] == "systemctl" else (0, "ens17:connected\n")
+
+    assert distro.wait_released(["ens17"], runner, timeout=0.3) == ["ens17"]
+
+
+def test_wait_released_asks_nothing_when_networkmanager_is_not_running() -> None:
+    calls: list[list[str]] = []
+
+    def runner(argv: list[str]) -> tuple[int, str]:
+        calls.append(argv)
+        return 3, ""  # systemctl is-active: inactive
+
+    assert distro.wait_released(["ens17"], runner) == []
+    assert [c[0] for c in calls] == ["systemctl"]

@@ -28,14 +28,17 @@ from ..probes import Probe, Prober
 from ..shell import SimVMError, ip_batch
 from ..vm import SimVM
 from .image import (
-    BOOKWORM_NM,
+    NM,
     BaseImage,
-    Recipe,
+    Flavour,
     base_image,
     build_checkout_wheel,
     prepare_disk,
 )
 from .qemu import Exec, Nic, Qemu
+
+#: The PCI slot of the first ENI wired (the primary): the guest calls it ens16.
+FIRST_NIC_SLOT = 16
 
 
 def _log(msg: str) -> None:
@@ -55,8 +58,10 @@ class Attached:
 class RealVM:
     """One booted VM with ENIs of ``scenario`` attached at boot (``boot_macs``; default all).
 
-    ``config``: the image's /etc/eni-guest/eni-guest.toml (``None``: as installed). Use as a
-    context manager; :meth:`close` kills QEMU and deletes every namespace and temporary file.
+    ``flavour``: the image and its network stack; ``config``: the image's
+    /etc/eni-guest/eni-guest.toml (``None``: as installed); ``files``: more files for the
+    image (path -> content), ``enable``: units of those to enable. Use as a context manager;
+    :meth:`close` kills QEMU and deletes every namespace and temporary file.
     """
 
     def __init__(
@@ -64,12 +69,16 @@ class RealVM:
         scenario: Mapping[str, Any],
         *,
         boot_macs: Optional[Sequence[str]] = None,
-        recipe: Recipe = BOOKWORM_NM,
+        flavour: Flavour = NM,
         config: Optional[str] = None,
+        files: Optional[Mapping[str, str]] = None,
+        enable: Sequence[str] = (),
     ) -> None:
         self.scenario = scenario
-        self.recipe = recipe
+        self.flavour = flavour
         self.config = config
+        self.files = dict(files or {})
+        self.enable = tuple(enable)
         macs = [e["mac"] for e in scenario["enis"]] if boot_macs is None else list(boot_macs)
         self._boot_macs = [m.lower() for m in macs]
         self.sim = SimVM(scenario, attached=(), docker=False, dhcp=True)
@@ -96,7 +105,7 @@ class RealVM:
 
     def start(self, boot_timeout: float = 400.0) -> None:
         t0 = time.monotonic()
-        self.image = base_image(self.recipe)
+        self.image = base_image(self.flavour.recipe)
         self.timings["image"] = time.monotonic() - t0
         self.sim.start()
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"{self.sim.prefix}-vm"))
@@ -104,7 +113,9 @@ class RealVM:
         wheel = build_checkout_wheel(self.run_dir / "wheel")
         self.timings["wheel"] = time.monotonic() - t1
         disk = self.run_dir / "disk.raw"
-        steps = prepare_disk(self.image, wheel, disk, self.config)
+        steps = prepare_disk(
+            self.image, wheel, disk, self.flavour, self.config, self.files, self.enable
+        )
         self.timings.update({f"prepare_{k}": v for k, v in steps.items()})
         self._prober = Prober(self.sim.vpc_ns, self._mac_of_vpc_if)
         nics = [self._wire(mac, hotplugged=False).nic for mac in self._boot_macs]
@@ -149,7 +160,10 @@ class RealVM:
                 f"link set {tap} up",
             ],
         )
-        a = Attached(Nic(f"n{n}", tap, mac), br, veth, hotplugged)
+        # PCI slots 16-31: above what QEMU gives the disk and the serial port, one per ENI.
+        if n >= 16:
+            raise SimVMError("the real-VM bed wires at most 16 ENIs to one VM")
+        a = Attached(Nic(f"n{n}", tap, mac, FIRST_NIC_SLOT + n), br, veth, hotplugged)
         self.attached[mac] = a
         return a
 

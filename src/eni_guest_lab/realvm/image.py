@@ -29,7 +29,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Optional
+from typing import Iterator, Mapping, Optional, Sequence
 
 from ..shell import SimVMError, run
 
@@ -91,17 +91,149 @@ _COMMON_FILES = {
     "/etc/systemd/journald.conf.d/lab.conf": "[Journal]\nStorage=volatile\n",
 }
 
-#: Debian 12 as its installer leaves a desktop-less machine with NetworkManager: every NIC
-#: managed, a DHCP "Wired connection N" auto-created for each new one.
-BOOKWORM_NM = Recipe(
-    name="bookworm-nm",
+#: Debian 12: NetworkManager (on, as the installer leaves a desktop-less machine: every NIC
+#: managed, a DHCP "Wired connection N" auto-created for each new one), and netplan and
+#: cloud-init installed but off; the flavours below switch the network stack per run.
+BOOKWORM = Recipe(
+    name="bookworm",
     suite="bookworm",
     python="3.11",
-    packages=(*_COMMON_PACKAGES, "network-manager"),
+    # python3-cffi-backend: python3-cryptography (cloud-init's) needs a virtual package it
+    # provides, and debootstrap does not resolve virtual packages.
+    packages=(
+        *_COMMON_PACKAGES,
+        "network-manager",
+        "netplan.io",
+        "cloud-init",
+        "python3-cffi-backend",
+    ),
     files=dict(_COMMON_FILES),
 )
 
-RECIPES = {r.name: r for r in (BOOKWORM_NM,)}
+#: Debian 11: kernel 5.10 (before address protocols, Linux 6.3), Python 3.9, ifupdown with
+#: dhclient, as Debian's installer and its cloud images set a server up.
+BULLSEYE = Recipe(
+    name="bullseye",
+    suite="bullseye",
+    python="3.9",
+    packages=(*_COMMON_PACKAGES, "ifupdown", "isc-dhcp-client"),
+    files=dict(_COMMON_FILES),
+)
+
+RECIPES = {r.name: r for r in (BOOKWORM, BULLSEYE)}
+
+#: The guest's name of the primary ENI (the bed plugs it into PCI slot 16).
+PRIMARY_IFNAME = "ens16"
+
+#: A unit of the lab's, not eni-guest's: a service ordered after network-online.target that
+#: binds to a secondary ENI's IP, as a user's service would.  ``systemctl show`` tells the test
+#: whether the address was there when network-online.target was reached.
+BIND_UNIT = """[Unit]
+Description=lab: a service binding to a secondary ENI's IP after network-online.target
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/bin/python3 -c "import socket, sys; socket.socket().bind((sys.argv[1], 0))" {ip}
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """One image set up for one network stack, per run (no rebuild): files written and units
+    switched on or off in the disk copy, and how that stack reactivates the primary NIC."""
+
+    name: str
+    recipe: Recipe
+    stack: str  # for the "Tested on" table
+    files: Mapping[str, str] = field(default_factory=dict)
+    enable: tuple[str, ...] = ()
+    disable: tuple[str, ...] = ()
+    mask: tuple[str, ...] = ()
+    reactivate_primary: str = ""  # a command in the guest: the stack re-configures the primary
+
+
+_NO_CLOUD_INIT = {"/etc/cloud/cloud-init.disabled": ""}
+_NETWORKD_ON = ("systemd-networkd.service", "systemd-networkd-wait-online.service")
+_NM_OFF = ("NetworkManager.service", "NetworkManager-wait-online.service")
+
+NM = Flavour(
+    name="bookworm-nm",
+    recipe=BOOKWORM,
+    stack="NetworkManager 1.42",
+    files=_NO_CLOUD_INIT,
+    reactivate_primary=f"nmcli device reapply {PRIMARY_IFNAME}",
+)
+
+#: cloud-init with a NoCloud seed whose user-data enables eni-guest's module (which then does
+#: the boot apply: eni-guest's own boot unit is off) and sets ``watch_interval`` for the units.
+#: cloud-init's network configuration is off: the catch-all .network keeps the primary.
+#: (Not with NetworkManager: Debian's cloud-init.service runs before NetworkManager is up and
+#: cannot be ordered after it, Before=sysinit.target; RHEL's units differ.)
+CLOUD_INIT_USER_DATA = """#cloud-config
+eni_guest:
+  enabled: true
+  persist: true
+  watch_interval: 15
+"""
+NETWORKD = Flavour(
+    name="bookworm-networkd",
+    recipe=BOOKWORM,
+    stack="systemd-networkd 252 with a catch-all DHCP .network; cloud-init 22.4 (NoCloud)"
+    " runs eni-guest's module",
+    files={
+        # What many cloud images ship: DHCP on every Ethernet NIC that appears.
+        "/etc/systemd/network/90-dhcp.network": (
+            "[Match]\nType=ether\nName=en*\n\n[Network]\nDHCP=yes\n"
+        ),
+        # locale: the image has no locales package (update-locale would fail the stage); no
+        # default user, no ssh: modules for them would fail too.
+        "/etc/cloud/cloud.cfg.d/90-lab.cfg": (
+            "datasource_list: [NoCloud]\nnetwork: {config: disabled}\nlocale: false\n"
+            "users: []\nno_ssh_fingerprints: true\n"
+        ),
+        "/var/lib/cloud/seed/nocloud/meta-data": "instance-id: i-lab\n",
+        "/var/lib/cloud/seed/nocloud/user-data": CLOUD_INIT_USER_DATA,
+    },
+    enable=_NETWORKD_ON,
+    disable=("eni-guest-boot.service",),
+    mask=_NM_OFF,
+    reactivate_primary=f"networkctl reconfigure {PRIMARY_IFNAME}",
+)
+NETPLAN = Flavour(
+    name="bookworm-netplan",
+    recipe=BOOKWORM,
+    stack="netplan 0.106 (networkd renderer), DHCP on every en* NIC",
+    files={
+        **_NO_CLOUD_INIT,
+        "/etc/netplan/90-all.yaml": (
+            "network:\n  version: 2\n  renderer: networkd\n  ethernets:\n    all-en:\n"
+            '      match: {name: "en*"}\n      dhcp4: true\n'
+        ),
+    },
+    enable=_NETWORKD_ON,
+    mask=_NM_OFF,
+    reactivate_primary="netplan apply",
+)
+IFUPDOWN = Flavour(
+    name="bullseye-ifupdown",
+    recipe=BULLSEYE,
+    stack="ifupdown 0.8 + dhclient, allow-hotplug for the primary",
+    files={
+        "/etc/network/interfaces": (
+            "auto lo\niface lo inet loopback\n\n"
+            f"allow-hotplug {PRIMARY_IFNAME}\niface {PRIMARY_IFNAME} inet dhcp\n"
+        ),
+    },
+    reactivate_primary=f"ifdown {PRIMARY_IFNAME}; ifup {PRIMARY_IFNAME}",
+)
+
+FLAVOURS = {f.name: f for f in (NM, NETWORKD, NETPLAN, IFUPDOWN)}
 
 
 @dataclass(frozen=True)
@@ -166,7 +298,7 @@ def dependency_wheels(recipe: Recipe) -> Path:
         if stamp.exists():
             return dest
         deps = _project_dependencies()
-        if tuple(int(x) for x in recipe.python.split(".")) < (3, 11):
+        if _version(recipe.python) < (3, 11):
             deps.append("tomli>=1.1")
         dest.mkdir(parents=True, exist_ok=True)
         run(
@@ -230,6 +362,16 @@ def base_image(recipe: Recipe) -> BaseImage:
     return BaseImage(recipe, d, d / "disk.raw", d / "vmlinuz", d / "initrd.img", built_in)
 
 
+def _pip_system_flag(recipe: Recipe) -> list[str]:
+    """pip >= 23 (Debian 12) refuses to install into the system Python without this flag;
+    Debian 11's pip 20.3 does not know it."""
+    return ["--break-system-packages"] if _version(recipe.python) >= (3, 11) else []
+
+
+def _version(python: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in python.split("."))
+
+
 def _remove_tree(path: Path) -> None:
     """Delete a build tree, first unmounting whatever a killed debootstrap left mounted in it
     (its /proc and /sys): never descend into a mounted file system."""
@@ -275,8 +417,8 @@ def _build(recipe: Recipe, wheels: Path, dest: Path) -> None:
         deps = [p.name.split("-")[0] for p in wheels.glob("*.whl")]
         run(
             ["chroot", str(root), "python3", "-m", "pip", "install", "-q", "--no-index",
-             "--break-system-packages", "--disable-pip-version-check", "--no-warn-script-location",
-             "--find-links", "/tmp/wheels", *deps],
+             *_pip_system_flag(recipe), "--disable-pip-version-check",
+             "--no-warn-script-location", "--find-links", "/tmp/wheels", *deps],
             timeout=600,
         )  # fmt: skip
         shutil.rmtree(root / "tmp/wheels")
@@ -321,12 +463,20 @@ def _mounted(disk: Path) -> Iterator[Path]:
 
 
 def prepare_disk(
-    base: BaseImage, wheel: Path, dest: Path, config: Optional[str] = None
+    base: BaseImage,
+    wheel: Path,
+    dest: Path,
+    flavour: Flavour,
+    config: Optional[str] = None,
+    files: Optional[Mapping[str, str]] = None,
+    enable: Sequence[str] = (),
 ) -> dict[str, float]:
-    """A copy of the base disk with ``wheel`` installed and ``eni-guest install`` run.
+    """A copy of the base disk set up as ``flavour``, with ``wheel`` installed and ``eni-guest
+    install`` run.
 
-    ``config`` is written as /etc/eni-guest/eni-guest.toml (``None``: the installed default).
-    Returns the seconds each step took.
+    ``config`` is written as /etc/eni-guest/eni-guest.toml (``None``: the installed default);
+    ``files`` (path -> content) are written too, and the units ``enable`` enabled.  Returns
+    the seconds each step took.
     """
     times: dict[str, float] = {}
     t0 = time.monotonic()
@@ -337,7 +487,7 @@ def prepare_disk(
         shutil.copy2(wheel, mnt / "tmp" / wheel.name)
         run(
             ["chroot", str(mnt), "python3", "-m", "pip", "install", "-q", "--no-index",
-             "--no-deps", "--break-system-packages", "--disable-pip-version-check",
+             "--no-deps", *_pip_system_flag(base.recipe), "--disable-pip-version-check",
              "--no-warn-script-location", f"/tmp/{wheel.name}"],
             timeout=300,
         )  # fmt: skip
@@ -349,4 +499,21 @@ def prepare_disk(
         times["install"] = time.monotonic() - t2
         if config is not None:
             (mnt / "etc/eni-guest/eni-guest.toml").write_text(config)
+        t3 = time.monotonic()
+        _apply_flavour(mnt, flavour, files or {}, enable)  # after install: it may disable ours
+        times["flavour"] = time.monotonic() - t3
     return times
+
+
+def _apply_flavour(
+    mnt: Path, flavour: Flavour, files: Mapping[str, str], enable: Sequence[str]
+) -> None:
+    for path, text in {**flavour.files, **files}.items():
+        target = mnt / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    # systemctl in a chroot works on the unit files (no running systemd is needed for it).
+    for verb, units in (("disable", flavour.disable), ("mask", flavour.mask),
+                        ("enable", (*flavour.enable, *enable))):  # fmt: skip
+        if units:
+            run(["chroot", str(mnt), "systemctl", verb, "--quiet", *units], timeout=120)

@@ -202,11 +202,18 @@ class GuestAgent:
 
 @dataclass(frozen=True)
 class Nic:
-    """A guest NIC: the tap it is plugged into (in QEMU's namespace) and its MAC."""
+    """A guest NIC: the tap it is plugged into (in QEMU's namespace), its MAC, and its PCI slot
+    (fixed, so the guest's predictable name is known before boot: slot 16 is ``ens16``)."""
 
     id: str
     tap: str
     mac: str
+    slot: int
+
+    @property
+    def ifname(self) -> str:
+        """The name systemd-udevd gives it in the guest (``ens<slot>``)."""
+        return f"ens{self.slot}"
 
 
 def qemu_command(
@@ -228,7 +235,8 @@ def qemu_command(
     for n in nics:
         cmd += [
             "-netdev", f"tap,id={n.id},ifname={n.tap},script=no,downscript=no",
-            "-device", f"virtio-net-pci,netdev={n.id},mac={n.mac},id=dev-{n.id}",
+            "-device",
+            f"virtio-net-pci,netdev={n.id},mac={n.mac},id=dev-{n.id},addr={n.slot:#x}",
         ]  # fmt: skip
     return cmd
 
@@ -286,7 +294,7 @@ class Qemu:
         )
         t = time.monotonic()
         self.qmp.command("device_add", driver="virtio-net-pci", netdev=nic.id, mac=nic.mac,
-                         id=f"dev-{nic.id}")  # fmt: skip
+                         id=f"dev-{nic.id}", addr=f"{nic.slot:#x}")  # fmt: skip
         return t
 
     def unplug(self, nic: Nic, timeout: float = 60.0) -> float:

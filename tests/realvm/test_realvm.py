@@ -1,0 +1,291 @@
+"""Real Debian guests under QEMU in the simulated VPC, one per network stack (tests/realvm/).
+
+Each flavour (``eni_guest_lab.realvm.image.FLAVOURS``: Debian 12 with NetworkManager, with
+systemd-networkd and a catch-all DHCP ``.network``, with netplan rendering for networkd, and
+Debian 11 with ifupdown) is booted once with eni-guest installed as a user installs it
+(``provider = auto``; only ``watch_interval`` is shortened, so the no-event test waits less)
+and the three ENIs of the e2e tests attached; then, in file order on that VM:
+
+* boot: eni-guest's boot unit has configured every ENI before network-online.target: a
+  service ordered after it binds to a secondary ENI's IP; each private IPv4 reaches the far
+  host through its own ENI (the VPC's source check would drop it anywhere else); the distro's
+  stack has left the secondary ENIs alone now (no DHCP client, no lease, one default route);
+* hot-plug a fourth ENI through QMP: udev starts the unit, the unit exits 0, its IPs reach
+  the far host through it (the time from ``device_add`` is printed), and no DHCP client ever
+  ran on it: the VPC's DHCP server heard nothing from its MAC;
+* unplug it: its rules go, the other ENIs keep working;
+* the stack reactivates the primary (``nmcli device reapply``, ``networkctl reconfigure``,
+  ``netplan apply``, ``ifdown``/``ifup``): the primary's secondary IP works again at once or
+  the watch daemon restores it (the time is printed);
+* metadata unassigns one secondary IP and assigns another, with no event in the guest: the
+  watch daemon (under systemd) removes the old address (kernel 5.10 too: eni-guest recognises
+  its addresses by their metric) and routes the new one through its ENI;
+* a second hot-plug, as the first.
+
+DHCP on secondary ENIs at boot is printed (``FINDING``), not asserted: the distro's stack takes
+every NIC present at boot before any eni-guest run has said which one is the primary (README,
+"Keeping the distro's network stack off the ENIs").
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any, Callable, Iterator, Optional, TypeVar
+
+import pytest
+
+from eni_guest_lab import scenarios
+from eni_guest_lab.realvm.bed import RealVM
+from eni_guest_lab.realvm.image import BIND_UNIT, FLAVOURS, Flavour
+from eni_guest_lab.testbed import FAR_V4
+
+T = TypeVar("T")
+
+PRIMARY_MAC, SECOND_MAC, THIRD_MAC = scenarios.macs(scenarios.three_eni())
+BOOT_IPS = [
+    (PRIMARY_MAC, "10.0.1.10"),
+    (PRIMARY_MAC, "10.0.1.11"),
+    (SECOND_MAC, "10.0.1.20"),
+    (SECOND_MAC, "10.0.1.21"),
+    (THIRD_MAC, "10.0.2.30"),
+    (THIRD_MAC, "10.0.2.31"),
+]
+BIND_IP = "10.0.2.30"  # the third ENI's: a secondary ENI, only eni-guest puts it on the NIC
+HOTPLUG_ENI: dict[str, Any] = {
+    "mac": "0e:00:00:00:10:04",
+    "interface-id": "eni-00000000000000004",
+    "device-number": 3,
+    "local-ipv4s": ["10.0.14.10", "10.0.14.11"],
+    "subnet-ipv4-cidr-block": "10.0.14.0/24",
+}
+SECOND_HOTPLUG_ENI: dict[str, Any] = {
+    "mac": "0e:00:00:00:10:05",
+    "interface-id": "eni-00000000000000005",
+    "device-number": 3,
+    "local-ipv4s": ["10.0.15.10"],
+    "subnet-ipv4-cidr-block": "10.0.15.0/24",
+}
+#: The installed configuration, with a shorter periodic reconcile (60 s by default).
+CONFIG = "watch_interval = 15\n"
+
+
+def wait_for(what: str, check: Callable[[], Optional[T]], timeout: float, step: float = 0.2) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
+
+
+@pytest.fixture(scope="module", params=list(FLAVOURS), ids=list(FLAVOURS))
+def vm(request: pytest.FixtureRequest) -> Iterator[RealVM]:
+    files = {"/etc/systemd/system/lab-bind.service": BIND_UNIT.format(ip=BIND_IP)}
+    with RealVM(
+        scenarios.three_eni(),
+        flavour=FLAVOURS[request.param],
+        config=CONFIG,
+        files=files,
+        enable=("lab-bind.service",),
+    ) as machine:
+        yield machine
+
+
+def default_routes(vm: RealVM) -> list[dict[str, Any]]:
+    return json.loads(vm.sh("ip -j -4 route show default table main").stdout or "[]")
+
+
+def stack_leaves_alone(vm: RealVM, ifname: str) -> Optional[str]:
+    """None when the distro's network stack runs nothing on ``ifname`` now; else what it runs."""
+    flavour: Flavour = vm.flavour
+    if flavour.name.endswith("-nm"):
+        out = vm.sh("nmcli -t -f DEVICE,STATE device").stdout
+        state = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+        if state.get(ifname) != "unmanaged":
+            return f"NetworkManager: {ifname} is {state.get(ifname)!r}"
+    elif flavour.enable:  # networkd, directly or rendered by netplan
+        out = vm.sh("networkctl list --no-legend --no-pager").stdout
+        setup = {f[1]: f[4] for f in (line.split() for line in out.splitlines()) if len(f) >= 5}
+        if setup.get(ifname) != "unmanaged":
+            return f"networkd: {ifname} is {setup.get(ifname)!r}"
+    out = vm.sh("pgrep -a dhclient || true").stdout
+    clients = [line for line in out.splitlines() if ifname in line.split()]
+    if clients:
+        return f"a DHCP client runs on {ifname}: {clients}"
+    addrs = vm.sh(f"ip -4 -o addr show dev {ifname}").stdout
+    if "dynamic" in addrs:
+        return f"{ifname} holds a leased address: {addrs}"
+    return None
+
+
+def assert_left_alone(vm: RealVM, mac: str) -> None:
+    ifname = vm.ifname_of(mac) or "?"
+    problem = stack_leaves_alone(vm, ifname)
+    assert problem is None, problem
+    assert [r["dev"] for r in default_routes(vm)] == [vm.ifname_of(PRIMARY_MAC)], default_routes(vm)
+
+
+def dhcp_ran(vm: RealVM, mac: str) -> bool:
+    """Whether a DHCP client ever ran on this ENI: the VPC's DHCP server heard from its MAC."""
+    log = vm.dhcp_log(mac)
+    return "DHCPDISCOVER" in log or "DHCPREQUEST" in log
+
+
+def unit_journal(vm: RealVM, pattern: str) -> str:
+    """The journal of units matching ``pattern`` (finished template instances are gone from
+    ``systemctl show``: the journal keeps their result)."""
+    return vm.sh(f"journalctl -b --no-pager -o cat -u '{pattern}'").stdout
+
+
+def hotplug_unit_journal(vm: RealVM, ifname: Optional[str]) -> str:
+    """The journal of ``eni-guest-hotplug@IFNAME`` once it has finished."""
+
+    def finished() -> Optional[str]:
+        j = unit_journal(vm, f"eni-guest-hotplug@{ifname}.service")
+        return j if "Deactivated successfully" in j or "Failed" in j else None
+
+    return wait_for("the hot-plug unit to finish", finished, timeout=90.0)
+
+
+def reaches_far_host(vm: RealVM, mac: str, ip: str) -> bool:
+    p = vm.ping(ip, FAR_V4, count=1, wait=1.0)
+    return p.ok and p.exit_iface == mac and not p.dropped_by_rpf
+
+
+def tag(vm: RealVM) -> str:
+    return f"[realvm {vm.flavour.name}]"
+
+
+def assert_boot_apply_succeeded(vm: RealVM) -> None:
+    """eni-guest's boot unit exited 0; or, where cloud-init does the boot apply instead (the
+    unit is off), cloud-init ran eni-guest's module without an error and kept the user-data's
+    settings for the units."""
+    if "eni-guest-boot.service" not in vm.flavour.disable:
+        boot = vm.sh("systemctl show -p Result -p ExecMainStatus eni-guest-boot.service").stdout
+        assert "Result=success" in boot and "ExecMainStatus=0" in boot, boot + unit_journal(
+            vm, "eni-guest-boot.service"
+        )
+        return
+    status = vm.sh("cloud-init status --long", check=False)
+    log = vm.sh("cat /var/log/cloud-init.log").stdout
+    ran = [line for line in log.splitlines() if "eni_guest" in line]
+    # Only eni-guest's module is ours to judge; other modules' errors are the image's.
+    assert "eni_guest" not in status.stdout, status.stdout
+    assert "status: done" in status.stdout or "status: error" in status.stdout, status.stdout
+    if status.returncode != 0:
+        print(f"{tag(vm)} cloud-init reported errors of other modules: {status.stdout}")
+    assert any("Running module eni_guest" in line for line in ran), "\n".join(ran[-20:])
+    assert not [line for line in ran if "fail" in line.lower()], "\n".join(ran[-20:])
+    env = vm.sh("cat /etc/eni-guest/cloud-init.env").stdout
+    assert "ENI_GUEST_WATCH_INTERVAL=15" in env, env
+
+
+def test_boot_configures_three_enis(vm: RealVM) -> None:
+    assert_boot_apply_succeeded(vm)
+    bind = vm.sh("systemctl show -p Result -p ExecMainStatus lab-bind.service").stdout
+    assert "Result=success" in bind and "ExecMainStatus=0" in bind, bind + unit_journal(
+        vm, "lab-bind.service"
+    )
+    for mac, ip in BOOT_IPS:
+        p = vm.ping(ip, FAR_V4)
+        assert p.ok and p.exit_iface == mac and not p.dropped_by_rpf, p
+    for mac in (SECOND_MAC, THIRD_MAC):
+        assert_left_alone(vm, mac)
+        if dhcp_ran(vm, mac):
+            print(f"{tag(vm)} FINDING (boot): a DHCP client ran on secondary ENI {mac}")
+    kernel = vm.sh("uname -r").stdout.strip()
+    python = vm.sh("python3 -V").stdout.strip()
+    print(f"{tag(vm)} kernel {kernel}, {python}, {vm.flavour.stack}")
+
+
+def _hotplug(vm: RealVM, eni: dict[str, Any], what: str) -> None:
+    mac = eni["mac"]
+    vm.sim.add_eni(eni)
+    t0 = vm.hotplug(mac)
+    ip = eni["local-ipv4s"][0]
+    took = wait_for(
+        f"traffic through the {what}",
+        lambda: time.monotonic() - t0 if reaches_far_host(vm, mac, ip) else None,
+        timeout=120.0,
+    )
+    vm.timings[what] = took
+    print(f"{tag(vm)} {what}: device_add to traffic through the new ENI: {took:.1f} s")
+    for ip in eni["local-ipv4s"]:
+        p = vm.ping(ip, FAR_V4)
+        assert p.ok and p.exit_iface == mac and not p.dropped_by_rpf, p
+    journal = hotplug_unit_journal(vm, vm.ifname_of(mac))
+    assert "Failed" not in journal and "status=" not in journal, journal
+    assert_left_alone(vm, mac)
+    assert not dhcp_ran(vm, mac), vm.dhcp_log(mac)
+
+
+def test_hotplug(vm: RealVM) -> None:
+    _hotplug(vm, HOTPLUG_ENI, "hot-plug")
+
+
+def test_unplug_cleans_up(vm: RealVM) -> None:
+    mac = HOTPLUG_ENI["mac"]
+    ifname = vm.ifname_of(mac)
+    took = vm.unplug(mac)
+    print(f"{tag(vm)} unplug: device_del to DEVICE_DELETED: {took:.1f} s")
+    wait_for(
+        "the unplugged ENI's rules to go",
+        lambda: "10.0.14." not in vm.sh("ip -4 rule show").stdout,
+        timeout=60.0,
+    )
+    journal = unit_journal(vm, f"eni-guest-unplug@{ifname}.service")
+    assert "Failed" not in journal, journal
+    for mac_, ip in BOOT_IPS:
+        p = vm.ping(ip, FAR_V4)
+        assert p.ok and p.exit_iface == mac_, p
+
+
+def test_reactivating_the_primary_keeps_its_secondary_ip(vm: RealVM) -> None:
+    """What a network restart, an upgrade or an administrator does to the primary."""
+    watch = vm.sh("systemctl is-active eni-guest-watch.service", check=False).stdout.strip()
+    assert watch == "active", unit_journal(vm, "eni-guest-watch.service")
+    t0 = time.monotonic()
+    vm.sh(vm.flavour.reactivate_primary, timeout=120)
+    took = wait_for(
+        "the primary's secondary IP to work again",
+        lambda: time.monotonic() - t0 if reaches_far_host(vm, PRIMARY_MAC, "10.0.1.11") else None,
+        timeout=60.0,
+    )
+    print(f"{tag(vm)} `{vm.flavour.reactivate_primary}`: the primary's secondary IP "
+          f"works again after {took:.1f} s")  # fmt: skip
+    for mac, ip in BOOT_IPS:
+        p = vm.ping(ip, FAR_V4)
+        assert p.ok and p.exit_iface == mac and not p.dropped_by_rpf, p
+    assert [r["dev"] for r in default_routes(vm)] == [vm.ifname_of(PRIMARY_MAC)]
+
+
+def test_ip_reassigned_without_an_event(vm: RealVM) -> None:
+    """10.0.2.31 unassigned from the third ENI and 10.0.2.32 assigned: only metadata changes,
+    the guest sees no event; the watch daemon's periodic reconcile follows."""
+    scn = copy.deepcopy(vm.sim.scenario)
+    for eni in scn["enis"]:
+        if eni["mac"] == THIRD_MAC:
+            eni["local-ipv4s"] = ["10.0.2.30", "10.0.2.32"]
+    vm.sim.update_scenario(scn)
+    ifname = vm.ifname_of(THIRD_MAC)
+    t0 = time.monotonic()
+
+    def followed() -> Optional[float]:
+        addrs = vm.sh(f"ip -4 -o addr show dev {ifname}").stdout
+        if "10.0.2.31/" in addrs or "10.0.2.32/" not in addrs:
+            return None
+        return time.monotonic() - t0
+
+    took = wait_for("the watch daemon to follow metadata", followed, timeout=90.0)
+    print(f"{tag(vm)} IP reassigned in metadata: the guest followed after {took:.1f} s")
+    assert wait_for("10.0.2.32 to reach the far host through its ENI",
+                    lambda: reaches_far_host(vm, THIRD_MAC, "10.0.2.32"), 30.0)  # fmt: skip
+    assert "10.0.2.31" not in vm.sh("ip -4 rule show").stdout
+
+
+def test_second_hotplug(vm: RealVM) -> None:
+    _hotplug(vm, SECOND_HOTPLUG_ENI, "second hot-plug")
