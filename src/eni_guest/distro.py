@@ -16,9 +16,10 @@ daemon"): the watch daemon puts them back.
   outlive a reboot, and the next boot rewrites the list from metadata anyway.
 * Never the primary ENI: it is the distro's (DHCP, the SSH session); unmanaging it would cut
   the machine off.
-* Files are rewritten atomically and only when their content changes, and only then is the
-  running manager asked to re-read its configuration - a reload, never a restart: restarting a
-  network manager re-runs DHCP and flushes connections of every interface.
+* Files are rewritten atomically, never through a planted symbolic link (safe_write.py), and
+  only when their content changes, and only then is the running manager asked to re-read its
+  configuration - a reload, never a restart: restarting a network manager re-runs DHCP and
+  flushes connections of every interface.
 
 Which file wins: NetworkManager reads /usr/lib, then /run, then /etc conf.d files; we append
 with ``unmanaged-devices+=`` so a distro default such as Ubuntu's
@@ -30,14 +31,12 @@ lexical order over /etc, /run and /usr/lib: ``05-eni-guest.network`` sorts befor
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from . import safe_write
 from .config import MAC
 
 log = logging.getLogger("eni_guest")
@@ -97,34 +96,17 @@ def render(secondary_macs: list[str], enabled: bool = True) -> dict[Path, Option
     }
 
 
-def write_if_changed(path: Path, content: Optional[str], mode: int = 0o644) -> bool:
+def write_if_changed(
+    path: Path, content: Optional[str], mode: int = 0o644, *, root: Optional[Path] = None
+) -> bool:
     """Atomically make ``path`` hold ``content`` (None: absent); True if anything changed.
 
     The mode is set explicitly: systemd-networkd reads its files as the unprivileged
-    ``systemd-network`` user, and our units run with ``UMask=0077``.
+    ``systemd-network`` user, and our units run with ``UMask=0077``.  No symbolic link is
+    followed below ``root`` (the file's own directory by default): a planted one is refused
+    with a configuration error (exit 2) naming it (safe_write.py).
     """
-    try:
-        current: Optional[str] = path.read_text()
-    except FileNotFoundError:
-        current = None
-    if current == content:
-        return False
-    if content is None:
-        path.unlink()
-        return True
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(content)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return True
+    return safe_write.write_if_changed(path, content, mode, root=root)
 
 
 def _active(unit: str, run: Runner) -> bool:
@@ -187,7 +169,7 @@ def keep_off(
     changed = []
     for rel, content in render(macs, enabled).items():
         path = root / rel
-        if write_if_changed(path, content):
+        if write_if_changed(path, content, root=root):  # no link followed below root
             changed.append(str(path))
     if changed and root.resolve() == Path("/"):
         reload_managers([Path(p) for p in changed])
