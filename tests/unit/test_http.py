@@ -196,3 +196,23 @@ def test_a_dripping_service_is_exit_3_in_one_line_within_the_deadline(server, se
     assert time.monotonic() - start < 6
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert "deadline" in r.stderr
+
+
+def test_a_required_key_answering_404_is_exit_3_not_a_traceback() -> None:
+    """Found by tests/unit/test_fuzz.py: Tencent's `mac` answering 404 escaped the read as the
+    providers' internal "no such key" signal, and the run ended in a traceback (exit 1)."""
+    from cloud_http import CloudServer
+
+    with CloudServer({}) as s:  # every path answers 404
+        r = subprocess.run(
+            [sys.executable, "-m", "eni_guest", "show", "--provider", "tencent"]
+            + ["--metadata-url", s.url],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "ENI_GUEST_METADATA_RETRIES": "0"},
+            timeout=30,
+        )
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"eni-guest: metadata service: {s.url}/latest/meta-data/mac answered 404 (not published)"
+    ]

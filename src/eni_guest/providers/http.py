@@ -42,8 +42,13 @@ class Response:
     url: str
 
 
-class NotFound(Exception):
-    """The service answered 404: the key does not exist (for now)."""
+class NotFound(MetadataUnavailable):
+    """The service answered 404: the key does not exist (for now).
+
+    A provider asking for an optional key catches it; one that escapes the read (a key the
+    read cannot do without, such as `mac`) is the service not publishing what the run needs:
+    "metadata unavailable" (exit 3), never a traceback.
+    """
 
 
 class _BadBody(Exception):
