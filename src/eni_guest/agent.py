@@ -104,8 +104,9 @@ def reconcile(
 ) -> Result:
     """Make the kernel match metadata (or only plan it with dry_run).
 
-    log_warnings=False leaves the plan's warnings to the caller: the watch daemon reconciles
-    every minute and logs a warning only when it first appears, not on every cycle.
+    log_warnings=False leaves the plan's warnings (and its foreign rules capturing ENI IPs'
+    traffic, capture.py) to the caller: the watch daemon reconciles every minute and logs a
+    warning only when it first appears, not on every cycle.
     An ENI whose metadata was refused is left as it is and the others are configured; then
     the run fails (exit 3) naming it, or with fail_on_invalid=False only logs it (`show`
     shows it; `hotplug add` did its job for its own NIC).
@@ -127,7 +128,7 @@ def reconcile(
         p = plan(instance, config, state, scope)
         for note in p.notes:
             log.debug("%s", note)
-        for warning in p.warnings if log_warnings else ():
+        for warning in (*p.warnings, *(c.warning for c in p.captures)) if log_warnings else ():
             log.warning("warning: %s", warning)
         result = Result(instance, p, state, metadata_requests=requests, scope=scope)
         result.timings = {"metadata": t1 - t0, "kernel_read": t2 - t1, "plan": 0.0, "apply": 0.0}

@@ -33,7 +33,7 @@ import concurrent.futures
 import ipaddress
 import logging
 import os
-from typing import Any, Awaitable, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterator, Optional
 
 from .config import Config
 from .errors import MetadataUnavailable, NotPermitted
@@ -44,11 +44,21 @@ log = logging.getLogger("eni_guest")
 DHCP_TIMEOUT = 5.0  # seconds for one ENI's exchange; a VPC's DHCP server answers in milliseconds
 
 
-def make_probe(config: Config, timeout: float = DHCP_TIMEOUT) -> Callable[[Link], tuple[str, str]]:
-    """The `dhcp_probe` the JD Cloud provider takes: NIC -> (subnet CIDR, gateway)."""
+def make_probe(
+    config: Config,
+    timeout: float = DHCP_TIMEOUT,
+    time_left: Optional[Callable[[], float]] = None,
+) -> Callable[[Link], tuple[str, str]]:
+    """The `dhcp_probe` the JD Cloud provider takes: NIC -> (subnet CIDR, gateway).
+
+    `time_left` says how many seconds are left of the run's metadata deadline (the metadata
+    HTTP client's, providers/registry.py wires it): the probe is part of the metadata read, so
+    each exchange waits at most `timeout` and never past that deadline.
+    """
 
     def dhcp_probe(link: Link) -> tuple[str, str]:
-        return probe(link, config=config, timeout=timeout)
+        budget = timeout if time_left is None else min(timeout, time_left())
+        return probe(link, config=config, timeout=budget)
 
     return dhcp_probe
 
@@ -68,6 +78,11 @@ def probe(link: Link, *, config: Config, timeout: float = DHCP_TIMEOUT) -> tuple
             f"on its NIC); or describe them in {config.static_file} (subnet, gateway)"
         )
     mac = link.mac
+    if timeout <= 0:
+        raise MetadataUnavailable(
+            f"dhcp: the metadata deadline ({config.metadata_deadline:g} s) passed before "
+            f"{link.name} ({mac}) could be asked"
+        )
     kernel = Kernel(config)
     try:
 
@@ -125,7 +140,7 @@ def _lease(ifname: str, timeout: float) -> Any:
         return pool.submit(run).result()
     except (asyncio.TimeoutError, concurrent.futures.TimeoutError):
         raise MetadataUnavailable(
-            f"dhcp: no answer on {ifname} within {timeout:g} s (is there a DHCP server?)"
+            f"dhcp: no answer on {ifname} within {round(timeout, 1):g} s (is there a DHCP server?)"
         ) from None
     except PermissionError:
         raise NotPermitted(f"dhcp: a raw socket on {ifname} needs root (CAP_NET_RAW)") from None

@@ -16,9 +16,10 @@ daemon"): the watch daemon puts them back.
   outlive a reboot, and the next boot rewrites the list from metadata anyway.
 * Never the primary ENI: it is the distro's (DHCP, the SSH session); unmanaging it would cut
   the machine off.
-* Files are rewritten atomically and only when their content changes, and only then is the
-  running manager asked to re-read its configuration - a reload, never a restart: restarting a
-  network manager re-runs DHCP and flushes connections of every interface.
+* Files are rewritten atomically, never through a planted symbolic link (safe_write.py), and
+  only when their content changes, and only then is the running manager asked to re-read its
+  configuration - a reload, never a restart: restarting a network manager re-runs DHCP and
+  flushes connections of every interface.
 
 Which file wins: NetworkManager reads /usr/lib, then /run, then /etc conf.d files; we append
 with ``unmanaged-devices+=`` so a distro default such as Ubuntu's
@@ -32,13 +33,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from . import safe_write
 from .config import MAC
 
 log = logging.getLogger("eni_guest")
@@ -98,34 +98,17 @@ def render(secondary_macs: list[str], enabled: bool = True) -> dict[Path, Option
     }
 
 
-def write_if_changed(path: Path, content: Optional[str], mode: int = 0o644) -> bool:
+def write_if_changed(
+    path: Path, content: Optional[str], mode: int = 0o644, *, root: Optional[Path] = None
+) -> bool:
     """Atomically make ``path`` hold ``content`` (None: absent); True if anything changed.
 
     The mode is set explicitly: systemd-networkd reads its files as the unprivileged
-    ``systemd-network`` user, and our units run with ``UMask=0077``.
+    ``systemd-network`` user, and our units run with ``UMask=0077``.  No symbolic link is
+    followed below ``root`` (the file's own directory by default): a planted one is refused
+    with a configuration error (exit 2) naming it (safe_write.py).
     """
-    try:
-        current: Optional[str] = path.read_text()
-    except FileNotFoundError:
-        current = None
-    if current == content:
-        return False
-    if content is None:
-        path.unlink()
-        return True
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(content)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return True
+    return safe_write.write_if_changed(path, content, mode, root=root)
 
 
 def _active(unit: str, run: Runner) -> bool:
@@ -133,38 +116,64 @@ def _active(unit: str, run: Runner) -> bool:
     return code == 0
 
 
-def reload_managers(changed: Iterable[Path], run: Optional[Runner] = None) -> None:
-    """Ask each running manager whose file changed to re-read its configuration.
+#: A reload that failed leaves a file here named after the manager; every later run retries it.
+PENDING_DIR = Path("/run/eni-guest/reload-pending")
+
+_RELOADS = {
+    "NetworkManager.service": ["nmcli", "general", "reload", "conf"],
+    "systemd-networkd.service": ["networkctl", "reload"],
+}
+
+
+def reload_managers(
+    changed: Iterable[Path], run: Optional[Runner] = None, pending_dir: Optional[Path] = None
+) -> None:
+    """Ask each running manager whose file changed, or whose reload failed before, to re-read
+    its configuration.
 
     The networkd.conf drop-in (NETWORKD_FOREIGN) is never a reason: networkd reads it when
     it starts.  Only running managers: NetworkManager and networkd are both D-Bus
     activatable, and asking one that is stopped would start it next to the one the image
-    uses.  Failures are logged,
-    never raised: the files are in place and take effect at the manager's next start anyway.
+    uses.  Failures are logged, never raised, and remembered in ``pending_dir``: a reload can
+    fail because the run is too early (cloud-init's init stage runs before D-Bus, and
+    `networkctl reload` then cannot connect - seen in a real Debian 12 VM), and the files do
+    not change again, so the next run (the watch daemon, a hot-plug) must retry it.
     """
     run = run or _run
+    pending_dir = pending_dir or PENDING_DIR
     names = {Path(p).name for p in changed}
-    calls = []
+    units = set()
     if NM_DROPIN.name in names:
-        calls.append(("NetworkManager.service", ["nmcli", "general", "reload", "conf"]))
+        units.add("NetworkManager.service")
     if any(name.endswith(".network") for name in names):  # ours and the hot-plug one
-        calls.append(("systemd-networkd.service", ["networkctl", "reload"]))
-    for unit, argv in calls:
+        units.add("systemd-networkd.service")
+    with contextlib.suppress(OSError):
+        units |= {p.name for p in pending_dir.iterdir() if p.name in _RELOADS}
+    for unit in sorted(units):
+        stamp = pending_dir / unit
         if not _active(unit, run):
             log.debug("distro network stack: %s is not running, not reloaded", unit)
+            with contextlib.suppress(OSError):
+                stamp.unlink()  # it reads the files when it starts
             continue
+        argv = _RELOADS[unit]
         code, out = run(argv)
-        if code != 0:
-            log.warning(
-                "warning: %s failed (exit %d): %s; the ENIs stay managed by %s until it "
-                "re-reads its configuration",
-                " ".join(argv),
-                code,
-                out or "no output",
-                unit.removesuffix(".service"),
-            )
-        else:
+        if code == 0:
             log.info("%s (eni-guest's drop-in changed)", " ".join(argv))
+            with contextlib.suppress(OSError):
+                stamp.unlink()
+            continue
+        log.warning(
+            "warning: %s failed (exit %d): %s; the ENIs stay managed by %s until it re-reads "
+            "its configuration (the next run tries again)",
+            " ".join(argv),
+            code,
+            out or "no output",
+            unit.removesuffix(".service"),
+        )
+        with contextlib.suppress(OSError):
+            pending_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+            stamp.touch()
 
 
 def wait_released(
@@ -217,8 +226,8 @@ def keep_off(
     changed = []
     for rel, content in render(macs, enabled).items():
         path = root / rel
-        if write_if_changed(path, content):
+        if write_if_changed(path, content, root=root):  # no link followed below root
             changed.append(str(path))
-    if changed and root.resolve() == Path("/"):
+    if root.resolve() == Path("/"):  # also when nothing changed: a failed reload is retried
         reload_managers([Path(p) for p in changed])
     return changed

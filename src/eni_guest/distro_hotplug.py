@@ -93,8 +93,8 @@ def mark_new_nics(
     files = {**gone, **files} if enabled else {**files, **gone}
     changed = []
     for rel, content in files.items():
-        if write_if_changed(root / rel, content):
+        if write_if_changed(root / rel, content, root=root):  # no link followed below root
             changed.append(str(root / rel))
-    if changed and root.resolve() == Path("/"):
+    if changed and root.resolve() == Path("/"):  # (keep_off retries a failed reload)
         reload_managers([Path(p) for p in changed])
     return changed

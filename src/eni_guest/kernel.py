@@ -2,8 +2,10 @@
 
 Reading: links and addresses are dumped whole; rules and routes are dumped per family and only
 ours are kept (our protocol number, in our priority or table range), because nothing else
-may ever be changed.  Whether the kernel keeps address protocols is read from the address
-dump itself (`addr_protocols_kept`), never from the kernel's version.
+may ever be changed; other rules that select a source are kept apart, read only, for
+capture.py (a rule of someone else's that takes an ENI IP's traffic first).  Whether the
+kernel keeps address protocols is read from the address dump itself (`addr_protocols_kept`),
+never from the kernel's version.
 
 Changes go out in stages (links, addresses, routes, the shared rule, per-IP rules, then the
 removals in reverse); a stage with an error stops the run, so a later stage never builds on
@@ -40,9 +42,18 @@ from .netlink import (
     fields,
     messages,
 )
-from .netlink_decode import parse_addr, parse_link, parse_route, parse_rule, route_protocol
+from .netlink_decode import (
+    decode_rule,
+    foreign_rule_of,
+    parse_addr,
+    parse_link,
+    parse_route,
+    parse_rule,
+    route_protocol,
+    rule_of,
+)
 from .netlink_encode import Encoder
-from .state import Addr, KernelState, Link, Route, Rule, addr_metric
+from .state import Addr, ForeignRule, KernelState, Link, Route, Rule, addr_metric
 
 _GONE = frozenset({errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV})
 
@@ -121,12 +132,17 @@ class Kernel:
         links = self.nl.dump(fields(NL.ifinfmsg(), family=0), RTM_GETLINK, parse_link)
         addrs = self.nl.dump(fields(NL.ifaddrmsg(), family=0), RTM_GETADDR, parse_addr)
         rules: list[Rule] = []
+        foreign: list[ForeignRule] = []
         routes: list[Route] = []
         for af in (socket.AF_INET, socket.AF_INET6):
-            for r in self.nl.dump(fields(NL.fibmsg(), family=af), RTM_GETRULE, parse_rule):
-                rule, proto = r
-                if our_rule(cfg, rule, proto):
-                    rules.append(rule)
+            for m in self.nl.dump(fields(NL.fibmsg(), family=af), RTM_GETRULE, decode_rule):
+                ours = rule_of(m)
+                if ours is not None and our_rule(cfg, *ours):
+                    rules.append(ours[0])
+                    continue
+                other = foreign_rule_of(m)  # read only: capture.py looks at it
+                if other is not None:
+                    foreign.append(other)
             req = fields(NL.rtmsg(), family=af, proto=cfg.protocol)
             for route, proto in self.nl.dump(req, RTM_GETROUTE, parse_route):
                 if our_route(cfg, route, proto):
@@ -137,6 +153,7 @@ class Kernel:
             rules=tuple(rules),
             routes=tuple(routes),
             addr_proto_supported=addr_protocols_kept(addrs, cfg.protocol),
+            foreign_rules=tuple(foreign),
         )
 
     def read_links(self) -> list[Link]:

@@ -13,7 +13,7 @@ from ipaddress import ip_address, ip_network
 from typing import Any, Optional
 
 from .netlink import IFF_UP, NL, NLMSGHDR_LEN
-from .state import Addr, Link, Route, Rule
+from .state import Addr, ForeignRule, Link, Route, Rule
 
 FAMILY = {socket.AF_INET: 4, socket.AF_INET6: 6}
 
@@ -58,7 +58,16 @@ def parse_addr(data: bytes) -> Optional[Addr]:
 
 def parse_rule(data: bytes) -> Optional[tuple[Rule, int]]:
     """(rule, its protocol), or None for a rule with selectors eni-guest never writes."""
-    m = _decode(NL.fibmsg, data)
+    return rule_of(decode_rule(data))
+
+
+def decode_rule(data: bytes) -> Any:
+    """A rule message, decoded once for `rule_of` and `foreign_rule_of`."""
+    return _decode(NL.fibmsg, data)
+
+
+def rule_of(m: Any) -> Optional[tuple[Rule, int]]:
+    """parse_rule's answer for a decoded message."""
     if m.get_attr("FRA_DST") or m.get_attr("FRA_IIFNAME") or m.get_attr("FRA_FWMARK"):
         return None  # we never write such selectors: not ours
     src = m.get_attr("FRA_SRC")
@@ -71,6 +80,62 @@ def parse_rule(data: bytes) -> Optional[tuple[Rule, int]]:
         suppress_ifgroup=m.get_attr("FRA_SUPPRESS_IFGROUP"),
     )
     return rule, m.get_attr("FRA_PROTOCOL") or 0
+
+
+# Rule actions (FR_ACT_*) and what `ip rule` calls them.
+RULE_ACTIONS = {1: "lookup", 2: "goto", 3: "nop", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
+FIB_RULE_INVERT = 0x2
+NO_SUPPRESS_PREFIXLEN = 0xFFFFFFFF  # what the kernel reports for a rule without one
+# The attributes that select nothing (FRA_SRC is the source itself); any other one present,
+# known or not, narrows the rule's traffic.
+_NOT_SELECTORS = frozenset(
+    {"FRA_UNSPEC", "FRA_SRC", "FRA_PRIORITY", "FRA_TABLE", "FRA_PROTOCOL", "FRA_GOTO", "FRA_PAD"}
+)
+_SELECTOR_WORDS = {
+    "FRA_DST": "to",
+    "FRA_IIFNAME": "iif",
+    "FRA_OIFNAME": "oif",
+    "FRA_FWMARK": "fwmark",
+    "FRA_FWMASK": "fwmark",
+    "FRA_FLOW": "realms",
+    "FRA_TUN_ID": "tun_id",
+    "FRA_SUPPRESS_IFGROUP": "suppress_ifgroup",
+    "FRA_SUPPRESS_PREFIXLEN": "suppress_prefixlength",
+    "FRA_L3MDEV": "l3mdev",
+    "FRA_UID_RANGE": "uidrange",
+    "FRA_IP_PROTO": "ipproto",
+    "FRA_SPORT_RANGE": "sport",
+    "FRA_DPORT_RANGE": "dport",
+}
+
+
+def foreign_rule_of(m: Any) -> Optional[ForeignRule]:
+    """The rule as capture.py sees it, or None when it selects no source ("from all")."""
+    src = m.get_attr("FRA_SRC")
+    if not src or not m["src_len"]:
+        return None
+    narrowed = ["not"] if m["flags"] & FIB_RULE_INVERT else []
+    if m["tos"]:
+        narrowed.append(f"tos {m['tos']:#x}")
+    for name, value in m["attrs"]:
+        if name in _NOT_SELECTORS:
+            continue
+        if name == "FRA_SUPPRESS_PREFIXLEN" and value == NO_SUPPRESS_PREFIXLEN:
+            continue
+        word = _SELECTOR_WORDS.get(name, str(name).lower())
+        text = f"{word} {value}" if name in ("FRA_DST", "FRA_IIFNAME", "FRA_OIFNAME") else word
+        if name == "FRA_DST":
+            text = f"to {value}/{m['dst_len']}"
+        if text not in narrowed:
+            narrowed.append(text)
+    return ForeignRule(
+        family=FAMILY.get(m["family"], 0),
+        priority=m.get_attr("FRA_PRIORITY") or 0,
+        src=ip_network(f"{src}/{m['src_len']}", strict=False),
+        action=RULE_ACTIONS.get(m["action"], f"action {m['action']}"),
+        table=m.get_attr("FRA_TABLE") or m["table"],
+        narrowed_by=tuple(narrowed),
+    )
 
 
 def parse_route(data: bytes) -> Optional[tuple[Route, int]]:

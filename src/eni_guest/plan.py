@@ -19,6 +19,9 @@ learns a second route to a VPC subnet and a DHCP renewal on the primary cannot t
      links, addresses, subnet routes, default routes, the shared rule, per-IP rules; then
      removals in the reverse order.
 
+Someone else's rules that take an ENI IP's traffic before eni-guest's are found by
+capture.py (`Plan.captures`) and never changed.
+
 Safety rules enforced here: only what carries our marks is changed or removed (an address:
 our protocol, or our metric where the kernel reports no protocol, `state.Addr.marked`);
 nothing is removed unless the metadata read was complete; the primary ENI's link and DHCP
@@ -32,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from .capture import Capture, captures
 from .changes import (
     ALL_ENIS,
     MAIN_TABLE,
@@ -101,10 +105,16 @@ class Plan:
     removals_withheld: bool = False
     warnings: tuple[str, ...] = ()  # problems an operator must fix: logged on every run
     excluded: tuple[ExcludedPlan, ...] = ()  # ENIs excluded by the configuration
+    # Foreign rules taking ENI IPs' traffic before ours (capture.py): reported, never changed
+    captures: tuple[Capture, ...] = ()
 
     def in_sync(self, mac: str) -> bool:
         """No change pending for this ENI, nor for what every ENI relies on (the shared rule)."""
         return not any(c.eni in (mac, ALL_ENIS) for c in self.changes)
+
+    def captured(self, mac: str) -> list[str]:
+        """Why this ENI's IPs do not follow it although in sync: '10.0.1.20: captured by...'."""
+        return [f"{ip}: {c.reason}" for c in self.captures for m, ip in c.ips if m == mac]
 
 
 def _place_enis(
@@ -186,6 +196,7 @@ def plan(
         not instance.complete,
         tuple(d.warnings),
         tuple(excluded),
+        captures(eni_plans, state.foreign_rules),
     )
 
 

@@ -3,7 +3,9 @@
 It also says which cloud's metadata was read and why: with `--provider auto` (the default) a
 wrong guess would explain everything else being wrong, so the reason is printed, not hidden.
 What the configuration excludes is shown too, marked as such: an ENI or IP that eni-guest
-leaves alone must not look like one it failed to configure.
+leaves alone must not look like one it failed to configure.  And an ENI whose routing is all
+in place but one of whose IPs' traffic someone else's rule takes first (capture.py) is not
+"in sync": SYNC says "captured", and a line below names the rule.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def rows(result: Result) -> list[dict]:
     for ep in result.plan.enis:
         eni = ep.eni
         managed = ep.excluded is None
+        captured = result.plan.captured(eni.mac) if managed else []
         out.append(
             {
                 "interface": ep.link.name if ep.link else None,
@@ -46,10 +49,12 @@ def rows(result: Result) -> list[dict]:
                 "prefixes": [str(p) for p in eni.prefixes],
                 "table": ep.table,
                 "priority": ep.priority,
-                # None for an ENI left alone: there is nothing it should be in sync with
-                "in_sync": (ep.link is not None and result.plan.in_sync(eni.mac))
+                # None for an ENI left alone: there is nothing it should be in sync with;
+                # False while a foreign rule takes an IP's traffic first (`captured` says so)
+                "in_sync": (ep.link is not None and result.plan.in_sync(eni.mac) and not captured)
                 if managed
                 else None,
+                "captured": captured,
                 "excluded": ep.excluded,
                 "invalid": None,
             }
@@ -75,6 +80,7 @@ def _excluded_row(xp: ExcludedPlan, result: Result) -> dict:
         "table": xp.table,
         "priority": None,
         "in_sync": None,
+        "captured": [],
         # a refused ENI is not excluded: its metadata is wrong, and it is left as it is
         "excluded": None if xp.invalid else x.reason,
         "invalid": x.reason if xp.invalid else None,
@@ -131,6 +137,8 @@ def render_text(result: Result) -> str:
             sync = "excluded"  # left alone: neither configured nor removed
         if r["invalid"]:
             sync = "invalid"  # its metadata was refused: left exactly as it is
+        if r["captured"] and result.plan.in_sync(r["mac"]):
+            sync = "captured"  # configured, but a foreign rule takes an IP's traffic first
         lines.append(
             (
                 (r["interface"] or "-") + (" *" if r["primary"] else ""),
@@ -154,6 +162,8 @@ def render_text(result: Result) -> str:
             out.append(f"excluded: {r['eni_id'] or r['mac']} ({r['mac']}): {r['excluded']}")
         if r["invalid"]:
             out.append(f"invalid: {r['eni_id'] or r['mac']} ({r['mac']}): {r['invalid']}")
+        for why in r["captured"]:
+            out.append(f"captured: {r['eni_id'] or r['mac']} ({r['mac']}): {why}")
     if result.instance.excluded_ips:
         nets = ", ".join(str(n) for n in result.instance.excluded_ips)
         out.append(f"excluded IPs (exclude_ips): {nets}")

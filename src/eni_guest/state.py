@@ -2,7 +2,8 @@
 
 The kernel module fills these from netlink dumps; tests build them by hand.  Only what the
 planner needs is kept.  Rules and routes are pre-filtered to ours (our protocol number, our
-priority range or table range), because nothing else may ever be changed.  Addresses are
+priority range or table range), because nothing else may ever be changed; other rules that
+select a source are kept apart, read only (`foreign_rules`, for capture.py).  Addresses are
 kept whole, and `Addr.marked` tells eni-guest's from the others (docs/routing.md, "Marks").
 """
 
@@ -82,6 +83,33 @@ class Rule:
     suppress_ifgroup: Optional[int] = None
 
 
+# Table names as `ip rule` prints them.
+TABLE_NAMES = {253: "default", 254: "main", 255: "local"}
+
+
+@dataclass(frozen=True)
+class ForeignRule:
+    """A policy rule that is not eni-guest's and selects a source prefix: what capture.py
+    checks for rules taking an ENI IP's traffic before eni-guest's rules see it."""
+
+    family: int  # 4 or 6
+    priority: int
+    src: IPNetwork
+    action: str  # "lookup", "blackhole", "unreachable", "prohibit", "goto", "nop"
+    table: int = 0  # the table of a "lookup"
+    # its other selectors, in `ip rule` words ("not", "to 10.1.0.0/16", "iif eth0", "fwmark",
+    # "tos", "ipproto", ...): each narrows the traffic the rule takes
+    narrowed_by: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """As `ip rule` shows it: 'from 10.0.1.20 lookup 77'."""
+        src = self.src.network_address if self.src.prefixlen == self.src.max_prefixlen else self.src
+        words = ["from", str(src), *self.narrowed_by, self.action]
+        if self.action == "lookup":
+            words.append(TABLE_NAMES.get(self.table, str(self.table)))
+        return " ".join(words)
+
+
 @dataclass(frozen=True)
 class Route:
     family: int
@@ -101,6 +129,8 @@ class KernelState:
     # address carries one, False when none does while one carries our metric (an address we
     # added, protocol dropped), None when the dump cannot tell (no address has either mark).
     addr_proto_supported: Optional[bool] = None
+    # Rules of others that select a source prefix (capture.py): never changed, only read.
+    foreign_rules: tuple[ForeignRule, ...] = ()
 
     def nics_with_mac(self, mac: str) -> list[Link]:
         """The links carrying `mac` that could be the ENI itself."""

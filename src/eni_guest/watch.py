@@ -37,7 +37,7 @@ from . import hotplug, restore, settle
 from .config import Config
 from .errors import ConfigError, EniGuestError, MetadataError
 from .model import Instance
-from .state import Link
+from .state import ForeignRule, Link
 
 log = logging.getLogger("eni_guest")
 
@@ -84,6 +84,7 @@ class Watcher:
         self._next_full = 0.0  # the first cycle runs at once
         self._outage: Optional[str] = None
         self._warnings: frozenset[str] = frozenset()
+        self._captures_warned: set[ForeignRule] = set()  # once a process for each such rule
         self._detected: Optional[tuple[Config, Config]] = None
         self._restore = restore.Schedule(clock)
         self._instance: Optional[Instance] = None  # the last complete metadata read
@@ -161,6 +162,10 @@ class Watcher:
         for warning in sorted(new - self._warnings):
             log.warning("warning: %s", warning)
         self._warnings = new
+        for c in result.plan.captures:  # a foreign rule taking ENI IPs' traffic (capture.py)
+            if c.rule not in self._captures_warned:
+                self._captures_warned.add(c.rule)
+                log.warning("warning: %s", c.warning)
         return instance, result
 
     def _judge_waiting(self, instance: Optional[Instance], *, configured: bool = True) -> bool:

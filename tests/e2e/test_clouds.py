@@ -279,6 +279,29 @@ def test_jd_dhcp_without_a_server_fails_in_bounded_time_and_restores_the_link(si
     assert _guest_pids(vm) == []
 
 
+def test_jd_dhcp_waits_no_longer_than_the_metadata_deadline(simvm: Any) -> None:
+    """The probe is part of the metadata read: with metadata_deadline = 2 s, no DHCP answer
+    ends the run within those 2 s (not the probe's own 5 s), exit 3, nothing changed."""
+    vm = simvm(scenario("jdcloud"), docker=False)  # dhcp=False: nobody answers
+    vm.static_path.write_text(
+        f'[[eni]]\nmac = "{PRIMARY}"\nipv4s = ["10.0.1.10", "10.0.1.11"]\n'
+        'subnet = "10.0.1.0/24"\ngateway = "10.0.1.1"\n'
+    )
+    before = vm.snapshot()
+    start = time.monotonic()
+    r = vm.agent(
+        "apply", env={"ENI_GUEST_METADATA_DEADLINE": "2", "ENI_GUEST_METADATA_TIMEOUT": "1"}
+    )
+    elapsed = time.monotonic() - start
+    assert r.returncode == 3, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    prefix, rest = line.split(" within ", 1)
+    assert prefix == "eni-guest: dhcp: no answer on eth1", line
+    assert float(rest.split()[0]) <= 2.0, line
+    assert elapsed < 4.9  # the probe's own timeout is 5 s; Python's start-up is in here too
+    assert vm.snapshot() == before
+
+
 def test_jd_eni_whose_nic_is_not_attached_yet_waits(simvm: Any) -> None:
     """Metadata lists an ENI whose NIC is not in the VM yet: DHCP cannot ask about it, so it
     is left unsettled and the others are configured."""

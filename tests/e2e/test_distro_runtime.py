@@ -47,3 +47,23 @@ def test_opt_out_removes_the_drop_ins(simvm, scenario_3eni) -> None:
     off = vm.agent("apply", env={"ENI_GUEST_MANAGE_DISTRO_NETWORK": "false"})
     assert off.returncode == 0
     assert not (root / NM).exists() and not (root / NETWORKD).exists()
+
+
+def test_a_planted_link_is_refused_before_the_kernel_changes(simvm, scenario_3eni, tmp_path):
+    """A symbolic link where the networkd drop-in goes: apply writes nothing through it, exits
+    2 naming the path in one line, and has changed nothing in the kernel."""
+    vm = simvm(scenario_3eni)
+    root = vm.distro_root()
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    link = root / NETWORKD
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(victim)
+    before = vm.snapshot()
+    r = vm.agent("apply")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"eni-guest: {link}: is a symbolic link: refused (eni-guest writes it only itself)"
+    ]
+    assert victim.read_text() == "precious\n" and link.is_symlink()
+    assert vm.snapshot() == before

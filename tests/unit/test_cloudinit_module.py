@@ -175,3 +175,54 @@ def test_command_falls_back_to_path(
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(RuntimeError, match="not found"):
         module.command()
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A file a local user would like cloud-init (root) to overwrite."""
+    path = tmp_path / "victim" / "shadow"
+    path.parent.mkdir()
+    path.write_text("precious\n")
+    return path
+
+
+def test_a_link_planted_at_the_env_file_is_refused(
+    module: ModuleType, tmp_path: Path, victim: Path
+) -> None:
+    link = Path(module.ENV_FILE)
+    link.parent.mkdir(parents=True)
+    link.symlink_to(victim)
+    with pytest.raises(RuntimeError) as info:
+        module.handle(name="eni_guest", cfg=CFG, cloud=None, args=[])
+    assert str(info.value) == (
+        f"eni_guest: {link}: is a symbolic link: refused (written only by this module)"
+    )
+    assert victim.read_text() == "precious\n" and link.is_symlink()
+    with pytest.raises(RuntimeError, match="symbolic link"):  # nor removed through it
+        module.handle(name="eni_guest", cfg={"eni_guest": {"enabled": False}}, cloud=None)
+    assert victim.read_text() == "precious\n" and link.is_symlink()
+    assert _calls(tmp_path) == []
+
+
+def test_a_link_planted_for_the_env_files_directory_is_refused(
+    module: ModuleType, tmp_path: Path, victim: Path
+) -> None:
+    directory = Path(module.ENV_FILE).parent  # /etc/eni-guest -> somewhere else
+    directory.parent.mkdir(parents=True)
+    directory.symlink_to(victim.parent)
+    with pytest.raises(RuntimeError) as info:
+        module.handle(name="eni_guest", cfg=CFG, cloud=None, args=[])
+    assert str(info.value).startswith(f"eni_guest: {directory}: is a symbolic link: refused")
+    assert sorted(p.name for p in victim.parent.iterdir()) == ["shadow"]
+
+
+def test_the_env_file_is_replaced_whole(module: ModuleType) -> None:
+    assert module.write_env_file(module.ENV_FILE, {"ENI_GUEST_A": "1"})
+    env_file = Path(module.ENV_FILE)
+    old = env_file.open()
+    inode = env_file.stat().st_ino
+    assert module.write_env_file(module.ENV_FILE, {"ENI_GUEST_A": "2"})
+    assert 'ENI_GUEST_A="1"' in old.read() and 'ENI_GUEST_A="2"' in env_file.read_text()
+    old.close()
+    assert env_file.stat().st_ino != inode
+    assert [p.name for p in env_file.parent.iterdir()] == ["cloud-init.env"]

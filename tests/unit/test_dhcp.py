@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -141,6 +142,65 @@ def test_get_provider_gives_jdcloud_the_dhcp_probe(jd: Config) -> None:
         assert provider.dhcp_probe.__qualname__.startswith("make_probe")
     finally:
         provider.close()
+
+
+class NoKernel:
+    """Stands in for kernel.Kernel: the probes below never change a link (theirs are up)."""
+
+    def __init__(self, config: Config) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def exchanges(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The timeout of every DHCP exchange the probe starts (each answers at once)."""
+    started: list[float] = []
+
+    def fake_lease(ifname: str, timeout: float) -> SimpleNamespace:
+        started.append(timeout)
+        return lease()
+
+    monkeypatch.setattr(dhcp, "_lease", fake_lease)
+    monkeypatch.setattr("eni_guest.kernel.Kernel", NoKernel)
+    return started
+
+
+UP = Link(3, "eth1", SECOND, 0, True, 1500)
+
+
+def test_the_probe_waits_no_longer_than_the_metadata_deadline(exchanges: list[float]) -> None:
+    plenty = dhcp.make_probe(Config(), time_left=lambda: 60.0)
+    short = dhcp.make_probe(Config(), time_left=lambda: 1.25)
+    assert plenty(UP) == short(UP) == ("10.0.0.0/20", "10.0.0.1")
+    assert exchanges == [dhcp.DHCP_TIMEOUT, 1.25]
+
+
+def test_the_probe_asks_nothing_once_the_deadline_passed(exchanges: list[float]) -> None:
+    late = dhcp.make_probe(Config(metadata_deadline=15.0), time_left=lambda: -0.1)
+    with pytest.raises(MetadataUnavailable) as info:
+        late(UP)
+    assert str(info.value) == (
+        f"dhcp: the metadata deadline (15 s) passed before eth1 ({SECOND}) could be asked"
+    )
+    assert exchanges == []
+
+
+def test_jdclouds_probe_shares_the_metadata_clients_deadline(
+    jd: Config, exchanges: list[float]
+) -> None:
+    provider: Any = _make("jdcloud", jd)
+    try:
+        provider.service.http.deadline_at = time.monotonic() + 2.0
+        provider.dhcp_probe(UP)
+        provider.service.http.deadline_at = time.monotonic() - 1.0
+        with pytest.raises(MetadataUnavailable, match="deadline"):
+            provider.dhcp_probe(UP)
+    finally:
+        provider.close()
+    assert len(exchanges) == 1 and 1.5 < exchanges[0] <= 2.0
 
 
 def test_importing_dhcp_is_cheap() -> None:

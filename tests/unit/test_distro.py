@@ -28,6 +28,14 @@ def no_real_runner(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(distro, "_run", refuse)
 
 
+@pytest.fixture(autouse=True)
+def pending_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Failed reloads are remembered under /run: never this machine's."""
+    pending = tmp_path / "reload-pending"
+    monkeypatch.setattr(distro, "PENDING_DIR", pending)
+    return pending
+
+
 def _nm(root: Path) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(strict=True)
     parser.read_string((root / NM_DROPIN).read_text())
@@ -214,3 +222,29 @@ def test_wait_released_asks_nothing_when_networkmanager_is_not_running() -> None
 
     assert distro.wait_released(["ens17"], runner) == []
     assert [c[0] for c in calls] == ["systemctl"]
+
+
+def test_a_failed_reload_is_retried_by_the_next_run_even_with_nothing_changed(
+    pending_in_tmp: Path,
+) -> None:
+    """In cloud-init's init stage D-Bus is not up yet and `networkctl reload` fails; the
+    drop-ins do not change again afterwards, so a later run must still reload networkd."""
+    calls: list[list[str]] = []
+    answers = {"networkctl": 1}
+
+    def runner(argv: list[str]) -> tuple[int, str]:
+        calls.append(argv)
+        if argv[0] == "systemctl":
+            return 0, ""
+        return answers[argv[0]], "Failed to connect to system bus"
+
+    distro.reload_managers([NETWORKD_FILE], run=runner)
+    assert (pending_in_tmp / "systemd-networkd.service").exists()
+    answers["networkctl"] = 0
+    calls.clear()
+    distro.reload_managers([], run=runner)  # nothing changed this time
+    assert ["networkctl", "reload"] in calls
+    assert not (pending_in_tmp / "systemd-networkd.service").exists()
+    calls.clear()
+    distro.reload_managers([], run=runner)
+    assert calls == []  # retried once, then nothing more to do

@@ -24,6 +24,14 @@ def no_real_runner(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(distro, "_run", refuse)
 
 
+@pytest.fixture(autouse=True)
+def pending_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Failed reloads are remembered under /run: never this machine's."""
+    pending = tmp_path / "reload-pending"
+    monkeypatch.setattr(distro, "PENDING_DIR", pending)
+    return pending
+
+
 def test_marker_and_the_nics_left_to_the_distro(tmp_path: Path) -> None:
     changed = mark_new_nics(PRIMARY.upper(), [EXCLUDED], tmp_path)
     assert changed[-1] == str(tmp_path / MARKER)  # written last: see the next test

@@ -1,9 +1,10 @@
-"""The metadata HTTP client against services that misbehave inside a response body.
+"""The metadata HTTP client against services that misbehave inside a response.
 
 A real socket server on loopback plays each fault: a body that drips one byte at a time, a
-body cut short, a body that claims gzip and is not.  Each must end as "metadata unavailable"
-(exit 3) within the deadline, never as a traceback, and a healthy service keeps one
-connection for the whole run.
+status line and headers that drip one byte at a time (each byte well inside the per-read
+timeout), a body cut short, a body that claims gzip and is not.  Each must end as "metadata
+unavailable" (exit 3) within the deadline, never as a traceback, and a healthy service keeps
+one connection for the whole run.
 """
 
 from __future__ import annotations
@@ -80,6 +81,19 @@ def drip(conn: socket.socket) -> None:
             time.sleep(0.2)
 
 
+def drip_head(conn: socket.socket) -> None:
+    """The status line, then header after header, one byte every 0.3 s: never a whole head.
+    (For 20 s at most, so that a client without a deadline fails the test, not hangs it.)"""
+    for _ in requests_of(conn):
+        head = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: a\r\n" * 1000
+        stop = time.monotonic() + 20
+        for byte in head:
+            if time.monotonic() > stop:
+                return
+            conn.sendall(bytes([byte]))
+            time.sleep(0.3)
+
+
 def cut_short(conn: socket.socket) -> None:
     for _ in requests_of(conn):
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0e:00:00:00:00:01")
@@ -120,6 +134,26 @@ def test_a_dripping_body_cannot_outlast_the_deadline(server) -> None:
     assert time.monotonic() - start < 2.5  # not 1000 bytes x 0.2 s
 
 
+def test_a_dripping_head_cannot_outlast_the_deadline(server) -> None:
+    s = server(drip_head)
+    http = HttpClient(timeout=1.0, deadline=2.0, retries=3)
+    start = time.monotonic()
+    with pytest.raises(MetadataUnavailable, match="deadline"):
+        http.request("GET", s.url + "/latest/meta-data/mac")
+    assert time.monotonic() - start < 2.5  # each byte came within the 1 s read timeout
+    http.close()
+
+
+def test_the_deadline_watchdog_leaves_a_closed_client_alone(server) -> None:
+    """A run that finished early stops its watchdog: nothing is shut down afterwards."""
+    s = server(healthy)
+    http = HttpClient(timeout=1.0, deadline=0.5, retries=0)
+    assert http.request("GET", s.url + "/latest/meta-data/mac").text == "0e:00:00:00:00:01"
+    http.close()
+    time.sleep(0.7)
+    assert not http.watchdog.fired
+
+
 @pytest.mark.parametrize(
     "serve,words",
     [(cut_short, "cut short"), (fake_gzip, "Content-Encoding 'gzip'")],
@@ -142,8 +176,9 @@ def test_a_healthy_service_keeps_one_connection(server) -> None:
     assert s.connections == 1
 
 
-def test_a_dripping_service_is_exit_3_in_one_line_within_the_deadline(server) -> None:
-    s = server(drip)
+@pytest.mark.parametrize("serve", [drip, drip_head], ids=["body", "status line and headers"])
+def test_a_dripping_service_is_exit_3_in_one_line_within_the_deadline(server, serve) -> None:
+    s = server(serve)
     env = {
         **os.environ,
         "ENI_GUEST_METADATA_DEADLINE": "3",
@@ -160,3 +195,24 @@ def test_a_dripping_service_is_exit_3_in_one_line_within_the_deadline(server) ->
     assert r.returncode == 3, r.stderr
     assert time.monotonic() - start < 6
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert "deadline" in r.stderr
+
+
+def test_a_required_key_answering_404_is_exit_3_not_a_traceback() -> None:
+    """Found by tests/unit/test_fuzz.py: Tencent's `mac` answering 404 escaped the read as the
+    providers' internal "no such key" signal, and the run ended in a traceback (exit 1)."""
+    from cloud_http import CloudServer
+
+    with CloudServer({}) as s:  # every path answers 404
+        r = subprocess.run(
+            [sys.executable, "-m", "eni_guest", "show", "--provider", "tencent"]
+            + ["--metadata-url", s.url],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "ENI_GUEST_METADATA_RETRIES": "0"},
+            timeout=30,
+        )
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        f"eni-guest: metadata service: {s.url}/latest/meta-data/mac answered 404 (not published)"
+    ]

@@ -235,5 +235,14 @@ def test_link_without_mac_names_it(serve):
     assert "links[1].ethernet_mac_address" in error_of(serve(doc))
 
 
+@pytest.mark.parametrize("kind", [[], {"a": 1}, 7])
+def test_link_type_that_is_not_a_string_names_it(serve, kind):
+    """Found by tests/unit/test_fuzz.py: a list as a link's type ended in a traceback."""
+    doc = copy.deepcopy(DOC)
+    doc["links"][0]["type"] = kind
+    message = error_of(serve(doc))
+    assert message.startswith(f"metadata {PATH} links[0].type = {kind!r}: not a string")
+
+
 def test_document_absent_is_unavailable(serve):
     error_of(serve("Not Found", status=404), MetadataUnavailable)

@@ -130,6 +130,21 @@ def test_toml_syntax_error_names_file(tmp_path):
     error_of(tmp_path, GOOD + "\n[[eni]\n")
 
 
+@pytest.mark.parametrize(
+    "data,words",
+    [(b"\x80", "not UTF-8 text"), (b"ipv4s = " + b"[" * 5000 + b"]" * 5000, "nested too deeply")],
+    ids=["not UTF-8", "nested very deep"],
+)
+def test_a_file_that_is_not_toml_text_is_refused_in_one_line(tmp_path, data, words):
+    """Found by tests/unit/test_fuzz.py: a static file that is not UTF-8 (or nests arrays
+    thousands deep) ended the run in a traceback."""
+    path = tmp_path / "enis.toml"
+    path.write_bytes(data)
+    with pytest.raises(MetadataInvalid) as e:
+        read_instance(config(path))
+    assert str(e.value) == f"static ENI file {path}: {words}"
+
+
 def test_missing_file_is_unavailable(tmp_path):
     with pytest.raises(MetadataUnavailable, match="not found"):
         read_instance(config(tmp_path / "absent.toml"))

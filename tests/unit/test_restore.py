@@ -241,6 +241,7 @@ def test_restore_reconciles_with_the_last_metadata_read_and_remembers_its_own_de
 
         class plan:
             warnings = ()
+            captures = ()
 
     def fake(config: Config, *, instance: Any, log_warnings: bool) -> Any:
         calls.append(instance)

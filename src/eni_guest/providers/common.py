@@ -189,7 +189,7 @@ class MetadataService:
             if r.status == 200:
                 return r.text
             if r.status == 404:
-                raise NotFound(path)
+                raise NotFound(f"metadata service: {url} answered 404 (not published)")
             if r.status == 401 and self.tokens and self.token and attempt == 1:
                 self._new_token(self.tokens)  # expired or revoked token
                 continue

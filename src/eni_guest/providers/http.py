@@ -6,9 +6,13 @@ timeout on every request, a few retries with backoff but an overall deadline, no
 (a redirect would mean something other than the metadata service is answering), and a cap on
 the body size.  A 404 is an answer ("no such key"), not an error: callers decide what it means.
 
-The deadline covers every byte of every body, not only the wait between attempts: the body is
-read one system call at a time, each bounded by what is left of the deadline, so a service that
-drips one byte a second cannot keep a run (and the run lock) alive past `metadata_deadline`.
+The deadline covers the whole exchange, not only the wait between attempts: a service that
+drips its status line, its headers or its body one byte a second cannot keep a run (and the run
+lock) alive past `metadata_deadline`.  Two things see to it.  The body is read one system call
+at a time, each bounded by what is left of the deadline.  And a watchdog (one thread per client,
+asleep until the deadline) shuts down every connection the client still has open when the
+deadline passes: whatever the run was waiting for then (the status line, a header, a TLS
+record) fails at once, where a timeout per socket read would wait for ever on a byte a second.
 Whatever goes wrong inside a body (a stall, a body cut short, an encoding that was not asked
 for) is the service being unavailable: the request is retried under the deadline, and at worst
 the run ends with exit 3, changing nothing.
@@ -16,9 +20,12 @@ the run ends with exit 3, changing nothing.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -35,8 +42,13 @@ class Response:
     url: str
 
 
-class NotFound(Exception):
-    """The service answered 404: the key does not exist (for now)."""
+class NotFound(MetadataUnavailable):
+    """The service answered 404: the key does not exist (for now).
+
+    A provider asking for an optional key catches it; one that escapes the read (a key the
+    read cannot do without, such as `mac`) is the service not publishing what the run needs:
+    "metadata unavailable" (exit 3), never a traceback.
+    """
 
 
 class _BadBody(Exception):
@@ -56,11 +68,20 @@ class HttpClient:
         self.session.headers["User-Agent"] = "eni-guest"
         self.timeout = timeout
         self.deadline_at = time.monotonic() + deadline
+        self.watchdog = _Watchdog(self.deadline_at)
+        adapter = _watched_adapter(self.watchdog)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         self.retries = retries
         self.requests_sent = 0
 
     def close(self) -> None:
+        self.watchdog.stop()
         self.session.close()
+
+    def time_left(self) -> float:
+        """Seconds left of the whole read (<= 0 once it passed): the DHCP probe's budget."""
+        return self.deadline_at - time.monotonic()
 
     def _remaining(self, url: str) -> float:
         left = self.deadline_at - time.monotonic()
@@ -94,7 +115,7 @@ class HttpClient:
                     status = r.status_code
                     body = self._body(r)
             except requests.RequestException as e:
-                last = _describe(e)
+                last = "the deadline passed" if self.watchdog.fired else _describe(e)
             except _BadBody as e:
                 last = str(e)
             else:
@@ -135,6 +156,8 @@ class HttpClient:
                     sock.settimeout(min(self.timeout, left))
                 chunk = fp.read1(64 * 1024)
                 if not chunk:
+                    if self.watchdog.fired:  # the end came from the watchdog, not the service
+                        raise _BadBody("the metadata deadline passed while the body was being read")
                     if fp.length:  # Content-Length said more was coming
                         raise _BadBody(f"the body was cut short ({fp.length} bytes missing)")
                     # let urllib3 see the end of the body, so the connection is kept alive
@@ -145,6 +168,84 @@ class HttpClient:
             what = "timed out" if isinstance(e, socket.timeout) else type(e).__name__
             raise _BadBody(f"reading the body failed: {what}") from None
         return bytes(body)  # over MAX_BODY: refused by the caller
+
+
+class _Watchdog:
+    """Shuts down every connection of one client when its deadline passes (see above)."""
+
+    def __init__(self, deadline_at: float) -> None:
+        self.deadline_at = deadline_at
+        self.fired = False
+        self._connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def watch(self, connection: Any) -> None:
+        """A connection just made: shut down with the others at the deadline (now, if past)."""
+        with self._lock:
+            if not self.fired:
+                self._connections.add(connection)
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="eni-guest-metadata-deadline", daemon=True
+                    )
+                    self._thread.start()
+                return
+        _shut(connection)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        if self._stopped.wait(max(0.0, self.deadline_at - time.monotonic())):
+            return  # the client was closed first
+        with self._lock:
+            self.fired = True
+            connections = list(self._connections)
+        for connection in connections:
+            _shut(connection)
+
+
+def _shut(connection: Any) -> None:
+    """Shut the connection's socket down under whoever is blocked reading it."""
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        return
+    # socket.socket's own shutdown, also for a TLS socket (whose shutdown would unwrap it
+    # under the reading thread's feet): the peer's bytes stop, the blocked read returns.
+    with contextlib.suppress(OSError, TypeError, ValueError):  # already closed
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _watched_adapter(watchdog: _Watchdog) -> Any:
+    """A requests adapter whose connections `watchdog` shuts down at the deadline."""
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class Watched(HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            watchdog.watch(self)
+
+    class WatchedTLS(HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            watchdog.watch(self)
+
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = Watched
+
+    class PoolTLS(HTTPSConnectionPool):
+        ConnectionCls = WatchedTLS
+
+    class Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": PoolTLS}
+
+    return Adapter()
 
 
 def _socket_of(fp: Any) -> Optional[socket.socket]:

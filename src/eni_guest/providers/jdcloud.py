@@ -48,7 +48,8 @@ META = "/metadata/latest/"
 
 # The DHCP probe: an ENI's NIC -> (its subnet in CIDR form, its gateway), as the VPC's DHCP
 # service on that interface answers.  It must leave no client running and no lease behind,
-# and raise MetadataUnavailable when no answer comes.
+# wait no longer than the read's metadata deadline, and raise MetadataUnavailable when no
+# answer comes in time.
 DhcpProbe = Callable[[Link], "tuple[str, str]"]
 
 

@@ -59,6 +59,8 @@ class OpenstackProvider(MetadataProvider):
         nics: list[tuple[int, dict[str, Any]]] = []
         for i, link in enumerate(links):
             kind = link.get("type")
+            if kind is not None and not isinstance(kind, str):
+                raise invalid(f"{PATH} links[{i}].type", kind, "not a string")
             if kind in VIRTUAL_KINDS or "vlan_link" in link or "bond_links" in link:
                 log.info(
                     "openstack: links[%d] (%s, type %s) is not a NIC: left alone",

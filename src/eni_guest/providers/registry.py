@@ -113,8 +113,11 @@ def _jdcloud(config: Config) -> Provider:
     from ..dhcp import make_probe
     from .jdcloud import JdcloudProvider
 
-    # JD publishes no subnet or gateway: the VPC's DHCP service on each NIC tells them.
-    return JdcloudProvider(config, dhcp_probe=make_probe(config))
+    # JD publishes no subnet or gateway: the VPC's DHCP service on each NIC tells them, within
+    # what is left of the read's deadline (the one its metadata HTTP client keeps).
+    provider = JdcloudProvider(config)
+    provider.dhcp_probe = make_probe(config, time_left=provider.service.http.time_left)
+    return provider
 
 
 def _openstack(config: Config) -> Provider:

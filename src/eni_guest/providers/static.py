@@ -85,7 +85,11 @@ def _read(path: Path) -> dict[str, Any]:
     except OSError as e:
         raise MetadataUnavailable(f"static ENI file {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
-        raise MetadataInvalid(f"static ENI file {path}: {e}") from None
+        raise MetadataInvalid(f"static ENI file {path}: {str(e)[:120]}") from None
+    except UnicodeDecodeError:
+        raise MetadataInvalid(f"static ENI file {path}: not UTF-8 text") from None
+    except RecursionError:
+        raise MetadataInvalid(f"static ENI file {path}: nested too deeply") from None
 
 
 def load_static(path: Path, need_primary: bool = True) -> StaticFile:

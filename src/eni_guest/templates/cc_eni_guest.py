@@ -20,12 +20,15 @@ which calls ``handle(name=, cfg=, cloud=, args=)`` and adds ``log=`` only for fu
 exactly five parameters (deprecated).
 """
 
+import contextlib
+import errno
 import logging
 import os
 import re
+import secrets
 import shutil
+import stat
 import subprocess
-import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
 try:
@@ -102,31 +105,89 @@ def env_file_text(env: Dict[str, str]) -> str:
 
 
 def write_env_file(path: str, env: Optional[Dict[str, str]]) -> bool:
-    """Make ``path`` hold ``env`` (None or empty: remove it).  True if it changed."""
+    """Make ``path`` hold ``env`` (None or empty: remove it).  True if it changed.
+
+    As root, in a directory a local user might have prepared: neither the file nor its
+    directory is followed if it is a symbolic link (refused, naming the path), and the file
+    is replaced whole (a fresh file renamed over it).  eni-guest's own files are written the
+    same way (eni_guest/safe_write.py, which this module cannot import).
+    """
     content = env_file_text(env) if env else None
+    directory, name = os.path.split(path)
+    dfd = _open_dir(directory, create=content is not None)
+    if dfd is None:
+        return False  # no directory, so no file
     try:
-        with open(path) as f:
-            current: Optional[str] = f.read()
-    except FileNotFoundError:
-        current = None
-    if current == content:
-        return False
-    if content is None:
-        os.unlink(path)
+        current = _read_env_file(dfd, path)
+        if current == content:
+            return False
+        if content is None:
+            os.unlink(name, dir_fd=dfd)
+            return True
+        tmp = f".{name}.{secrets.token_hex(6)}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o600, dir_fd=dfd)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(content.encode())
+                f.flush()
+                os.fchmod(f.fileno(), 0o644)
+                os.fsync(f.fileno())
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dfd)
+            raise
         return True
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".cloud-init.env.", dir=directory)
+    finally:
+        os.close(dfd)
+
+
+def _refuse(path: str, why: str) -> RuntimeError:
+    return RuntimeError(f"eni_guest: {path}: {why}: refused (written only by this module)")
+
+
+def _open_dir(directory: str, create: bool) -> Optional[int]:
+    """The env file's directory, opened without following a link (its parent is trusted)."""
+    parent, name = os.path.split(directory)
+    if create:
+        os.makedirs(parent, mode=0o755, exist_ok=True)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(content)
-            os.fchmod(f.fileno(), 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        pfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        if create:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o755, dir_fd=pfd)
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        return os.open(name, flags, dir_fd=pfd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            link = stat.S_ISLNK(os.lstat(name, dir_fd=pfd).st_mode)
+            raise _refuse(directory, "is a symbolic link" if link else "not a directory") from None
         raise
-    return True
+    finally:
+        os.close(pfd)
+
+
+def _read_env_file(dfd: int, path: str) -> Optional[str]:
+    """The file's content, None if there is none; never through a link, never a FIFO."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(os.path.basename(path), flags, dir_fd=dfd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _refuse(path, "is a symbolic link") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise _refuse(path, "not a regular file")
+        return f.read(1024 * 1024).decode("utf-8", "replace")
 
 
 def command() -> List[str]:
