@@ -226,8 +226,8 @@ def test_hotplugged_nic_is_unmanaged_once_a_run_marked_the_boot(
     netns: str, veth_rule: Path
 ) -> None:
     """NM_UNMANAGED / ENI_GUEST_UNMANAGED: only after eni-guest's marker, never for a NIC whose
-    MAC has a file in distro-nics/ (the primary), on add and on change, and still no RUN on
-    change."""
+    MAC has a file in distro-nics/ (the primary), on add, on the move of its rename and on
+    change, and no RUN on move or change."""
     mac = _mac()
     _add(netns, "link", "add", "eth7", "address", mac, "type", "veth", "peer", "name", "eth8")
     marked = ("NM_UNMANAGED=1", "ENI_GUEST_UNMANAGED=1")
@@ -235,14 +235,15 @@ def test_hotplugged_nic_is_unmanaged_once_a_run_marked_the_boot(
     assert not [p for p in marked if p in before["add"]], "marked before eni-guest ran"
 
     marker = "/run/eni-guest/hotplug-unmanaged"
-    out = udevadm_test(netns, veth_rule, "eth7", actions=("add", "change"), run_files=(marker,))
-    for action in ("add", "change"):
+    actions = ("add", "move", "change")
+    out = udevadm_test(netns, veth_rule, "eth7", actions=actions, run_files=(marker,))
+    for action in actions:
         assert all(p in out[action] for p in marked), (action, out[action][-20:])
         assert parser_complaints(out[action]) == []
-    assert not [r for r in runs(out["change"]) if "eni-guest" in r]
+    for action in ("move", "change"):
+        assert not [r for r in runs(out[action]) if "eni-guest" in r], action
 
     primary = f"/run/eni-guest/distro-nics/{mac}"
-    kept = udevadm_test(netns, veth_rule, "eth7", actions=("add", "change"),
-                        run_files=(marker, primary))  # fmt: skip
-    for action in ("add", "change"):
+    kept = udevadm_test(netns, veth_rule, "eth7", actions=actions, run_files=(marker, primary))
+    for action in actions:
         assert not [p for p in marked if p in kept[action]], (action, "the primary was marked")
