@@ -9,6 +9,7 @@ one connection for the whole run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -26,7 +27,14 @@ Serve = Callable[[socket.socket], None]
 
 
 class RawServer:
-    """Accepts connections on 127.0.0.1 and lets `serve` answer each one; counts them."""
+    """Accepts connections on 127.0.0.1 and lets `serve` answer each one; counts them.
+
+    `close` stops the accept thread and every serving thread before the listening socket is
+    closed.  Closing the socket alone leaves a thread blocked in accept(2): Linux does not wake
+    it, and once its file descriptor number is reused by a later test's socket (the metadata
+    simulator's), that stray thread can accept a connection meant for the later test and serve
+    it a dripping body.
+    """
 
     def __init__(self, serve: Serve) -> None:
         self.sock = socket.socket()
@@ -36,7 +44,10 @@ class RawServer:
         self.connections = 0
         self.serve = serve
         self.stopping = False
-        threading.Thread(target=self._loop, daemon=True).start()
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._loop, daemon=True)]
+        self.threads[0].start()
 
     def _loop(self) -> None:
         while not self.stopping:
@@ -44,8 +55,15 @@ class RawServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            self.connections += 1
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+            with self._lock:
+                if self.stopping:
+                    conn.close()
+                    return
+                self.connections += 1
+                self._open.add(conn)
+                thread = threading.Thread(target=self._one, args=(conn,), daemon=True)
+                self.threads.append(thread)
+            thread.start()
 
     def _one(self, conn: socket.socket) -> None:
         try:
@@ -53,11 +71,22 @@ class RawServer:
         except OSError:
             pass
         finally:
+            with self._lock:
+                self._open.discard(conn)
             conn.close()
 
     def close(self) -> None:
-        self.stopping = True
+        with self._lock:
+            self.stopping = True
+            connections = list(self._open)
+        # shutdown() wakes a thread blocked in accept() or recv() (close() does not)
+        for sock in [self.sock, *connections]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in self.threads:
+            thread.join(timeout=5)
         self.sock.close()
+        assert not any(t.is_alive() for t in self.threads), "a RawServer thread outlived close"
 
 
 def requests_of(conn: socket.socket) -> Iterator[bytes]:
@@ -174,6 +203,18 @@ def test_a_healthy_service_keeps_one_connection(server) -> None:
     for _ in range(5):
         assert http.request("GET", s.url + "/latest/meta-data/mac").text == "0e:00:00:00:00:01"
     assert s.connections == 1
+
+
+def test_a_closed_server_leaves_no_thread_behind() -> None:
+    # A thread left blocked in accept() once served a later test's connection (to the
+    # metadata simulator) with a dripping body: that test then hit its metadata deadline.
+    before = set(threading.enumerate())
+    s = RawServer(healthy)
+    http = HttpClient(timeout=1.0, deadline=5.0, retries=0)
+    assert http.request("GET", s.url + "/latest/meta-data/mac").status == 200
+    s.close()
+    http.close()
+    assert [t for t in threading.enumerate() if t not in before and t.is_alive()] == []
 
 
 @pytest.mark.parametrize("serve", [drip, drip_head], ids=["body", "status line and headers"])

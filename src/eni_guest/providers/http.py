@@ -195,7 +195,11 @@ class _Watchdog:
         _shut(connection)
 
     def stop(self) -> None:
+        """The client is closed: the thread ends at once (joined, so none outlives it)."""
         self._stopped.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)
 
     def _run(self) -> None:
         if self._stopped.wait(max(0.0, self.deadline_at - time.monotonic())):
