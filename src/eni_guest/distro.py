@@ -116,6 +116,8 @@ def _active(unit: str, run: Runner) -> bool:
     return code == 0
 
 
+#: The system D-Bus socket: nmcli and networkctl reload through it.
+SYSTEM_BUS = Path("/run/dbus/system_bus_socket")
 #: A reload that failed leaves a file here named after the manager; every later run retries it.
 PENDING_DIR = Path("/run/eni-guest/reload-pending")
 
@@ -126,7 +128,10 @@ _RELOADS = {
 
 
 def reload_managers(
-    changed: Iterable[Path], run: Optional[Runner] = None, pending_dir: Optional[Path] = None
+    changed: Iterable[Path],
+    run: Optional[Runner] = None,
+    pending_dir: Optional[Path] = None,
+    bus: Optional[Path] = None,
 ) -> None:
     """Ask each running manager whose file changed, or whose reload failed before, to re-read
     its configuration.
@@ -141,6 +146,7 @@ def reload_managers(
     """
     run = run or _run
     pending_dir = pending_dir or PENDING_DIR
+    bus = bus or SYSTEM_BUS
     names = {Path(p).name for p in changed}
     units = set()
     if NM_DROPIN.name in names:
@@ -151,6 +157,12 @@ def reload_managers(
         units |= {p.name for p in pending_dir.iterdir() if p.name in _RELOADS}
     for unit in sorted(units):
         stamp = pending_dir / unit
+        if not bus.exists():
+            # Too early: cloud-init's init stage runs before D-Bus, which nmcli and networkctl
+            # need.  Not a warning: the next run (the watch daemon, a hot-plug) reloads.
+            log.info("D-Bus is not up yet: %s is asked to reload by the next run", unit)
+            _touch(pending_dir, stamp)
+            continue
         if not _active(unit, run):
             log.debug("distro network stack: %s is not running, not reloaded", unit)
             with contextlib.suppress(OSError):
@@ -171,9 +183,13 @@ def reload_managers(
             out or "no output",
             unit.removesuffix(".service"),
         )
-        with contextlib.suppress(OSError):
-            pending_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-            stamp.touch()
+        _touch(pending_dir, stamp)
+
+
+def _touch(directory: Path, stamp: Path) -> None:
+    with contextlib.suppress(OSError):
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        stamp.touch()
 
 
 def wait_released(

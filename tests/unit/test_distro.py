@@ -33,6 +33,9 @@ def pending_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Failed reloads are remembered under /run: never this machine's."""
     pending = tmp_path / "reload-pending"
     monkeypatch.setattr(distro, "PENDING_DIR", pending)
+    bus = tmp_path / "system_bus_socket"  # D-Bus is up (the reload tests' premise)
+    bus.touch()
+    monkeypatch.setattr(distro, "SYSTEM_BUS", bus)
     return pending
 
 
@@ -248,3 +251,21 @@ def test_a_failed_reload_is_retried_by_the_next_run_even_with_nothing_changed(
     calls.clear()
     distro.reload_managers([], run=runner)
     assert calls == []  # retried once, then nothing more to do
+
+
+def test_before_dbus_the_reload_is_left_to_the_next_run_without_a_warning(
+    pending_in_tmp: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """cloud-init's init stage runs before D-Bus: no nmcli/networkctl call, no warning."""
+    calls: list[list[str]] = []
+
+    def runner(argv: list[str]) -> tuple[int, str]:
+        calls.append(argv)
+        return 0, ""
+
+    distro.reload_managers([NETWORKD_FILE], run=runner, bus=tmp_path / "no-bus-yet")
+    assert calls == []
+    assert (pending_in_tmp / "systemd-networkd.service").exists()
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    distro.reload_managers([], run=runner)  # D-Bus up now
+    assert ["networkctl", "reload"] in calls

@@ -29,6 +29,9 @@ def pending_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Failed reloads are remembered under /run: never this machine's."""
     pending = tmp_path / "reload-pending"
     monkeypatch.setattr(distro, "PENDING_DIR", pending)
+    bus = tmp_path / "system_bus_socket"  # D-Bus is up (the reload tests' premise)
+    bus.touch()
+    monkeypatch.setattr(distro, "SYSTEM_BUS", bus)
     return pending
 
 
