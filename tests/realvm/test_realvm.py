@@ -204,6 +204,12 @@ def test_boot_configures_three_enis(vm: RealVM) -> None:
         assert_left_alone(vm, mac)
         if dhcp_ran(vm, mac):
             print(f"{tag(vm)} FINDING (boot): a DHCP client ran on secondary ENI {mac}")
+    # Every unit of the boot: the boot apply is asserted above; udev's hot-plug units for the
+    # NICs present at boot are reported (they wait for the boot apply's lock).
+    units = "journalctl -b --no-pager -o cat -u 'eni-guest*'"
+    failed = vm.sh(f"{units} | grep -a 'Failed with' || true")
+    for line in failed.stdout.splitlines():
+        print(f"{tag(vm)} FINDING (boot): {line}")
     kernel = vm.sh("uname -r").stdout.strip()
     python = vm.sh("python3 -V").stdout.strip()
     print(f"{tag(vm)} kernel {kernel}, {python}, {vm.flavour.stack}")
