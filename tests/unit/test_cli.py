@@ -99,7 +99,11 @@ def test_auto_where_nothing_answers_is_exit_3_within_seconds(tmp_path: Path) -> 
         "show",
         "--metadata-url",
         "http://127.0.0.1:9",
-        env={"ENI_GUEST_STATIC_FILE": str(tmp_path / "absent.toml")},
+        # Detection is retried until metadata_deadline (15 s by default): 5 s here.
+        env={
+            "ENI_GUEST_STATIC_FILE": str(tmp_path / "absent.toml"),
+            "ENI_GUEST_METADATA_DEADLINE": "5",
+        },
     )
     assert r.returncode == 3 and r.stderr.count("\n") == 1, r.stderr
     assert "Traceback" not in r.stderr

@@ -38,13 +38,35 @@ def get_provider(config: Config) -> Provider:
     is a ConfigError listing the known ones."""
     name, reason = config.provider, None
     if name == AUTO:
-        from .detect import choose
-
-        name, reason = choose(config)
+        name, reason = _choose_within_deadline(config)
         log.debug("provider %s chosen: %s", name, reason)  # `show` prints it, -v logs it
     provider = _make(name, config)
     provider.detected_by = reason  # type: ignore[attr-defined]
     return provider
+
+
+def _choose_within_deadline(config: Config) -> tuple[str, str]:
+    """Auto-detection, retried until ``metadata_deadline``: in a slow guest (a real VM under
+    load, cloud-init's init stage) the probes' first 3 s window closed before their answers
+    were read, and the whole boot apply failed (exit 3).  Each retry gets a longer window
+    (up to MAX_WINDOW), and at least a second passes between tries."""
+    import time
+
+    from ..errors import MetadataUnavailable
+    from .detect import MAX_WINDOW, TOTAL_TIMEOUT, choose
+
+    deadline = time.monotonic() + config.metadata_deadline
+    window = TOTAL_TIMEOUT
+    while True:
+        started = time.monotonic()
+        try:
+            return choose(config, window=window)
+        except MetadataUnavailable:
+            time.sleep(max(0.0, min(1.0 - (time.monotonic() - started), deadline - started)))
+            left = deadline - time.monotonic()
+            if left < TOTAL_TIMEOUT:
+                raise
+            window = min(window * 2, MAX_WINDOW, left)
 
 
 def chosen_because(provider: Provider) -> Optional[str]:
