@@ -188,7 +188,9 @@ def assert_boot_apply_succeeded(vm: RealVM) -> None:
     assert any("config-eni_guest ran successfully" in line for line in ran), "\n".join(ran)
     assert not [line for line in ran if "warning" in line.lower()], "\n".join(ran[-20:])
     env = vm.sh("cat /etc/eni-guest/cloud-init.env").stdout
-    assert "ENI_GUEST_WATCH_INTERVAL=15" in env, env
+    assert any(
+        line.replace('"', "") == "ENI_GUEST_WATCH_INTERVAL=15" for line in env.splitlines()
+    ), env
 
 
 def test_boot_configures_three_enis(vm: RealVM) -> None:
