@@ -139,9 +139,7 @@ def reconcile(
             state = kernel.read_state()
             scope = instance.scope or of_instance(instance, config, state.links)
             p = plan(instance, config, state, scope)
-            result = Result(instance, p, state, metadata_requests=requests, scope=scope)
-            result.timings = {"metadata": t1 - t0, "kernel_read": t2 - t1, "plan": t3 - t2}
-            result.timings["apply"] = 0.0
+            result = replace(result, plan=p, state=state, scope=scope, timings=dict(result.timings))
         if not dry_run and p.changes:
             _apply(kernel, instance, config, result)
         if instance.invalid:

@@ -15,28 +15,12 @@ import pytest
 from eni_guest import distro
 from eni_guest.distro import NETWORKD_FILE, NETWORKD_FOREIGN, NM_DROPIN, keep_off, reload_managers
 
+# nothing reaches this machine's NetworkManager, networkd or /run (conftest.py)
+pytestmark = pytest.mark.usefixtures("no_real_runner", "pending_in_tmp")
+
 PRIMARY = "0e:00:00:00:00:c3"
 SECOND = "0e:00:00:00:00:b2"
 THIRD = "0e:00:00:00:00:a1"
-
-
-@pytest.fixture(autouse=True)
-def no_real_runner(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(argv: list[str]) -> tuple[int, str]:
-        raise AssertionError(f"a test tried to run {argv}")
-
-    monkeypatch.setattr(distro, "_run", refuse)
-
-
-@pytest.fixture(autouse=True)
-def pending_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Failed reloads are remembered under /run: never this machine's."""
-    pending = tmp_path / "reload-pending"
-    monkeypatch.setattr(distro, "PENDING_DIR", pending)
-    bus = tmp_path / "system_bus_socket"  # D-Bus is up (the reload tests' premise)
-    bus.touch()
-    monkeypatch.setattr(distro, "SYSTEM_BUS", bus)
-    return pending
 
 
 def _nm(root: Path) -> configparser.ConfigParser:

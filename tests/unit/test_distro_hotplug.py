@@ -12,27 +12,11 @@ import pytest
 from eni_guest import distro
 from eni_guest.distro_hotplug import DISTRO_NICS, MARKER, NETWORKD_HOTPLUG, mark_new_nics
 
+# nothing reaches this machine's NetworkManager, networkd or /run (conftest.py)
+pytestmark = pytest.mark.usefixtures("no_real_runner", "pending_in_tmp")
+
 PRIMARY = "0e:00:00:00:00:c3"
 EXCLUDED = "0e:00:00:00:00:b2"
-
-
-@pytest.fixture(autouse=True)
-def no_real_runner(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(argv: list[str]) -> tuple[int, str]:
-        raise AssertionError(f"a test tried to run {argv}")
-
-    monkeypatch.setattr(distro, "_run", refuse)
-
-
-@pytest.fixture(autouse=True)
-def pending_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Failed reloads are remembered under /run: never this machine's."""
-    pending = tmp_path / "reload-pending"
-    monkeypatch.setattr(distro, "PENDING_DIR", pending)
-    bus = tmp_path / "system_bus_socket"  # D-Bus is up (the reload tests' premise)
-    bus.touch()
-    monkeypatch.setattr(distro, "SYSTEM_BUS", bus)
-    return pending
 
 
 def test_marker_and_the_nics_left_to_the_distro(tmp_path: Path) -> None:
