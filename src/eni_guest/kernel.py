@@ -24,7 +24,7 @@ import socket
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Union
 
-from .changes import Change, RouteChange, RuleChange
+from .changes import MAIN_TABLE, Change, RouteChange, RuleChange
 from .config import SLOTS, Config
 from .errors import KernelError
 from .netlink import (
@@ -38,6 +38,7 @@ from .netlink import (
     RTM_GETROUTE,
     RTM_GETRULE,
     RTM_NEWLINK,
+    RTM_NEWROUTE,
     Netlink,
     fields,
     messages,
@@ -45,6 +46,7 @@ from .netlink import (
 from .netlink_decode import (
     decode_rule,
     foreign_rule_of,
+    main_route_oif,
     parse_addr,
     parse_link,
     parse_route,
@@ -52,8 +54,8 @@ from .netlink_decode import (
     route_protocol,
     rule_of,
 )
-from .netlink_encode import Encoder
-from .state import Addr, ForeignRule, KernelState, Link, Route, Rule, addr_metric
+from .netlink_encode import RTN_UNICAST, Encoder
+from .state import Addr, ForeignRule, KernelState, Link, MainRoute, Route, Rule, addr_metric
 
 _GONE = frozenset({errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV})
 
@@ -134,6 +136,7 @@ class Kernel:
         rules: list[Rule] = []
         foreign: list[ForeignRule] = []
         routes: list[Route] = []
+        main: list[MainRoute] = []
         for af in (socket.AF_INET, socket.AF_INET6):
             for m in self.nl.dump(fields(NL.fibmsg(), family=af), RTM_GETRULE, decode_rule):
                 ours = rule_of(m)
@@ -147,6 +150,7 @@ class Kernel:
             for route, proto in self.nl.dump(req, RTM_GETROUTE, parse_route):
                 if our_route(cfg, route, proto):
                     routes.append(route)
+            main += self._main_routes(af, {x.index for x in links if x.could_be_nic})
         return KernelState(
             links=tuple(links),
             addrs=tuple(addrs),
@@ -154,7 +158,26 @@ class Kernel:
             routes=tuple(routes),
             addr_proto_supported=addr_protocols_kept(addrs, cfg.protocol),
             foreign_rules=tuple(foreign),
+            main_routes=tuple(main),
         )
+
+    def _main_routes(self, af: int, nics: set[int]) -> list[MainRoute]:
+        """Others' unicast routes in `main` through a link that may be an ENI (mirror.py).
+
+        One dump per family that the kernel limits to table main and unicast routes (strict
+        dump checking; an older kernel sends more, which the header scan drops).  Only a
+        route through one of `nics` is decoded: a main table full of routes through other
+        links (a BGP feed on a tunnel, Docker bridges) costs a header scan per route.
+        """
+
+        def parse(data: bytes) -> Optional[MainRoute]:
+            if main_route_oif(data) not in nics:
+                return None
+            route, proto = parse_route(data)
+            return None if proto == self.config.protocol else MainRoute(route, proto)
+
+        req = fields(NL.rtmsg(), family=af, table=MAIN_TABLE, type=RTN_UNICAST)
+        return self.nl.dump(req, RTM_GETROUTE, parse)
 
     def read_links(self) -> list[Link]:
         """Every link of this namespace (the watch daemon's starting point)."""
@@ -231,7 +254,16 @@ class Gone:
     proto: Optional[int]
 
 
-Event = Union[tuple[bool, Link], Gone]
+@dataclass(frozen=True)
+class MainRouteEvent:
+    """Someone else's main-table unicast route through a link appeared, changed or went
+    (mirror.py copies those through an ENI into its table): the watch daemon reconciles."""
+
+    route: Route
+    present: bool
+
+
+Event = Union[tuple[bool, Link], Gone, MainRouteEvent]
 
 
 class LinkMonitor:
@@ -243,7 +275,9 @@ class LinkMonitor:
     import cost.  Non-blocking, so the daemon can wait on it together with its signal pipe.
     Only deletions are decoded, and a route's only when it carries `protocol` (read from the
     header before anything is decoded): a busy host's route churn (containers, IPv6 router
-    advertisements) then costs a byte compare per message.
+    advertisements) then costs a byte compare per message.  The one addition decoded is a
+    main-table unicast route of someone else's with a single link (MainRouteEvent, for the
+    mirrors): a header scan first, and the daemon acts only when its link is an ENI's.
     """
 
     def __init__(self, *, objects: bool = False, protocol: Optional[int] = None) -> None:
@@ -292,7 +326,10 @@ class LinkMonitor:
         if kind == RTM_DELRULE:
             rule = parse_rule(data)
             return None if rule is None else Gone(*rule)
+        foreign = self.protocol is None or route_protocol(data) != self.protocol
+        if kind in (RTM_NEWROUTE, RTM_DELROUTE) and foreign and main_route_oif(data):
+            return MainRouteEvent(parse_route(data)[0], kind == RTM_NEWROUTE)
         if kind == RTM_DELROUTE and self.protocol in (None, route_protocol(data)):
             route, proto = parse_route(data)
             return Gone(route, proto)
-        return None  # additions: only what disappears needs an answer
+        return None  # other additions: only what disappears needs an answer

@@ -9,6 +9,7 @@ planner can tell ours (`state.Addr.marked`).
 from __future__ import annotations
 
 import socket
+import struct
 from ipaddress import ip_address, ip_network
 from typing import Any, Optional
 
@@ -138,20 +139,49 @@ def foreign_rule_of(m: Any) -> Optional[ForeignRule]:
     )
 
 
+IP6_DEFAULT_METRIC = 1024  # what the kernel gives an IPv6 route added without a metric
+
+
 def parse_route(data: bytes) -> Optional[tuple[Route, int]]:
-    """(route, its protocol)."""
+    """(route, its protocol).  The kernel's default metric is read as 0 (state.Route)."""
     m = _decode(NL.rtmsg, data)
     fam = FAMILY.get(m["family"], 0)
     dst = m.get_attr("RTA_DST") or ("0.0.0.0" if fam == 4 else "::")
     gw = m.get_attr("RTA_GATEWAY")
+    metric = m.get_attr("RTA_PRIORITY") or 0
     route = Route(
         family=fam,
         table=m.get_attr("RTA_TABLE") or m["table"],
         dst=ip_network(f"{dst}/{m['dst_len']}"),
         oif=m.get_attr("RTA_OIF") or 0,
         gateway=ip_address(gw) if gw else None,
+        metric=0 if fam == 6 and metric == IP6_DEFAULT_METRIC else metric,
     )
     return route, m["proto"]
+
+
+RT_TABLE_MAIN, RTN_UNICAST, RTA_OIF = 254, 1, 4
+
+
+def main_route_oif(data: bytes) -> int:
+    """The RTA_OIF of a main-table unicast route message, read without decoding it; 0 for
+    any other route, or one without a single outgoing interface (multipath).
+
+    Every main-table route passes here (the kernel read's filter, the watch daemon's route
+    events), so a busy main table costs a scan of its headers, not a decode per route.
+    """
+    at = NLMSGHDR_LEN  # rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type
+    if len(data) < at + 12 or data[at + 4] != RT_TABLE_MAIN or data[at + 7] != RTN_UNICAST:
+        return 0
+    offset = at + 12
+    while offset + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, offset)
+        if length < 4:
+            return 0
+        if kind == RTA_OIF and length >= 8:
+            return struct.unpack_from("=i", data, offset + 4)[0]
+        offset += (length + 3) & ~3
+    return 0
 
 
 def route_protocol(data: bytes) -> int:

@@ -5,7 +5,8 @@ wrong guess would explain everything else being wrong, so the reason is printed,
 What the configuration excludes is shown too, marked as such: an ENI or IP that eni-guest
 leaves alone must not look like one it failed to configure.  And an ENI whose routing is all
 in place but one of whose IPs' traffic someone else's rule takes first (capture.py) is not
-"in sync": SYNC says "captured", and a line below names the rule.
+"in sync": SYNC says "captured", and a line below names the rule.  A main-table route through
+an ENI that its table holds a copy of (mirror.py) has a line of its own too.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def rows(result: Result) -> list[dict]:
                 if managed
                 else None,
                 "captured": captured,
+                # main-table routes through this ENI that its table holds a copy of (mirror.py)
+                "mirrored_routes": [m.describe() for m in result.plan.mirrors if m.mac == eni.mac],
                 "excluded": ep.excluded,
                 "invalid": None,
             }
@@ -81,6 +84,7 @@ def _excluded_row(xp: ExcludedPlan, result: Result) -> dict:
         "priority": None,
         "in_sync": None,
         "captured": [],
+        "mirrored_routes": [],
         # a refused ENI is not excluded: its metadata is wrong, and it is left as it is
         "excluded": None if xp.invalid else x.reason,
         "invalid": x.reason if xp.invalid else None,
@@ -164,6 +168,8 @@ def render_text(result: Result) -> str:
             out.append(f"invalid: {r['eni_id'] or r['mac']} ({r['mac']}): {r['invalid']}")
         for why in r["captured"]:
             out.append(f"captured: {r['eni_id'] or r['mac']} ({r['mac']}): {why}")
+        for route in r["mirrored_routes"]:
+            out.append(f"main-table route mirrored into table {r['table']}: {route}")
     if result.instance.excluded_ips:
         nets = ", ".join(str(n) for n in result.instance.excluded_ips)
         out.append(f"excluded IPs (exclude_ips): {nets}")
