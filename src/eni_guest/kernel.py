@@ -46,7 +46,7 @@ from .netlink import (
 from .netlink_decode import (
     decode_rule,
     foreign_rule_of,
-    main_route_oif,
+    main_route,
     parse_addr,
     parse_link,
     parse_route,
@@ -150,7 +150,11 @@ class Kernel:
             for route, proto in self.nl.dump(req, RTM_GETROUTE, parse_route):
                 if our_route(cfg, route, proto):
                     routes.append(route)
-            main += self._main_routes(af, {x.index for x in links if x.could_be_nic})
+            for seen in self._main_routes(af, {x.index for x in links if x.could_be_nic}):
+                if seen.proto == cfg.protocol:  # a [[route]] with main = true (static_routes)
+                    routes.append(seen.route)
+                else:
+                    main.append(seen)
         return KernelState(
             links=tuple(links),
             addrs=tuple(addrs),
@@ -162,19 +166,18 @@ class Kernel:
         )
 
     def _main_routes(self, af: int, nics: set[int]) -> list[MainRoute]:
-        """Others' unicast routes in `main` through a link that may be an ENI (mirror.py).
+        """Unicast routes in `main` through a link that may be an ENI: others', for the
+        mirrors (mirror.py), and ours (protocol 229: `[[route]]` entries, static_routes.py).
 
         One dump per family that the kernel limits to table main and unicast routes (strict
-        dump checking; an older kernel sends more, which the header scan drops).  Only a
-        route through one of `nics` is decoded: a main table full of routes through other
-        links (a BGP feed on a tunnel, Docker bridges) costs a header scan per route.
+        dump checking; an older kernel sends more, which `main_route` drops).  Decoded with
+        struct (`main_route`), so a main table full of routes through other links (a BGP
+        feed on a tunnel, Docker bridges) costs a scan of each message, not a decode.
         """
 
         def parse(data: bytes) -> Optional[MainRoute]:
-            if main_route_oif(data) not in nics:
-                return None
-            route, proto = parse_route(data)
-            return None if proto == self.config.protocol else MainRoute(route, proto)
+            seen = main_route(data, nics)
+            return None if seen is None else MainRoute(*seen)
 
         req = fields(NL.rtmsg(), family=af, table=MAIN_TABLE, type=RTN_UNICAST)
         return self.nl.dump(req, RTM_GETROUTE, parse)
@@ -277,7 +280,7 @@ class LinkMonitor:
     header before anything is decoded): a busy host's route churn (containers, IPv6 router
     advertisements) then costs a byte compare per message.  The one addition decoded is a
     main-table unicast route of someone else's with a single link (MainRouteEvent, for the
-    mirrors): a header scan first, and the daemon acts only when its link is an ENI's.
+    mirrors; decoded with struct), and the daemon acts only when its link is an ENI's.
     """
 
     def __init__(self, *, objects: bool = False, protocol: Optional[int] = None) -> None:
@@ -326,9 +329,9 @@ class LinkMonitor:
         if kind == RTM_DELRULE:
             rule = parse_rule(data)
             return None if rule is None else Gone(*rule)
-        foreign = self.protocol is None or route_protocol(data) != self.protocol
-        if kind in (RTM_NEWROUTE, RTM_DELROUTE) and foreign and main_route_oif(data):
-            return MainRouteEvent(parse_route(data)[0], kind == RTM_NEWROUTE)
+        main = main_route(data) if kind in (RTM_NEWROUTE, RTM_DELROUTE) else None
+        if main is not None and main[1] != self.protocol:
+            return MainRouteEvent(main[0], kind == RTM_NEWROUTE)
         if kind == RTM_DELROUTE and self.protocol in (None, route_protocol(data)):
             route, proto = parse_route(data)
             return Gone(route, proto)

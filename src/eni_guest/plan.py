@@ -53,6 +53,7 @@ from .model import Eni, Excluded, Instance
 from .protect import Protected, Protecting, finish_protection, leave_excluded_alone
 from .scope import EXCLUDED, MANAGED, EniScope, Scope, of_instance
 from .state import KernelState, Link, addr_metric
+from .static_routes import want_static_routes
 
 __all__ = [
     "ALL_ENIS",
@@ -171,7 +172,9 @@ def plan(
     excluded = [ExcludedPlan(*x) for x in leave_excluded_alone(p, instance, config, scope, notes)]
     eni_plans, matched = _place_enis(instance, config, state, scope, d, p, notes)
     configured = {ep.link.index: (ep.eni, ep.link, ep.table) for ep in eni_plans if ep.link}
-    mirrors = want_mirrors(d, state, config, {i: configured[i] for i in matched})
+    configured = {i: configured[i] for i in matched}
+    want_static_routes(d, state, config, configured)  # [[route]] entries
+    mirrors = want_mirrors(d, state, config, configured)
     warning = _primary_left_alone(instance, config, state, eni_plans)
     if warning is not None:
         d.warnings.append(warning)

@@ -113,3 +113,34 @@ def daemon() -> Iterator[list[Daemon]]:
     yield made
     for d in made:
         d.close()
+
+
+def test_route_entry_in_the_configuration_writes_what_the_usual_form_cannot(
+    vm_with_appliance, tmp_path
+) -> None:
+    """`ip route add FAR via 10.0.2.5 dev eth2` is refused on a secondary ENI (its addresses
+    are /32 without a prefix route); a `[[route]]` entry writes it with onlink, in eth2's
+    table and, with `main = true`, in main: unbound traffic takes the appliance too."""
+    vm, appliance = vm_with_appliance
+    assert vm.agent("apply").returncode == 0
+    usual = vm.guest(["ip", "route", "add", *ADMIN_ROUTE[:-1]], check=False)
+    assert usual.returncode != 0 and "invalid gateway" in usual.stderr.lower()
+    config = tmp_path / "eni-guest.toml"
+    entry = f'[[route]]\nto = "{FAR_NET}"\nvia = "10.0.2.5"\neni = "{THIRD_MAC}"\n'
+    config.write_text(entry + "main = true\n")
+    r = vm.agent("apply", "--config", str(config))
+    assert r.returncode == 0, r.stderr
+    (copy,) = mirrors(vm, 10002)
+    (main,) = mirrors(vm, 254)
+    assert copy["gateway"] == main["gateway"] == "10.0.2.5" and "onlink" in main["flags"]
+    assert copy.get("metric", 0) == 0  # the ENI's own route, not a mirror
+    for src in ("10.0.2.30", None):  # eth2's address, and an unbound socket
+        assert through_appliance(vm, appliance, src)[:2] == (True, True), src
+    assert through_appliance(vm, appliance, "10.0.1.20") == (True, False, "eth1")
+    assert '"changes": []' in vm.agent("apply", "--json", "--config", str(config)).stdout
+    # the entry loses `main = true`: main's route goes, the table's stays; then all of it
+    config.write_text(entry)
+    assert vm.agent("apply", "--config", str(config)).returncode == 0
+    assert mirrors(vm, 254) == [] and len(mirrors(vm, 10002)) == 1
+    assert vm.agent("apply").returncode == 0
+    assert mirrors(vm, 10002) == []

@@ -6,7 +6,9 @@ The planner is pure: the kernel states are built by hand, with the administrator
 
 from __future__ import annotations
 
+import socket
 from dataclasses import replace
+from typing import Any
 
 from test_plan import (
     BOOT_STATE,
@@ -27,6 +29,8 @@ from test_plan import (
 )
 
 from eni_guest.config import Config
+from eni_guest.netlink import NL
+from eni_guest.netlink_decode import main_route, parse_route
 from eni_guest.plan import RouteChange, plan
 from eni_guest.show import rows
 from eni_guest.state import KernelState, MainRoute, Route
@@ -149,3 +153,34 @@ def test_show_lists_the_mirrors_of_each_eni() -> None:
     by_mac = {r["mac"]: r for r in rows(result)}
     assert by_mac[MAC3]["mirrored_routes"] == ["10.50.0.0/16 via 10.0.2.5 dev eth2"]
     assert by_mac[MAC3]["in_sync"] is True and by_mac[MAC2]["mirrored_routes"] == []
+
+
+def _route_msg(attrs: list, **header: Any) -> bytes:
+    msg = NL.rtmsg()
+    for key, value in {"family": socket.AF_INET, "table": 254, "proto": 4, "type": 1}.items():
+        msg[key] = header.get(key, value)
+    msg["dst_len"] = header.get("dst_len", 0)
+    msg["attrs"] = attrs
+    msg.encode()
+    return bytes(msg.data)
+
+
+def test_main_table_routes_are_decoded_without_pyroute2() -> None:
+    v4 = _route_msg(
+        [("RTA_TABLE", 254), ("RTA_DST", "10.50.0.0"), ("RTA_OIF", 4), ("RTA_GATEWAY", "10.0.2.5")],
+        dst_len=16,
+    )
+    assert main_route(v4) == (ADMIN, STATIC) == parse_route(v4)
+    assert main_route(v4, {4}) == (ADMIN, STATIC) and main_route(v4, {3}) is None
+    v6 = _route_msg(
+        [("RTA_DST", "2001:db8:50::"), ("RTA_OIF", 4), ("RTA_PRIORITY", 1024)],
+        family=socket.AF_INET6,
+        dst_len=48,
+    )
+    assert main_route(v6) == (Route(6, 254, net("2001:db8:50::/48"), 4), STATIC)
+    metric = _route_msg([("RTA_OIF", 4), ("RTA_PRIORITY", 100)], dst_len=0)
+    assert main_route(metric) == (Route(4, 254, net("0.0.0.0/0"), 4, None, 100), STATIC)
+    assert main_route(_route_msg([("RTA_OIF", 4)], table=10)) is None  # another table
+    assert main_route(_route_msg([("RTA_OIF", 4)], type=6)) is None  # a blackhole
+    assert main_route(_route_msg([("RTA_DST", "10.1.0.0")], dst_len=16)) is None  # no link
+    assert main_route(v4[:20]) is None
