@@ -3,7 +3,8 @@
 Reading: links and addresses are dumped whole; rules and routes are dumped per family and only
 ours are kept (our protocol number, in our priority or table range), because nothing else
 may ever be changed; other rules that select a source are kept apart, read only, for
-capture.py (a rule of someone else's that takes an ENI IP's traffic first).  Whether the
+capture.py (a rule of someone else's that takes an ENI IP's traffic first), and so are
+main-table routes of others through NIC links, for mirror.py.  Whether the
 kernel keeps address protocols is read from the address dump itself (`addr_protocols_kept`),
 never from the kernel's version.
 

@@ -3,7 +3,8 @@
 The kernel module fills these from netlink dumps; tests build them by hand.  Only what the
 planner needs is kept.  Rules and routes are pre-filtered to ours (our protocol number, our
 priority range or table range), because nothing else may ever be changed; other rules that
-select a source are kept apart, read only (`foreign_rules`, for capture.py).  Addresses are
+select a source are kept apart, read only (`foreign_rules`, for capture.py), and so are
+others' main-table routes through NIC links (`main_routes`, for mirror.py).  Addresses are
 kept whole, and `Addr.marked` tells eni-guest's from the others (docs/routing.md, "Marks").
 """
 
