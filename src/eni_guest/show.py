@@ -121,6 +121,20 @@ def render_json(result: Result) -> str:
     )
 
 
+def _below(r: dict) -> list[str]:
+    """The lines below the table for one ENI's row: why it is left alone, what captures its
+    IPs, the main-table routes its table holds a copy of."""
+    out, eni = [], f"{r['eni_id'] or r['mac']} ({r['mac']})"
+    if r["excluded"]:
+        out.append(f"excluded: {eni}: {r['excluded']}")
+    if r["invalid"]:
+        out.append(f"invalid: {eni}: {r['invalid']}")
+    out += [f"captured: {eni}: {why}" for why in r["captured"]]
+    for route in r["mirrored_routes"]:
+        out.append(f"main-table route mirrored into table {r['table']}: {route}")
+    return out
+
+
 def render_text(result: Result) -> str:
     header = ("IFACE", "MAC", "ENI", "DEV", "TABLE", "SYNC", "IPS (-> ELASTIC IP)")
     lines = []
@@ -162,14 +176,7 @@ def render_text(result: Result) -> str:
     for u in result.instance.unsettled:
         out.append(f"not settled: {u.mac}: {u.reason}")
     for r in rows(result):
-        if r["excluded"]:
-            out.append(f"excluded: {r['eni_id'] or r['mac']} ({r['mac']}): {r['excluded']}")
-        if r["invalid"]:
-            out.append(f"invalid: {r['eni_id'] or r['mac']} ({r['mac']}): {r['invalid']}")
-        for why in r["captured"]:
-            out.append(f"captured: {r['eni_id'] or r['mac']} ({r['mac']}): {why}")
-        for route in r["mirrored_routes"]:
-            out.append(f"main-table route mirrored into table {r['table']}: {route}")
+        out += _below(r)
     if result.instance.excluded_ips:
         nets = ", ".join(str(n) for n in result.instance.excluded_ips)
         out.append(f"excluded IPs (exclude_ips): {nets}")

@@ -32,7 +32,7 @@ from eni_guest.config import Config
 from eni_guest.netlink import NL
 from eni_guest.netlink_decode import main_route, parse_route
 from eni_guest.plan import RouteChange, plan
-from eni_guest.show import rows
+from eni_guest.show import render_text, rows
 from eni_guest.state import KernelState, MainRoute, Route
 
 CFG = Config()
@@ -153,6 +153,8 @@ def test_show_lists_the_mirrors_of_each_eni() -> None:
     by_mac = {r["mac"]: r for r in rows(result)}
     assert by_mac[MAC3]["mirrored_routes"] == ["10.50.0.0/16 via 10.0.2.5 dev eth2"]
     assert by_mac[MAC3]["in_sync"] is True and by_mac[MAC2]["mirrored_routes"] == []
+    text = render_text(result)
+    assert "main-table route mirrored into table 10002: 10.50.0.0/16 via 10.0.2.5 dev eth2" in text
 
 
 def _route_msg(attrs: list, **header: Any) -> bytes:
