@@ -66,6 +66,7 @@ class RouteChange:
     ifname: str
     gateway: Optional[IPAddress] = None
     eni: str = ""
+    metric: int = 0  # 0: the kernel's default; a mirror's (mirror.py) is its mark
 
     @property
     def family(self) -> int:
@@ -76,7 +77,8 @@ class RouteChange:
         dst = "default" if self.dst.prefixlen == 0 else str(self.dst)
         via = f" via {self.gateway}" if self.gateway is not None else ""
         scope = " onlink" if self.gateway is not None else " scope link"
-        return f"route {self.op} {dst}{via} dev {self.ifname}{scope} table {self.table}"
+        metric = f" metric {self.metric}" if self.metric else ""
+        return f"route {self.op} {dst}{via} dev {self.ifname}{scope} table {self.table}{metric}"
 
 
 @dataclass(frozen=True)

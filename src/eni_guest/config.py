@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from .errors import ConfigError
+from .route_config import StaticRoute, coerce_routes
 from .syntax import ENI_ID as ENI_ID  # (re-exported: the agent imports these from config)
 from .syntax import MAC as MAC
 from .syntax import NOT_IN_IFNAME, address, eni_ref, network, shown, url_problem
@@ -95,6 +96,7 @@ class Config:
     exclude_ips: tuple[str, ...] = ()  # normalised networks ("10.0.2.50/32")
     # ...and the [[eni]] tables: IPs to add to an ENI, its subnet or gateway to override.
     eni: tuple[EniOverlay, ...] = ()
+    route: tuple[StaticRoute, ...] = ()  # [[route]]: routes via an ENI (route_config.py)
 
     def excluded_eni(self, mac: Optional[str], eni_id: Optional[str]) -> Optional[str]:
         """The `exclude_enis` entry naming this ENI (by MAC or by id), or None."""
@@ -135,8 +137,7 @@ def _tables_fit(base: int, _: Config) -> bool:
 
 
 def _tables_miss_reserved(base: int, _: Config) -> bool:
-    top = base + SLOTS - 1
-    reserved = RESERVED_TABLES
+    top, reserved = base + SLOTS - 1, RESERVED_TABLES
     return base not in reserved and top not in reserved and not base < reserved.start <= top
 
 
@@ -192,10 +193,8 @@ def _coerce_list(key: str, value: Any, source: str) -> tuple[str, ...]:
     """exclude_enis, exclude_interfaces, exclude_ips: checked and normalised, one per entry."""
     out: list[str] = []
     for item in _string_list(key, value, source):
-        if key == "exclude_enis":
-            norm, why = eni_ref(item)
-        elif key == "exclude_ips":
-            norm, why = network(item)
+        if key in ("exclude_enis", "exclude_ips"):
+            norm, why = (eni_ref if key == "exclude_enis" else network)(item)
         else:
             ok = item.strip() != "" and not NOT_IN_IFNAME.search(item)
             norm, why = (item, "") if ok else (None, "not an interface name pattern")
@@ -273,8 +272,8 @@ def _overlay(where: str, table: dict[str, Any]) -> EniOverlay:
 
 def _coerce(key: str, value: Any, source: str) -> Any:
     """Turn a value from TOML or the environment into the field's type, or say what is wrong."""
-    if key == "eni":
-        return _coerce_overlays(value, source)
+    if key in ("eni", "route"):  # tables: [[eni]] here, [[route]] in route_config.py
+        return (_coerce_overlays if key == "eni" else coerce_routes)(value, source)
     want = _TYPES[key]
     if want is tuple:
         return _coerce_list(key, value, source)

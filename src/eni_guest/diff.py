@@ -82,10 +82,12 @@ def unmarked_addrs(d: Desired, state: KernelState, config: Config) -> list[str]:
 
 
 def diff_routes(d: Desired, state: KernelState, protected: Protected, eni_of: EniOf) -> Diff:
-    current = {(r.family, r.table, r.dst): r for r in state.routes}
+    # The kernel tells routes of one table apart by destination and metric: a mirror (metric
+    # mirror.mirror_metric) and a route of the ENI's own at one destination are two routes.
+    current = {(r.family, r.table, r.dst, r.metric): r for r in state.routes}
     adds: list[Change] = []
     for key, c in d.routes.items():
-        cur = current.get(key)
+        cur = current.get((*key, c.metric))
         if cur is None:
             adds.append(c)
         elif (cur.oif, cur.gateway) != (c.oif, c.gateway):
@@ -94,13 +96,14 @@ def diff_routes(d: Desired, state: KernelState, protected: Protected, eni_of: En
     # subnet routes before default routes: the gateway is then reachable the moment it appears
     adds.sort(key=lambda c: c.dst.prefixlen == 0)
     removes: list[Change] = []
-    for key, r in current.items():
-        if key in d.routes or protected.route(r):
+    for (fam, table, dst, metric), r in current.items():
+        want = d.routes.get((fam, table, dst))
+        if (want is not None and want.metric == metric) or protected.route(r):
             continue
         link = state.link(r.oif)
         name = link.name if link else str(r.oif)
         removes.append(
-            RouteChange("del", r.table, r.dst, r.oif, name, r.gateway, eni=eni_of(r.table))
+            RouteChange("del", r.table, r.dst, r.oif, name, r.gateway, eni_of(r.table), r.metric)
         )
     return Diff(adds, removes)
 

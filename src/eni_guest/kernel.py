@@ -3,7 +3,8 @@
 Reading: links and addresses are dumped whole; rules and routes are dumped per family and only
 ours are kept (our protocol number, in our priority or table range), because nothing else
 may ever be changed; other rules that select a source are kept apart, read only, for
-capture.py (a rule of someone else's that takes an ENI IP's traffic first).  Whether the
+capture.py (a rule of someone else's that takes an ENI IP's traffic first), and so are
+main-table routes of others through NIC links, for mirror.py.  Whether the
 kernel keeps address protocols is read from the address dump itself (`addr_protocols_kept`),
 never from the kernel's version.
 
@@ -24,7 +25,7 @@ import socket
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Union
 
-from .changes import Change, RouteChange, RuleChange
+from .changes import MAIN_TABLE, Change, RouteChange, RuleChange
 from .config import SLOTS, Config
 from .errors import KernelError
 from .netlink import (
@@ -38,6 +39,7 @@ from .netlink import (
     RTM_GETROUTE,
     RTM_GETRULE,
     RTM_NEWLINK,
+    RTM_NEWROUTE,
     Netlink,
     fields,
     messages,
@@ -45,6 +47,7 @@ from .netlink import (
 from .netlink_decode import (
     decode_rule,
     foreign_rule_of,
+    main_route,
     parse_addr,
     parse_link,
     parse_route,
@@ -52,8 +55,8 @@ from .netlink_decode import (
     route_protocol,
     rule_of,
 )
-from .netlink_encode import Encoder
-from .state import Addr, ForeignRule, KernelState, Link, Route, Rule, addr_metric
+from .netlink_encode import RTN_UNICAST, Encoder
+from .state import Addr, ForeignRule, KernelState, Link, MainRoute, Route, Rule, addr_metric
 
 _GONE = frozenset({errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV})
 
@@ -134,6 +137,7 @@ class Kernel:
         rules: list[Rule] = []
         foreign: list[ForeignRule] = []
         routes: list[Route] = []
+        main: list[MainRoute] = []
         for af in (socket.AF_INET, socket.AF_INET6):
             for m in self.nl.dump(fields(NL.fibmsg(), family=af), RTM_GETRULE, decode_rule):
                 ours = rule_of(m)
@@ -147,6 +151,11 @@ class Kernel:
             for route, proto in self.nl.dump(req, RTM_GETROUTE, parse_route):
                 if our_route(cfg, route, proto):
                     routes.append(route)
+            for seen in self._main_routes(af, {x.index for x in links if x.could_be_nic}):
+                if seen.proto == cfg.protocol:  # a [[route]] with main = true (static_routes)
+                    routes.append(seen.route)
+                else:
+                    main.append(seen)
         return KernelState(
             links=tuple(links),
             addrs=tuple(addrs),
@@ -154,7 +163,25 @@ class Kernel:
             routes=tuple(routes),
             addr_proto_supported=addr_protocols_kept(addrs, cfg.protocol),
             foreign_rules=tuple(foreign),
+            main_routes=tuple(main),
         )
+
+    def _main_routes(self, af: int, nics: set[int]) -> list[MainRoute]:
+        """Unicast routes in `main` through a link that may be an ENI: others', for the
+        mirrors (mirror.py), and ours (protocol 229: `[[route]]` entries, static_routes.py).
+
+        One dump per family that the kernel limits to table main and unicast routes (strict
+        dump checking; an older kernel sends more, which `main_route` drops).  Decoded with
+        struct (`main_route`), so a main table full of routes through other links (a BGP
+        feed on a tunnel, Docker bridges) costs a scan of each message, not a decode.
+        """
+
+        def parse(data: bytes) -> Optional[MainRoute]:
+            seen = main_route(data, nics)
+            return None if seen is None else MainRoute(*seen)
+
+        req = fields(NL.rtmsg(), family=af, table=MAIN_TABLE, type=RTN_UNICAST)
+        return self.nl.dump(req, RTM_GETROUTE, parse)
 
     def read_links(self) -> list[Link]:
         """Every link of this namespace (the watch daemon's starting point)."""
@@ -231,7 +258,16 @@ class Gone:
     proto: Optional[int]
 
 
-Event = Union[tuple[bool, Link], Gone]
+@dataclass(frozen=True)
+class MainRouteEvent:
+    """Someone else's main-table unicast route through a link appeared, changed or went
+    (mirror.py copies those through an ENI into its table): the watch daemon reconciles."""
+
+    route: Route
+    present: bool
+
+
+Event = Union[tuple[bool, Link], Gone, MainRouteEvent]
 
 
 class LinkMonitor:
@@ -243,7 +279,9 @@ class LinkMonitor:
     import cost.  Non-blocking, so the daemon can wait on it together with its signal pipe.
     Only deletions are decoded, and a route's only when it carries `protocol` (read from the
     header before anything is decoded): a busy host's route churn (containers, IPv6 router
-    advertisements) then costs a byte compare per message.
+    advertisements) then costs a byte compare per message.  The one addition decoded is a
+    main-table unicast route of someone else's with a single link (MainRouteEvent, for the
+    mirrors; decoded with struct), and the daemon acts only when its link is an ENI's.
     """
 
     def __init__(self, *, objects: bool = False, protocol: Optional[int] = None) -> None:
@@ -292,7 +330,10 @@ class LinkMonitor:
         if kind == RTM_DELRULE:
             rule = parse_rule(data)
             return None if rule is None else Gone(*rule)
+        main = main_route(data) if kind in (RTM_NEWROUTE, RTM_DELROUTE) else None
+        if main is not None and main[1] != self.protocol:
+            return MainRouteEvent(main[0], kind == RTM_NEWROUTE)
         if kind == RTM_DELROUTE and self.protocol in (None, route_protocol(data)):
             route, proto = parse_route(data)
             return Gone(route, proto)
-        return None  # additions: only what disappears needs an answer
+        return None  # other additions: only what disappears needs an answer

@@ -9,8 +9,9 @@ planner can tell ours (`state.Addr.marked`).
 from __future__ import annotations
 
 import socket
+import struct
 from ipaddress import ip_address, ip_network
-from typing import Any, Optional
+from typing import Any, Container, Optional
 
 from .netlink import IFF_UP, NL, NLMSGHDR_LEN
 from .state import Addr, ForeignRule, Link, Route, Rule
@@ -138,20 +139,73 @@ def foreign_rule_of(m: Any) -> Optional[ForeignRule]:
     )
 
 
+IP6_DEFAULT_METRIC = 1024  # what the kernel gives an IPv6 route added without a metric
+
+
 def parse_route(data: bytes) -> Optional[tuple[Route, int]]:
-    """(route, its protocol)."""
+    """(route, its protocol).  The kernel's default metric is read as 0 (state.Route)."""
     m = _decode(NL.rtmsg, data)
     fam = FAMILY.get(m["family"], 0)
     dst = m.get_attr("RTA_DST") or ("0.0.0.0" if fam == 4 else "::")
     gw = m.get_attr("RTA_GATEWAY")
+    metric = m.get_attr("RTA_PRIORITY") or 0
     route = Route(
         family=fam,
         table=m.get_attr("RTA_TABLE") or m["table"],
         dst=ip_network(f"{dst}/{m['dst_len']}"),
         oif=m.get_attr("RTA_OIF") or 0,
         gateway=ip_address(gw) if gw else None,
+        metric=0 if fam == 6 and metric == IP6_DEFAULT_METRIC else metric,
     )
     return route, m["proto"]
+
+
+RT_TABLE_MAIN, RTN_UNICAST = 254, 1
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_MULTIPATH = 1, 4, 5, 6, 9
+_ADDR_LEN = {4: 4, 6: 16}
+
+
+def main_route(data: bytes, links: Optional[Container[int]] = None) -> Optional[tuple[Route, int]]:
+    """(route, protocol) of a main-table unicast route through one link (one of `links`, if
+    given), else None (another table or type, a multipath route).  Decoded with struct, not
+    pyroute2 (~15 us against ~0.5 ms a route): every main-table route passes here, in the
+    kernel read and in the watch daemon's route events (mirror.py), and a busy main table
+    must cost no more than a scan of its messages.
+    """
+    at = NLMSGHDR_LEN  # rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type
+    if len(data) < at + 12 or data[at + 4] != RT_TABLE_MAIN or data[at + 7] != RTN_UNICAST:
+        return None
+    fam = FAMILY.get(data[at], 0)
+    if not fam:
+        return None
+    values: dict[int, bytes] = {}
+    offset = at + 12
+    while offset + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, offset)
+        if length < 4:
+            break
+        values[kind] = data[offset + 4 : offset + length]
+        offset += (length + 3) & ~3
+    oif = values.get(RTA_OIF, b"")
+    if len(oif) != 4 or RTA_MULTIPATH in values:
+        return None
+    index = struct.unpack("=i", oif)[0]
+    if links is not None and index not in links:
+        return None
+    size = _ADDR_LEN[fam]
+    dst, gw = values.get(RTA_DST, bytes(size)), values.get(RTA_GATEWAY)
+    if len(dst) != size or (gw is not None and len(gw) != size):
+        return None
+    metric = struct.unpack("=I", values[RTA_PRIORITY][:4])[0] if RTA_PRIORITY in values else 0
+    route = Route(
+        family=fam,
+        table=RT_TABLE_MAIN,
+        dst=ip_network((ip_address(dst), data[at + 1]), strict=False),
+        oif=index,
+        gateway=ip_address(gw) if gw is not None else None,
+        metric=0 if fam == 6 and metric == IP6_DEFAULT_METRIC else metric,
+    )
+    return route, data[at + 5]
 
 
 def route_protocol(data: bytes) -> int:

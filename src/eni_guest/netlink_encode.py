@@ -95,6 +95,8 @@ def _route(c: RouteChange, protocol: int) -> Built:
         attrs.append(("RTA_DST", str(c.dst.network_address)))
     if c.gateway is not None:
         attrs.append(("RTA_GATEWAY", str(c.gateway)))
+    if c.metric:
+        attrs.append(("RTA_PRIORITY", c.metric))
     msg["attrs"] = attrs
     if c.op == "replace":  # only ever a route of ours (the planner saw it)
         return msg, RTM_NEWROUTE, REQUEST | NLM_F_CREATE | NLM_F_REPLACE

@@ -48,10 +48,12 @@ from .changes import (
 from .config import Config
 from .desired import DEFAULT4, DEFAULT6, Desired, host, priority_of, table_of, want_eni
 from .diff import diff_addrs, diff_links, diff_routes, diff_rules, unmarked_addrs
+from .mirror import Mirror, want_mirrors
 from .model import Eni, Excluded, Instance
 from .protect import Protected, Protecting, finish_protection, leave_excluded_alone
 from .scope import EXCLUDED, MANAGED, EniScope, Scope, of_instance
 from .state import KernelState, Link, addr_metric
+from .static_routes import want_static_routes
 
 __all__ = [
     "ALL_ENIS",
@@ -107,6 +109,8 @@ class Plan:
     excluded: tuple[ExcludedPlan, ...] = ()  # ENIs excluded by the configuration
     # Foreign rules taking ENI IPs' traffic before ours (capture.py): reported, never changed
     captures: tuple[Capture, ...] = ()
+    # Main-table routes through an ENI that its table holds a copy of (mirror.py)
+    mirrors: tuple[Mirror, ...] = ()
 
     def in_sync(self, mac: str) -> bool:
         """No change pending for this ENI, nor for what every ENI relies on (the shared rule)."""
@@ -167,6 +171,10 @@ def plan(
     d, p = Desired(), Protecting()
     excluded = [ExcludedPlan(*x) for x in leave_excluded_alone(p, instance, config, scope, notes)]
     eni_plans, matched = _place_enis(instance, config, state, scope, d, p, notes)
+    configured = {ep.link.index: (ep.eni, ep.link, ep.table) for ep in eni_plans if ep.link}
+    configured = {i: configured[i] for i in matched}
+    want_static_routes(d, state, config, configured)  # [[route]] entries
+    mirrors = want_mirrors(d, state, config, configured)
     warning = _primary_left_alone(instance, config, state, eni_plans)
     if warning is not None:
         d.warnings.append(warning)
@@ -197,6 +205,7 @@ def plan(
         tuple(d.warnings),
         tuple(excluded),
         captures(eni_plans, state.foreign_rules),
+        tuple(mirrors),
     )
 
 

@@ -5,7 +5,8 @@ wrong guess would explain everything else being wrong, so the reason is printed,
 What the configuration excludes is shown too, marked as such: an ENI or IP that eni-guest
 leaves alone must not look like one it failed to configure.  And an ENI whose routing is all
 in place but one of whose IPs' traffic someone else's rule takes first (capture.py) is not
-"in sync": SYNC says "captured", and a line below names the rule.
+"in sync": SYNC says "captured", and a line below names the rule.  A main-table route through
+an ENI that its table holds a copy of (mirror.py) has a line of its own too.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def rows(result: Result) -> list[dict]:
                 if managed
                 else None,
                 "captured": captured,
+                # main-table routes through this ENI that its table holds a copy of (mirror.py)
+                "mirrored_routes": [m.describe() for m in result.plan.mirrors if m.mac == eni.mac],
                 "excluded": ep.excluded,
                 "invalid": None,
             }
@@ -81,6 +84,7 @@ def _excluded_row(xp: ExcludedPlan, result: Result) -> dict:
         "priority": None,
         "in_sync": None,
         "captured": [],
+        "mirrored_routes": [],
         # a refused ENI is not excluded: its metadata is wrong, and it is left as it is
         "excluded": None if xp.invalid else x.reason,
         "invalid": x.reason if xp.invalid else None,
@@ -115,6 +119,20 @@ def render_json(result: Result) -> str:
         },
         indent=2,
     )
+
+
+def _below(r: dict) -> list[str]:
+    """The lines below the table for one ENI's row: why it is left alone, what captures its
+    IPs, the main-table routes its table holds a copy of."""
+    out, eni = [], f"{r['eni_id'] or r['mac']} ({r['mac']})"
+    if r["excluded"]:
+        out.append(f"excluded: {eni}: {r['excluded']}")
+    if r["invalid"]:
+        out.append(f"invalid: {eni}: {r['invalid']}")
+    out += [f"captured: {eni}: {why}" for why in r["captured"]]
+    for route in r["mirrored_routes"]:
+        out.append(f"main-table route mirrored into table {r['table']}: {route}")
+    return out
 
 
 def render_text(result: Result) -> str:
@@ -158,12 +176,7 @@ def render_text(result: Result) -> str:
     for u in result.instance.unsettled:
         out.append(f"not settled: {u.mac}: {u.reason}")
     for r in rows(result):
-        if r["excluded"]:
-            out.append(f"excluded: {r['eni_id'] or r['mac']} ({r['mac']}): {r['excluded']}")
-        if r["invalid"]:
-            out.append(f"invalid: {r['eni_id'] or r['mac']} ({r['mac']}): {r['invalid']}")
-        for why in r["captured"]:
-            out.append(f"captured: {r['eni_id'] or r['mac']} ({r['mac']}): {why}")
+        out += _below(r)
     if result.instance.excluded_ips:
         nets = ", ".join(str(n) for n in result.instance.excluded_ips)
         out.append(f"excluded IPs (exclude_ips): {nets}")

@@ -36,6 +36,7 @@ from typing import Any, Callable, Optional
 from . import hotplug, restore, settle
 from .config import Config
 from .errors import ConfigError, EniGuestError, MetadataError
+from .mirror import mirror_metric
 from .model import Instance
 from .state import ForeignRule, Link
 
@@ -139,7 +140,11 @@ class Watcher:
         self.restores += 1
         done = self._reconcile(lambda: self._instance)
         if done is not None and done[1].applied:
-            log.info("restored what was deleted (%.2f s after the first deletion)", took)
+            metric = mirror_metric(self.config.protocol)
+            if all(getattr(c, "metric", 0) == metric for c in done[1].applied):
+                log.info("followed main-table routes through ENIs (%.2f s after the change)", took)
+            else:
+                log.info("restored what was deleted (%.2f s after the first deletion)", took)
 
     def _reconcile(self, instance_of: Callable[[], Optional[Instance]]) -> Optional[tuple]:
         """Under the run lock: get the instance (None: give up), reconcile, remember our own

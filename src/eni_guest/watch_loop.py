@@ -4,9 +4,10 @@ It subscribes to link events and to address, rule and route deletions (kernel.Li
 before the first dump of the links, so a link appearing in between is not missed.  It keeps
 the links that exist (bounded by them, so memory stays flat), passes on a new, renamed or
 readdressed link and the departure of an ENI link, and the deletions of eni-guest's objects
-(restore.collect).  Events the kernel had to drop (a full socket buffer) mean: re-read every
-link and reconcile.  Signals arrive through a pipe, so select() wakes for them: SIGTERM and
-SIGINT stop, SIGHUP reloads the configuration.  It never busy-loops: it sleeps in select().
+and the changes of main-table routes through ENI links (restore.collect, mirror.py).  Events
+the kernel had to drop (a full socket buffer) mean: re-read every link and reconcile.
+Signals arrive through a pipe, so select() wakes for them: SIGTERM and SIGINT stop, SIGHUP
+reloads the configuration.  It never busy-loops: it sleeps in select().
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def _events(
     w: Watcher, monitor: Any, known: dict[int, Link], resync: Callable[[bool], None]
 ) -> None:
     """Read what the kernel queued and pass on what matters."""
-    from .kernel import EventsLost, Gone
+    from .kernel import EventsLost
 
     monitor.protocol = w.config.protocol  # SIGHUP may have changed it
     try:
@@ -129,7 +130,7 @@ def _events(
         w.post(lost=True)
         return
     for event in events:
-        if isinstance(event, Gone):
+        if not isinstance(event, tuple):  # a deletion or a main-table route: restore.collect
             continue
         present, link = event
         if present:

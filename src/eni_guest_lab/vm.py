@@ -35,6 +35,7 @@ from .services import HeldConnection, Services, TcpServer, metadata_stats
 from .shell import SimVMError, child_env, in_ns, run
 from .sim.scenario import METADATA_ADDRESSES
 from .topology.addresses import METADATA_V4
+from .topology.appliance import Appliance
 from .topology.guests import Guest, build_docker, build_guest, configure_primary
 from .topology.namespaces import Namespaces, cleanup_stale, new_prefix
 from .topology.vpc import Vpc, index_enis
@@ -162,6 +163,11 @@ class SimVM:
     def vpc_if_of(self, mac: str) -> str:
         """The vpc-side veth of an ENI (to inspect the cloud side in a test)."""
         return self._vpc.ports[mac.lower()].vpc_if
+
+    def add_appliance(self, mac: str, address: str) -> Appliance:
+        """An inspection appliance at ``address`` (``10.0.2.5/24``) in the subnet of ENI
+        ``mac``, the next hop to ``topology.appliance.FAR_NET`` (see that module)."""
+        return self._vpc.add_appliance(mac.lower(), address)
 
     # ---- lifecycle
 

@@ -117,7 +117,8 @@ def applied(state: KernelState, changes: Iterable[Change], proto: int = PROTO) -
     """The kernel state after `changes`, as the kernel would hold it (adds of what exists fail)."""
     links = {link.index: link for link in state.links}
     addrs = {(a.index, a.ip): a for a in state.addrs}
-    routes = {(r.family, r.table, r.dst): r for r in state.routes}
+    # the kernel tells routes of a table apart by destination and metric
+    routes = {(r.family, r.table, r.dst, r.metric): r for r in state.routes}
     rules = list(state.rules)
     for c in changes:
         if isinstance(c, LinkChange):
@@ -137,13 +138,13 @@ def applied(state: KernelState, changes: Iterable[Change], proto: int = PROTO) -
                 assert key in addrs, f"deletes an address that does not exist: {c.describe()}"
                 del addrs[key]
         elif isinstance(c, RouteChange):
-            key = (c.family, c.table, c.dst)
+            key = (c.family, c.table, c.dst, c.metric)
             if c.op == "add":
                 assert key not in routes, f"adds a route that exists: {c.describe()}"
-                routes[key] = Route(c.family, c.table, c.dst, c.oif, c.gateway)
+                routes[key] = Route(c.family, c.table, c.dst, c.oif, c.gateway, c.metric)
             elif c.op == "replace":
                 assert key in routes, f"replaces a route that is not ours: {c.describe()}"
-                routes[key] = Route(c.family, c.table, c.dst, c.oif, c.gateway)
+                routes[key] = Route(c.family, c.table, c.dst, c.oif, c.gateway, c.metric)
             else:
                 assert key in routes, f"deletes a route that does not exist: {c.describe()}"
                 del routes[key]
