@@ -37,6 +37,7 @@ from .netlink import (
     RTM_GETLINK,
     RTM_GETROUTE,
     RTM_GETRULE,
+    RTM_NEWADDR,
     RTM_NEWLINK,
     Netlink,
     fields,
@@ -231,7 +232,15 @@ class Gone:
     proto: Optional[int]
 
 
-Event = Union[tuple[bool, Link], Gone]
+@dataclass(frozen=True)
+class Added:
+    """An address the kernel added (or updated): decoded only when the monitor's
+    `addresses_added` is set, for floating IPs (watch_floating.py)."""
+
+    addr: Addr
+
+
+Event = Union[tuple[bool, Link], Gone, Added]
 
 
 class LinkMonitor:
@@ -249,6 +258,7 @@ class LinkMonitor:
     def __init__(self, *, objects: bool = False, protocol: Optional[int] = None) -> None:
         groups = (RTNLGRP_LINK,) + (OBJECT_GROUPS if objects else ())
         self.protocol = protocol
+        self.addresses_added = False  # decode RTM_NEWADDR too (floating IPs)
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.bind((0, sum(1 << (g - 1) for g in groups)))
@@ -289,10 +299,13 @@ class LinkMonitor:
         if kind == RTM_DELADDR:
             addr = parse_addr(data)
             return None if addr is None else Gone(addr, addr.proto)
+        if kind == RTM_NEWADDR and self.addresses_added:
+            addr = parse_addr(data)
+            return None if addr is None else Added(addr)
         if kind == RTM_DELRULE:
             rule = parse_rule(data)
             return None if rule is None else Gone(*rule)
         if kind == RTM_DELROUTE and self.protocol in (None, route_protocol(data)):
             route, proto = parse_route(data)
             return Gone(route, proto)
-        return None  # additions: only what disappears needs an answer
+        return None  # other additions: only what disappears needs an answer

@@ -60,6 +60,7 @@ class _Inbox:
     reconcile: bool = False
     gone: dict[tuple, int] = field(default_factory=dict)  # ours deleted: key -> its ifindex
     lost: bool = False  # events were dropped: deletions may have been among them
+    floating: Optional[float] = None  # when a floating address came or went (floating.py)
 
 
 class Watcher:
@@ -88,6 +89,7 @@ class Watcher:
         self._detected: Optional[tuple[Config, Config]] = None
         self._restore = restore.Schedule(clock)
         self._instance: Optional[Instance] = None  # the last complete metadata read
+        self._floating_at: Optional[float] = None  # a floating address came or went then
         self.cycles = 0
         self.restores = 0
 
@@ -140,6 +142,18 @@ class Watcher:
         done = self._reconcile(lambda: self._instance)
         if done is not None and done[1].applied:
             log.info("restored what was deleted (%.2f s after the first deletion)", took)
+
+    def _floating_now(self) -> None:
+        """A floating address came or went: its rule follows at once, from the last complete
+        metadata read (floating.py); before the first one, a full reconcile."""
+        at, self._floating_at = self._floating_at, None
+        if self._instance is None:
+            self._next_full = self._clock()
+            return
+        done = self._reconcile(lambda: self._instance)
+        if done is not None and done[1].applied and at is not None:
+            took = (time.monotonic() - at) * 1000
+            log.info("floating IPs followed (%.0f ms after the address event)", took)
 
     def _reconcile(self, instance_of: Callable[[], Optional[Instance]]) -> Optional[tuple]:
         """Under the run lock: get the instance (None: give up), reconcile, remember our own
@@ -232,6 +246,8 @@ class Watcher:
             self._restore.deleted(box.gone.items(), box.left)
         if box.lost:
             self._restore.soon()
+        if box.floating is not None and self._floating_at is None:
+            self._floating_at = box.floating
 
     def _due(self) -> float:
         due = min(self._next_full, self._poll_at) if self._waiting else self._next_full
@@ -254,6 +270,8 @@ class Watcher:
                 now = self._clock()
                 if now >= self._next_full:
                     self.cycle()
+                elif self._floating_at is not None:
+                    self._floating_now()
                 elif self._restore.take():
                     self._restore_now()
                 elif self._waiting and now >= self._poll_at:
@@ -264,7 +282,9 @@ class Watcher:
 
     def _has_mail(self) -> bool:
         b = self._inbox
-        return bool(b.appeared or b.left or b.unplug or b.reconcile or b.gone or b.lost)
+        return bool(b.appeared or b.left or b.unplug or b.reconcile or b.gone or b.lost) or (
+            b.floating is not None
+        )
 
     # ------------------------------------------------------------ the main thread
 
@@ -275,6 +295,7 @@ class Watcher:
         reconcile: bool = False,
         gone: Optional[dict[tuple, int]] = None,
         lost: bool = False,
+        floating: Optional[float] = None,
     ) -> None:
         """Hand events to the worker."""
         with self._cond:
@@ -289,6 +310,8 @@ class Watcher:
             box.reconcile |= reconcile
             box.gone.update(gone or {})
             box.lost |= lost
+            if floating is not None and box.floating is None:
+                box.floating = floating
             self._cond.notify()
 
     def stop(self) -> None:

@@ -3,10 +3,11 @@
 It subscribes to link events and to address, rule and route deletions (kernel.LinkMonitor)
 before the first dump of the links, so a link appearing in between is not missed.  It keeps
 the links that exist (bounded by them, so memory stays flat), passes on a new, renamed or
-readdressed link and the departure of an ENI link, and the deletions of eni-guest's objects
-(restore.collect).  Events the kernel had to drop (a full socket buffer) mean: re-read every
-link and reconcile.  Signals arrive through a pipe, so select() wakes for them: SIGTERM and
-SIGINT stop, SIGHUP reloads the configuration.  It never busy-loops: it sleeps in select().
+readdressed link and the departure of an ENI link, the deletions of eni-guest's objects
+(restore.collect), and floating addresses coming and going (watch_floating.py).  Events the
+kernel had to drop (a full socket buffer) mean: re-read every link and reconcile.  Signals
+arrive through a pipe, so select() wakes for them: SIGTERM and SIGINT stop, SIGHUP reloads
+the configuration.  It never busy-loops: it sleeps in select().
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import restore
+from . import restore, watch_floating
 from .state import Link
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ def run(w: Watcher) -> int:
     previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_signal)
     # Subscribe before the first dump: a link appearing in between is then not missed.
     monitor = LinkMonitor(objects=True, protocol=w.config.protocol)
+    monitor.addresses_added = watch_floating.wanted(w.config)
     known: dict[int, Link] = {}
 
     def resync(startup: bool) -> None:
@@ -118,9 +120,10 @@ def _events(
     w: Watcher, monitor: Any, known: dict[int, Link], resync: Callable[[bool], None]
 ) -> None:
     """Read what the kernel queued and pass on what matters."""
-    from .kernel import EventsLost, Gone
+    from .kernel import Added, EventsLost, Gone
 
     monitor.protocol = w.config.protocol  # SIGHUP may have changed it
+    monitor.addresses_added = watch_floating.wanted(w.config)
     try:
         events = monitor.read_events()
     except EventsLost:
@@ -129,7 +132,7 @@ def _events(
         w.post(lost=True)
         return
     for event in events:
-        if isinstance(event, Gone):
+        if isinstance(event, (Gone, Added)):
             continue
         present, link = event
         if present:
@@ -139,3 +142,6 @@ def _events(
     gone = restore.collect(events, w.config, known)  # after the links: who left is known
     if gone:
         w.post(gone=gone)
+    at = watch_floating.came_or_went(events, w.config, known)
+    if at is not None:
+        w.post(floating=at)
