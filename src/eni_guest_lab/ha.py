@@ -459,9 +459,6 @@ class HaBed:
             self.a.responders.append(Responder(self.a.guest.ns, MOVING_IP, "A"))
             self.b.responders.append(Responder(self.b.guest.ns, MOVING_IP, "B"))
             self._wait(lambda: client.first_from("A", 0), 5, "A answers on the moving ENI")
-            # B's daemon judges a link that appears during a metadata read by that read: give
-            # it a quiet moment after the set-up (see the report of the HA work)
-            time.sleep(1.0)
             killed = time.time()
             self.a.responders.pop().close()
             self.api.call("detach-eni", {"eni": MOVING_MAC})

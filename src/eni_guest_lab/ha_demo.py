@@ -68,7 +68,6 @@ def _demo(bed: HaBed, echo: Callable[[str], None]) -> int:
     echo(_holds(bed, "A"))
     echo(_holds(bed, "B"))
     echo(f"\nmoving the ENI of {MOVING_IP} from A to B (cloud API detach, attach):")
-    time.sleep(1.0)
     m = bed.move_eni()
     for line in m.lines()[:1] + m.lines()[4:]:
         echo(line)

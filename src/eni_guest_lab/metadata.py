@@ -15,9 +15,8 @@ from __future__ import annotations
 import copy
 import json
 import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .shell import SimVMError
 from .sim.render import render_static
@@ -58,8 +57,9 @@ class Metadata:
         self._dhcp = dhcp
         self._mtime_ns: Optional[int] = None
         self._guest_mtimes: dict[str, int] = {}
-        # While `deferred()` holds the writes: which VMs' files are due (None: the SimVM's).
-        self._held: Optional[dict[Optional[str], Optional[Guest]]] = None
+        # What the files say of a scenario (None: just what it holds): the cloud API
+        # shows IP moves in metadata only after its lag (sim/cloudapi.py).
+        self.view: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None
 
     @property
     def provider(self) -> str:
@@ -105,39 +105,24 @@ class Metadata:
 
     # ---- writing
 
-    @contextmanager
-    def deferred(self) -> Iterator[list[tuple[Optional[Guest], str]]]:
-        """Collect the writes of the block instead of doing them: the list it yields is
-        filled, at the end of the block, with (guest or None for the SimVM's, file text) to
-        write later with :meth:`put` (the cloud API's metadata lag, sim/cloudapi.py)."""
-        self._held = {}
-        out: list[tuple[Optional[Guest], str]] = []
-        try:
-            yield out
-        finally:
-            held, self._held = self._held, None
-            for g in held.values():
-                out.append((g, self._text(g)))
-
     def _text(self, g: Optional[Guest]) -> str:
         scn = self.scenario if g is None else g.scenario
+        if self.view is not None:  # the cloud API's metadata lag (sim/cloudapi.py)
+            scn = self.view(scn)
         return json.dumps(scn, indent=2, sort_keys=True)
 
-    def put(self, g: Optional[Guest], text: str) -> None:
-        """Write a file text :meth:`deferred` collected."""
-        if g is None:
-            self._write_main(text)
-            return
-        self._write_guest(g, text)
+    def rewrite(self) -> None:
+        """Write every VM's file again (the cloud API's lag for an IP move ended)."""
+        self._write_main()
+        for g in self.guests:
+            if g.scenario is not None:
+                self.write(g)
 
     def write(self, g: Optional[Guest] = None) -> None:
         """Write the file of ``g``'s metadata (default, or a guest without its own: the
         SimVM's); the simulator serving it notices the new mtime."""
         if g is None or g.scenario is None:
             self._write_main()
-            return
-        if self._held is not None:
-            self._held[g.name] = g
             return
         self._write_guest(g, self._text(g))
 
@@ -151,7 +136,7 @@ class Metadata:
         os.utime(path, ns=(mtime, mtime))
         self._guest_mtimes[g.name] = mtime
 
-    def _write_main(self, text: Optional[str] = None) -> None:
+    def _write_main(self) -> None:
         """Replace the scenario file atomically and make sure its mtime changes.
 
         The simulator reloads on an mtime change; two writes within the filesystem's timestamp
@@ -159,12 +144,9 @@ class Metadata:
         """
         if self.workdir is None:
             return
-        if text is None and self._held is not None:
-            self._held[None] = None
-            return
         path = self.scenario_path
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self._text(None) if text is None else text)
+        tmp.write_text(self._text(None))
         os.replace(tmp, path)
         mtime = os.stat(path).st_mtime_ns
         if self._mtime_ns is not None and mtime <= self._mtime_ns:

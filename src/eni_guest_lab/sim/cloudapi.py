@@ -29,11 +29,12 @@ CLOUD_API_PORT: every VM reaches it through its primary ENI, as it reaches metad
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
-import queue
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -67,8 +68,12 @@ class CloudApi:
         self.port = port
         self.url = f"http://{METADATA_V4}:{port}"
         self.calls: list[dict[str, Any]] = []  # every call: what, when routed, when in metadata
-        self._lock = threading.Lock()
-        self._writes: queue.Queue = queue.Queue()
+        self._lock = threading.RLock()
+        # IP moves metadata does not show yet: (due, key, ip, new owner, old owners)
+        self._pending: list[_Move] = []
+        self._wake = threading.Condition(self._lock)
+        self._closed = False
+        vm._md.view = self._lagging
         sock = tcp_listener(vm.vpc_ns, METADATA_V4, port)
         self._server = ThreadingHTTPServer((METADATA_V4, port), _handler(self), False)
         self._server.socket.close()
@@ -83,7 +88,11 @@ class CloudApi:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-        self._writes.put(None)
+        with self._lock:
+            self._closed = True
+            self._pending.clear()
+            self.vm._md.view = None
+            self._wake.notify()
 
     # ---- the operations (also callable directly from Python)
 
@@ -99,32 +108,42 @@ class CloudApi:
         if op not in ops:
             raise ApiError(404, f"no operation {op!r} (known: {', '.join(ops)})")
         with self._lock:
-            if op in ("attach-eni", "detach-eni"):
-                texts: list = []
-                out = ops[op](args)  # metadata at once (attach: unsettled for the lag)
-            else:
-                with self.vm._md.deferred() as texts:
-                    out = ops[op](args)
+            out = ops[op](args)
             routed = time.time()
-            if texts:
-                self._writes.put((time.monotonic() + self.lag, texts))
             if op != "enis":
                 record = {"op": op, "args": dict(args), "routed_at": routed}
-                record["metadata_at"] = routed + (self.lag if op != "detach-eni" else 0.0)
+                lag = self.lag if op != "detach-eni" else 0.0
+                record["metadata_at"] = routed + lag
                 self.calls.append(record)
                 out = {**out, "routed_at": routed, "metadata_at": record["metadata_at"]}
         return {"ok": True, **out}
 
+    def _lagging(self, scn: dict[str, Any]) -> dict[str, Any]:
+        """What metadata shows of a scenario: the IP moves of the last `lag` seconds undone."""
+        moves = [m for m in self._pending if m.due > time.monotonic()]
+        if not moves:
+            return scn
+        scn = copy.deepcopy(scn)
+        for m in moves:
+            for e in scn["enis"]:
+                if e["mac"] == m.new:
+                    e[m.key] = [x for x in _ips(e, m.key) if x != m.ip]
+                elif e["mac"] in m.old and m.ip not in _ips(e, m.key):
+                    e[m.key] = _ips(e, m.key) + [m.ip]
+        return scn
+
     def _write_later(self) -> None:
-        while True:
-            item = self._writes.get()
-            if item is None:
-                return
-            due, texts = item
-            time.sleep(max(0.0, due - time.monotonic()))
-            with self._lock:
-                for g, text in texts:
-                    self.vm._md.put(g, text)
+        """Rewrite the metadata files whenever an IP move's lag ends."""
+        with self._lock:
+            while not self._closed:
+                now = time.monotonic()
+                due = [m for m in self._pending if m.due <= now]
+                if due:
+                    self._pending = [m for m in self._pending if m.due > now]
+                    self.vm._md.rewrite()
+                    continue
+                left = min((m.due for m in self._pending), default=now + 3600) - now
+                self._wake.wait(left)
 
     def _mac(self, args: dict[str, Any]) -> str:
         ref = str(args.get("eni", "")).strip().lower()
@@ -166,7 +185,7 @@ class CloudApi:
         for e in self._records(mac):
             if ip not in _ips(e, key):
                 e[key] = _ips(e, key) + [ip]
-        self._changed()
+        self._changed(_Move(time.monotonic() + self.lag, key, ip, mac, frozenset(owners)))
         return {"eni": mac, "ip": ip, "moved_from": sorted(owners)}
 
     def _unassign(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +195,7 @@ class CloudApi:
             if _ips(e, key)[:1] == [ip] and key == "local-ipv4s":
                 raise ApiError(409, f"{ip} is the primary IP of {mac}")
             e[key] = [x for x in _ips(e, key) if x != ip]
-        self._changed()
+        self._changed(_Move(time.monotonic() + self.lag, key, ip, "", frozenset({mac})))
         return {"eni": mac, "ip": ip}
 
     def _detach(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -234,12 +253,24 @@ class CloudApi:
             )
         return out
 
-    def _changed(self) -> None:
-        """The VPC routes the new owners at once (the metadata files wait: deferred)."""
-        self.vm._md.write()
-        for g in self.vm.guests:
-            self.vm._md.write(g)
+    def _changed(self, move: _Move) -> None:
+        """The VPC routes the new owner at once; metadata shows the move after the lag."""
+        self._pending.append(move)
+        self._wake.notify()
+        self.vm._md.rewrite()  # unchanged to a reader until the lag ends (`_lagging`)
         self.vm._sync()
+
+
+@dataclass(frozen=True)
+class _Move:
+    """An IP assigned to `new` ("" when only unassigned), taken from `old`; metadata shows it
+    from `due` (time.monotonic) on."""
+
+    due: float
+    key: str  # "local-ipv4s" or "ipv6s"
+    ip: str
+    new: str
+    old: frozenset[str]
 
 
 def _ips(e: dict[str, Any], key: str) -> list[str]:
