@@ -89,20 +89,23 @@ class Responder:
 
     def __init__(self, ns: str, ip: str, name: str) -> None:
         self.sock = nssocket.udp(ns, ip, PORT, freebind=True)
+        self.sock.settimeout(0.05)  # so close() is noticed: a blocked recv would keep the port
         self.name = name.encode()
+        self._stop = threading.Event()
         self._t = threading.Thread(target=self._serve, daemon=True)
         self._t.start()
 
     def _serve(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 data, peer = self.sock.recvfrom(64)
                 self.sock.sendto(data + b" " + self.name, peer)
-            except OSError:  # closed (the VM died), or the reply had no route yet
-                if self.sock.fileno() < 0:
-                    return
+            except OSError:  # a timeout, or the reply had no route yet
+                continue
 
     def close(self) -> None:
+        self._stop.set()
+        self._t.join(2)
         self.sock.close()
 
 
@@ -179,10 +182,11 @@ NOTIFY = """#!/bin/sh
 # keepalived: notify.sh INSTANCE VI_1 STATE PRIORITY.  On MASTER: take the VIP in the cloud.
 log={log}
 echo "$3 $(date +%s.%N)" >>"$log"
-[ "$3" = MASTER ] || exit 0
-curl -s -m 3 -X POST "{api}/assign-private-ip?eni={eni}&ip={vip}&allow_reassignment=1" \\
-    >>"$log" 2>&1
-echo "ASSIGNED $(date +%s.%N)" >>"$log"
+if [ "$3" = MASTER ]; then
+    curl -s -m 3 -X POST "{api}/assign-private-ip?eni={eni}&ip={vip}&allow_reassignment=1" \\
+        >>"$log" 2>&1
+    echo "ASSIGNED $(date +%s.%N)" >>"$log"
+fi
 {apply}
 """
 
@@ -236,6 +240,7 @@ class Timeline:
         "cloud API: VIP assigned to B's ENI (VPC routes it to B)",
         "VRRP detection",
     )
+    names: tuple[str, str] = ("A", "B")  # the VM that died, the one that took over
 
     @property
     def outage(self) -> Optional[float]:
@@ -260,11 +265,11 @@ class Timeline:
             return "-" if x is None else f"{x * 1000:.0f} ms"
 
         return [
-            f"  {at(self.last_a)}  last answer from A",
+            f"  {at(self.last_a)}  last answer from {self.names[0]}",
             f"  {at(self.killed)}  {self.labels[0]}",
             f"  {at(self.master)}  {self.labels[1]}",
             f"  {at(self.assigned)}  {self.labels[2]}",
-            f"  {at(self.first_b)}  first answer from B",
+            f"  {at(self.first_b)}  first answer from {self.names[1]}",
             f"  outage {ms(self.outage)} = {self.labels[3]} {ms(self.detection)}"
             f" + guest side {ms(self.guest_side)}",
         ]
@@ -348,9 +353,10 @@ class HaBed:
         if self.guest_side == "apply":
             cmd, env = self.vm.agent_command("apply", guest=n.guest, env=self.env())
             exports = " ".join(f"{k}='{v}'" for k, v in sorted(env.items()) if k != "PWD")
+            # on every transition: the rule follows the VIP keepalived just added or removed
             apply = (
                 f'env -i {exports} {" ".join(cmd)} >>"$log" 2>&1\n'
-                'echo "APPLIED $(date +%s.%N)" >>"$log"'
+                'echo "APPLIED-$3 $(date +%s.%N)" >>"$log"'
             )
         eni = self.vm.eni(n.eni_mac)["interface-id"]
         path = n.dir / f"notify-{n.name}.sh"
@@ -417,28 +423,59 @@ class HaBed:
 
     # ---- what is measured
 
-    def fail_over(self, timeout: float = 10.0) -> Timeline:
-        """Kill the master A; wait for B to answer; the timeline."""
-        assert self.client is not None
+    def fail_over(self, dead: Optional[Node] = None, timeout: float = 10.0) -> Timeline:
+        """Kill the master (A unless `dead` says otherwise); wait for the other VM to answer
+        from the VIP; the timeline."""
+        client = self.client
+        assert client is not None
+        dead = dead or self.a
+        heir = self.b if dead is self.a else self.a
         killed = time.time()
-        self.kill(self.a)
-        first = self._wait(lambda: self.client.first_from("B", killed), timeout, "B answers")
-        self._wait(lambda: self.b.notified("ASSIGNED", killed), 5, "B's assign")
+        self.kill(dead)
+        first = self._wait(lambda: client.first_from(heir.name, killed), timeout, "answer")
+        self._wait(lambda: heir.notified("ASSIGNED", killed), 5, f"{heir.name}'s assign")
         routed = [c["routed_at"] for c in self.api.calls if c["routed_at"] >= killed]
+        labels = (
+            f"{dead.name} killed (keepalived SIGKILL, its service gone)",
+            f"{heir.name}'s keepalived: MASTER (notify script runs)",
+            f"cloud API: VIP assigned to {heir.name}'s ENI (VPC routes it there)",
+            "VRRP detection",
+        )
         return Timeline(
             killed,
-            self.client.last_from("A", killed),
-            self.b.notified("MASTER", killed),
+            client.last_from(dead.name, killed),
+            heir.notified("MASTER", killed),
             routed[0] if routed else None,
             first,
+            labels,
+            (dead.name, heir.name),
         )
 
-    def come_back(self, timeout: float = 10.0) -> None:
-        """A is started again (its service, then keepalived) and must become backup."""
-        self.a.responders.append(Responder(self.a.guest.ns, VIP, "A"))
+    def come_back(
+        self, node: Optional[Node] = None, timeout: float = 10.0, guest_side: str = ""
+    ) -> None:
+        """A (or `node`) is started again (its service, then keepalived) and must become
+        backup.  guest_side="apply": from now on its notify script runs `eni-guest apply` and
+        its watch daemon is stopped."""
+        n = node or self.a
+        if guest_side == "apply":
+            self.guest_side = "apply"
+            self._stop_daemon(n)
+        n.responders.append(Responder(n.guest.ns, VIP, n.name))
         since = time.time()
-        self.start_keepalived(self.a)
-        self._wait(lambda: self.a.notified("BACKUP", since), timeout, "A back as backup")
+        self.start_keepalived(n)
+        self._wait(lambda: n.notified("BACKUP", since), timeout, f"{n.name} back as backup")
+
+    @staticmethod
+    def _stop_daemon(n: Node) -> None:
+        if n.daemon is not None and n.daemon.poll() is None:
+            n.daemon.terminate()
+            try:
+                n.daemon.wait(3)
+            except subprocess.TimeoutExpired:
+                n.daemon.kill()
+                n.daemon.wait()
+        n.daemon = None
 
     def holds_vip(self, n: Node) -> dict[str, bool]:
         """Whether a VM has the VIP as an address, and a rule from it."""
@@ -489,13 +526,7 @@ class HaBed:
             self.client.close()
         for n in self.nodes:
             self.kill(n)
-            if n.daemon is not None and n.daemon.poll() is None:
-                n.daemon.terminate()
-                try:
-                    n.daemon.wait(3)
-                except subprocess.TimeoutExpired:
-                    n.daemon.kill()
-                    n.daemon.wait()
+            self._stop_daemon(n)
         self.vm.close()
 
 

@@ -6,7 +6,8 @@ with a secondary ENI in 10.0.2.0/24 and eni-guest's watch daemon (floating_ips =
 a client on the far host sending a UDP request to the VIP every 10 ms, a responder in each VM.
 Every answer crossed the VPC's source check.  The tests run in order on that one set-up: the
 cloud API, a floating address's rule (timed), `eni-guest apply` racing the daemon, the
-failover (timed) and A's return as backup, then a whole ENI moving from A to B.
+failover (timed) and A's return as backup, a whole ENI moving from A to B, and the failback
+with `eni-guest apply` in the notify script instead of the daemon.
 """
 
 from __future__ import annotations
@@ -151,3 +152,19 @@ def test_a_whole_eni_moves_from_a_to_b(bed: HaBed) -> None:
     srcs = {r.get("src") for r in bed.vm.guest_rules(4)}
     assert MOVING_IP not in srcs  # A keeps nothing of it
     assert MOVING_IP in {r.get("src") for r in bed.vm.guest_rules(4, guest=bed.b.guest)}
+
+
+def test_failback_with_apply_in_the_notify_script(bed: HaBed) -> None:
+    """A, back as backup, now without its watch daemon: its notify script runs `eni-guest
+    apply` after the cloud call.  B dies; A takes the VIP back and answers through the VPC."""
+    bed.kill(bed.a)
+    since = time.time()
+    bed.come_back(guest_side="apply")
+    wait_for("apply as backup", lambda: bed.a.notified("APPLIED-BACKUP", since), 10)
+    assert bed.holds_vip(bed.a) == {"address": False, "rule": False}
+    t = bed.fail_over(dead=bed.b)
+    print("\nfailback, eni-guest apply in A's notify script:\n" + "\n".join(t.lines()))
+    wait_for("apply as master", lambda: bed.a.notified("APPLIED-MASTER", t.killed), 10)
+    assert "Traceback" not in bed.a.notify_log.read_text()
+    assert bed.holds_vip(bed.a) == {"address": True, "rule": True}
+    assert t.guest_side is not None
