@@ -12,7 +12,7 @@ The networks of the `floating_ips` setting say which addresses are such VIPs.  F
 * an address inside them on a configured ENI's link, inside that ENI's subnet, gets the ENI's
   per-IP rule (priority_base + 1 + slot, the ENI's table) while it is there, whether metadata
   lists it or not, and loses it when it goes.  The watch daemon follows address events and
-  reconciles at once (watch_addr.py), `eni-guest apply` finds it in the kernel;
+  reconciles at once (watch_floating.py); `eni-guest apply` finds it in the kernel;
 * the address itself is never added and never removed by eni-guest, whether metadata lists it
   or not, marked or not: keepalived decides where it is.  A VIP that metadata still lists on
   the old master (metadata lags) is not put back there.

@@ -2,7 +2,8 @@
 
 One set-up for the module (eni_guest_lab/ha.py, about 4 s): VM A and VM B in one VPC, each
 with a secondary ENI in 10.0.2.0/24 and eni-guest's watch daemon (floating_ips = the VIP and
-10.0.2.101), keepalived on both (unicast VRRP, advert 0.1 s), A master of the VIP 10.0.2.100,
+10.0.2.101), keepalived on both (unicast VRRP, advert 0.2 s: a loaded CI machine must not
+starve a VRRP process into a spurious takeover), A master of the VIP 10.0.2.100,
 a client on the far host sending a UDP request to the VIP every 10 ms, a responder in each VM.
 Every answer crossed the VPC's source check.  The tests run in order on that one set-up: the
 cloud API, a floating address's rule (timed), `eni-guest apply` racing the daemon, the
@@ -33,7 +34,7 @@ LAG = 1.0  # the cloud's metadata lag, seconds
 def bed() -> Iterator[HaBed]:
     if shutil.which("keepalived") is None:
         pytest.fail("keepalived is not installed (tests/run.sh installs the Debian package)")
-    b = HaBed(lag=LAG, floating=(VIP, EXTRA))
+    b = HaBed(lag=LAG, advert=0.2, floating=(VIP, EXTRA))
     yield b
     b.close()
 
