@@ -30,6 +30,7 @@ EXTRA = "10.0.2.101"
 def one_round(advert: float) -> dict[str, float]:
     bed = HaBed(lag=1.0, advert=advert, floating=("10.0.2.100", EXTRA))
     try:
+        bed.daemons_settled()
         rule = bed.address_to_rule(bed.b, EXTRA)
         bed.address_to_rule(bed.b, EXTRA, add=False)
         t = bed.fail_over()

@@ -205,6 +205,7 @@ class Node:
     keepalived: Optional[subprocess.Popen] = None
     responders: list[Responder] = field(default_factory=list)
     daemon: Optional[subprocess.Popen] = None
+    daemon_since: float = 0.0  # time.monotonic() the watch daemon was started
     starts: int = 0  # keepalived starts so far
 
     @property
@@ -341,6 +342,15 @@ class HaBed:
                 start_new_session=True,
             )
         self._wait(lambda: "watching" in self.watch_log(n), 15, f"watch on {n.name}")
+        n.daemon_since = time.monotonic()
+
+    def daemons_settled(self, after: float = 2.0) -> None:
+        """Wait until each watch daemon has run `after` seconds: a daemon starts with a full
+        reconcile (imports and a metadata read, about a second on a loaded machine) and
+        answers address events only after it.  On a VM it has run since boot."""
+        for n in self.nodes:
+            if n.daemon is not None:
+                time.sleep(max(0.0, n.daemon_since + after - time.monotonic()))
 
     def watch_log(self, n: Node) -> str:
         try:

@@ -79,6 +79,7 @@ def test_cloud_api_moves_an_ip_at_once_and_metadata_after_the_lag(bed: HaBed) ->
 def test_floating_address_gets_its_rule_within_100_ms_and_loses_it(bed: HaBed) -> None:
     """EXTRA is routed to B's ENI (the test above); keepalived-style, it is added by hand."""
     b = bed.b
+    bed.daemons_settled()
     responder = Responder(b.guest.ns, EXTRA, "B")
     client = Client(bed.vm, EXTRA)
     try:
