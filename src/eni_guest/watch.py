@@ -152,14 +152,25 @@ class Watcher:
         if self._instance is None:
             self._next_full = self._clock()
             return
-        done = self._reconcile(lambda: self._instance)
+        done = self._reconcile(lambda: self._instance, quiet=self._floating_again)
         if done is not None and done[1].applied and at is not None:
             took = (time.monotonic() - at) * 1000
             log.info("floating IPs followed (%.0f ms after the address event)", took)
 
-    def _reconcile(self, instance_of: Callable[[], Optional[Instance]]) -> Optional[tuple]:
+    def _floating_again(self) -> bool:
+        """A floating address came or went again meanwhile: the next reconcile follows it."""
+        with self._cond:
+            return self._inbox.floating is not None
+
+    def _reconcile(
+        self,
+        instance_of: Callable[[], Optional[Instance]],
+        quiet: Callable[[], bool] = lambda: False,
+    ) -> Optional[tuple]:
         """Under the run lock: get the instance (None: give up), reconcile, remember our own
-        deletions, log new warnings.  (instance, agent.Result), or None when it failed."""
+        deletions, log new warnings.  (instance, agent.Result), or None when it failed (an
+        error is logged, unless `quiet()` says the next reconcile is due anyway: keepalived
+        flapping a VIP while its rule was being checked)."""
         from .agent import reconcile
         from .lock import run_lock
 
@@ -171,7 +182,10 @@ class Watcher:
                     return None
                 result = reconcile(self._effective(), instance=instance, log_warnings=False)
         except EniGuestError as e:  # kernel refused a change, lock held too long
-            log.error("%s", e)
+            if quiet():
+                log.debug("%s (a floating address changed again: following it)", e)
+            else:
+                log.error("%s", e)
             return None
         self._restore.mine(result.applied)
         new = frozenset(result.plan.warnings)
