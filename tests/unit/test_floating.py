@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 from test_plan import (
     BOOT_STATE,
+    C6,
     ETH2,
     PROTO,
     B,
@@ -111,3 +112,19 @@ def test_floating_ips_setting_is_checked() -> None:
                 "ENI_GUEST_EXCLUDE_IPS": "10.0.2.0/24",
             }
         )
+
+
+def test_ipv6_floating_address_gets_its_rule_in_the_enis_ipv6_table() -> None:
+    vip6 = "2600:1f18:1:2::100"
+    cfg = Config(floating_ips=(f"{vip6}/128",))
+    state = converged(vm(P, B, C6), cfg, BOOT_STATE)
+    p = plan(vm(P, B, C6), cfg, with_addrs(state, Addr(ETH2.index, ip(vip6), 128, None)))
+    assert rule_keys(of(p, RuleChange)) == {(10003, 10002, h(vip6), None)}
+    assert not of(p, AddrChange)
+    # the ENI has no IPv6 table without IPv6 IPs: no rule into an empty table
+    p = plan(
+        vm(P, B, C),
+        cfg,
+        with_addrs(converged(vm(P, B, C), cfg, BOOT_STATE), Addr(ETH2.index, ip(vip6), 128, None)),
+    )
+    assert p.changes == ()
