@@ -17,6 +17,8 @@ command -v nft >/dev/null || need_apt+=(nftables)
 command -v ping >/dev/null || need_apt+=(iputils-ping)
 command -v sysctl >/dev/null || need_apt+=(procps)
 command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)  # JD Cloud's VPC DHCP in the e2e tests
+command -v keepalived >/dev/null || need_apt+=(keepalived)  # the failover tests (test_ha.py)
+command -v curl >/dev/null || need_apt+=(curl)  # their notify scripts call the cloud API
 # udevadm test (the udev rule), systemd-analyze verify/security (the units), and the real
 # cloud-init on the distro's Python (the cloud-init module).
 command -v udevadm >/dev/null || need_apt+=(udev)

@@ -244,12 +244,19 @@ def watch(interval: Optional[float], **opts: Any) -> None:
     show_default=True,
     help="Whose metadata format the simulated cloud serves (jdcloud: with DHCP by dnsmasq).",
 )
-def demo(provider: str) -> None:
+@click.option(
+    "--ha",
+    is_flag=True,
+    help="Instead: two VMs with keepalived, the master killed, the failover's timeline.",
+)
+def demo(provider: str, ha: bool) -> None:
     """Build a simulated VM in network namespaces, apply, prove routing with real packets."""
     import importlib
 
     # The demo belongs to the lab (eni_guest_lab), loaded only when asked for: nothing else in
     # the agent imports the lab.
+    if ha:
+        sys.exit(importlib.import_module("eni_guest_lab.ha_demo").run(click.echo))
     run = importlib.import_module("eni_guest_lab.demo").run
     sys.exit(run(click.echo, provider=provider))
 

@@ -94,6 +94,9 @@ class Config:
     exclude_enis: tuple[str, ...] = ()
     exclude_interfaces: tuple[str, ...] = ()
     exclude_ips: tuple[str, ...] = ()  # normalised networks ("10.0.2.50/32")
+    # Floating IPs (floating.py): addresses another program (keepalived) adds and removes on
+    # an ENI's link; eni-guest never adds or removes them, their rules follow their presence.
+    floating_ips: tuple[str, ...] = ()  # normalised networks ("10.0.2.100/32")
     # ...and the [[eni]] tables: IPs to add to an ENI, its subnet or gateway to override.
     eni: tuple[EniOverlay, ...] = ()
     route: tuple[StaticRoute, ...] = ()  # [[route]]: routes via an ENI (route_config.py)
@@ -119,6 +122,15 @@ class Config:
                 raise ConfigError(f"config {key} = {shown(value)}: {why}")
         # Adding an IP and excluding it would be two contradicting orders for one address.
         excluded = [ipaddress.ip_network(n) for n in self.exclude_ips]
+        for text in self.floating_ips:
+            net = ipaddress.ip_network(text)
+            same = [n for n in excluded if n.version == net.version]
+            clash = next((n for n in same if n.overlaps(net)), None)
+            if clash is not None:
+                raise ConfigError(
+                    f"config floating_ips {text!r}: overlaps exclude_ips {str(clash)!r}; an IP "
+                    "is either routed while present or left alone"
+                )
         for overlay in self.eni:
             for key in ("add_ipv4s", "add_ipv6s"):
                 for text in getattr(overlay, key):
@@ -190,11 +202,14 @@ def _string_list(key: str, value: Any, source: str) -> list[str]:
 
 
 def _coerce_list(key: str, value: Any, source: str) -> tuple[str, ...]:
-    """exclude_enis, exclude_interfaces, exclude_ips: checked and normalised, one per entry."""
+    """exclude_enis, exclude_interfaces, exclude_ips, floating_ips: checked and normalised,
+    one per entry."""
     out: list[str] = []
     for item in _string_list(key, value, source):
-        if key in ("exclude_enis", "exclude_ips"):
-            norm, why = (eni_ref if key == "exclude_enis" else network)(item)
+        if key == "exclude_enis":
+            norm, why = eni_ref(item)
+        elif key in ("exclude_ips", "floating_ips"):
+            norm, why = network(item)
         else:
             ok = item.strip() != "" and not NOT_IN_IFNAME.search(item)
             norm, why = (item, "") if ok else (None, "not an interface name pattern")

@@ -38,6 +38,7 @@ from .netlink import (
     RTM_GETLINK,
     RTM_GETROUTE,
     RTM_GETRULE,
+    RTM_NEWADDR,
     RTM_NEWLINK,
     RTM_NEWROUTE,
     Netlink,
@@ -267,7 +268,15 @@ class MainRouteEvent:
     present: bool
 
 
-Event = Union[tuple[bool, Link], Gone, MainRouteEvent]
+@dataclass(frozen=True)
+class Added:
+    """An address the kernel added (or updated): decoded only when the monitor's
+    `addresses_added` is set, for floating IPs (watch_floating.py)."""
+
+    addr: Addr
+
+
+Event = Union[tuple[bool, Link], Gone, MainRouteEvent, Added]
 
 
 class LinkMonitor:
@@ -287,6 +296,7 @@ class LinkMonitor:
     def __init__(self, *, objects: bool = False, protocol: Optional[int] = None) -> None:
         groups = (RTNLGRP_LINK,) + (OBJECT_GROUPS if objects else ())
         self.protocol = protocol
+        self.addresses_added = False  # decode RTM_NEWADDR too (floating IPs)
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.bind((0, sum(1 << (g - 1) for g in groups)))
@@ -327,6 +337,9 @@ class LinkMonitor:
         if kind == RTM_DELADDR:
             addr = parse_addr(data)
             return None if addr is None else Gone(addr, addr.proto)
+        if kind == RTM_NEWADDR and self.addresses_added:
+            addr = parse_addr(data)
+            return None if addr is None else Added(addr)
         if kind == RTM_DELRULE:
             rule = parse_rule(data)
             return None if rule is None else Gone(*rule)

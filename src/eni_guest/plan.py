@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from . import floating
 from .capture import Capture, captures
 from .changes import (
     ALL_ENIS,
@@ -135,6 +136,7 @@ def _place_enis(
     `p`.  Returns the ENIs' places and the links now matched to an ENI."""
     eni_plans = []
     matched: set[int] = set()
+    listed = {ip for e in instance.enis for ip in e.ips}
     for eni in instance.enis:
         s = scope.eni(eni.mac) or EniScope(eni.mac, MANAGED)
         link = state.link(s.link.index) if s.link is not None else None
@@ -149,6 +151,7 @@ def _place_enis(
         if link is not None and why is None:
             matched.add(link.index)
             want_eni(d, eni, link, config)
+            notes += floating.want(d, eni, link, state, config, listed - set(eni.ips))
             continue
         p.ips(eni.ips, eni.prefixes)
         p.tables.add(table_of(eni, config))
@@ -179,7 +182,7 @@ def plan(
     if warning is not None:
         d.warnings.append(warning)
     notes += [f"ENI {u.mac} not configured yet: {u.reason}" for u in instance.unsettled]
-    protected = finish_protection(p, instance, state)
+    protected = finish_protection(p, instance, state, floating.networks(config.floating_ips))
 
     def eni_of(table: int) -> str:
         return next((e.mac for e in instance.enis if table_of(e, config) == table), "")

@@ -16,7 +16,9 @@ Two threads:
   interfaces costs one metadata read per poll, not one per interface, and a slow wait never
   blocks events, the periodic reconcile or a detach.  What someone else deleted is put back
   by a reconcile with the last complete metadata read, within a second, no metadata read
-  needed (also during a metadata outage: the deletion was not metadata's doing).
+  needed (also during a metadata outage: the deletion was not metadata's doing).  A floating
+  IP (floating_ips) coming or going on an ENI link is answered the same way, at once, with no
+  debounce: keepalived just became master or stepped down (watch_floating.py).
 
 While metadata fails nothing is changed (reconcile reads metadata before the kernel), and the
 outage is logged once when it starts and once when it ends.  Cleaning up after a detach needs
@@ -61,6 +63,7 @@ class _Inbox:
     reconcile: bool = False
     gone: dict[tuple, int] = field(default_factory=dict)  # ours deleted: key -> its ifindex
     lost: bool = False  # events were dropped: deletions may have been among them
+    floating: Optional[float] = None  # when a floating address came or went (floating.py)
 
 
 class Watcher:
@@ -89,6 +92,7 @@ class Watcher:
         self._detected: Optional[tuple[Config, Config]] = None
         self._restore = restore.Schedule(clock)
         self._instance: Optional[Instance] = None  # the last complete metadata read
+        self._floating_at: Optional[float] = None  # a floating address came or went then
         self.cycles = 0
         self.restores = 0
 
@@ -146,9 +150,32 @@ class Watcher:
             else:
                 log.info("restored what was deleted (%.2f s after the first deletion)", took)
 
-    def _reconcile(self, instance_of: Callable[[], Optional[Instance]]) -> Optional[tuple]:
+    def _floating_now(self) -> None:
+        """A floating address came or went: its rule follows at once, from the last complete
+        metadata read (floating.py); before the first one, a full reconcile."""
+        at, self._floating_at = self._floating_at, None
+        if self._instance is None:
+            self._next_full = self._clock()
+            return
+        done = self._reconcile(lambda: self._instance, quiet=self._floating_again)
+        if done is not None and done[1].applied and at is not None:
+            took = (time.monotonic() - at) * 1000
+            log.info("floating IPs followed (%.0f ms after the address event)", took)
+
+    def _floating_again(self) -> bool:
+        """A floating address came or went again meanwhile: the next reconcile follows it."""
+        with self._cond:
+            return self._inbox.floating is not None
+
+    def _reconcile(
+        self,
+        instance_of: Callable[[], Optional[Instance]],
+        quiet: Callable[[], bool] = lambda: False,
+    ) -> Optional[tuple]:
         """Under the run lock: get the instance (None: give up), reconcile, remember our own
-        deletions, log new warnings.  (instance, agent.Result), or None when it failed."""
+        deletions, log new warnings.  (instance, agent.Result), or None when it failed (an
+        error is logged, unless `quiet()` says the next reconcile is due anyway: keepalived
+        flapping a VIP while its rule was being checked)."""
         from .agent import reconcile
         from .lock import run_lock
 
@@ -160,7 +187,10 @@ class Watcher:
                     return None
                 result = reconcile(self._effective(), instance=instance, log_warnings=False)
         except EniGuestError as e:  # kernel refused a change, lock held too long
-            log.error("%s", e)
+            if quiet():
+                log.debug("%s (a floating address changed again: following it)", e)
+            else:
+                log.error("%s", e)
             return None
         self._restore.mine(result.applied)
         new = frozenset(result.plan.warnings)
@@ -237,6 +267,8 @@ class Watcher:
             self._restore.deleted(box.gone.items(), box.left)
         if box.lost:
             self._restore.soon()
+        if box.floating is not None and self._floating_at is None:
+            self._floating_at = box.floating
 
     def _due(self) -> float:
         due = min(self._next_full, self._poll_at) if self._waiting else self._next_full
@@ -259,6 +291,8 @@ class Watcher:
                 now = self._clock()
                 if now >= self._next_full:
                     self.cycle()
+                elif self._floating_at is not None:
+                    self._floating_now()
                 elif self._restore.take():
                     self._restore_now()
                 elif self._waiting and now >= self._poll_at:
@@ -269,7 +303,9 @@ class Watcher:
 
     def _has_mail(self) -> bool:
         b = self._inbox
-        return bool(b.appeared or b.left or b.unplug or b.reconcile or b.gone or b.lost)
+        return bool(b.appeared or b.left or b.unplug or b.reconcile or b.gone or b.lost) or (
+            b.floating is not None
+        )
 
     # ------------------------------------------------------------ the main thread
 
@@ -280,6 +316,7 @@ class Watcher:
         reconcile: bool = False,
         gone: Optional[dict[tuple, int]] = None,
         lost: bool = False,
+        floating: Optional[float] = None,
     ) -> None:
         """Hand events to the worker."""
         with self._cond:
@@ -294,6 +331,8 @@ class Watcher:
             box.reconcile |= reconcile
             box.gone.update(gone or {})
             box.lost |= lost
+            if floating is not None and box.floating is None:
+                box.floating = floating
             self._cond.notify()
 
     def stop(self) -> None:

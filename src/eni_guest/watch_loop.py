@@ -3,11 +3,12 @@
 It subscribes to link events and to address, rule and route deletions (kernel.LinkMonitor)
 before the first dump of the links, so a link appearing in between is not missed.  It keeps
 the links that exist (bounded by them, so memory stays flat), passes on a new, renamed or
-readdressed link and the departure of an ENI link, and the deletions of eni-guest's objects
-and the changes of main-table routes through ENI links (restore.collect, mirror.py).  Events
-the kernel had to drop (a full socket buffer) mean: re-read every link and reconcile.
-Signals arrive through a pipe, so select() wakes for them: SIGTERM and SIGINT stop, SIGHUP
-reloads the configuration.  It never busy-loops: it sleeps in select().
+readdressed link and the departure of an ENI link, the deletions of eni-guest's objects
+and the changes of main-table routes through ENI links (restore.collect, mirror.py), and
+floating addresses coming and going (watch_floating.py).  Events the kernel had to drop
+(a full socket buffer) mean: re-read every link and reconcile.  Signals arrive through a
+pipe, so select() wakes for them: SIGTERM and SIGINT stop, SIGHUP reloads the
+configuration.  It never busy-loops: it sleeps in select().
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import restore
+from . import restore, watch_floating
 from .state import Link
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ def run(w: Watcher) -> int:
     previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_signal)
     # Subscribe before the first dump: a link appearing in between is then not missed.
     monitor = LinkMonitor(objects=True, protocol=w.config.protocol)
+    monitor.addresses_added = watch_floating.wanted(w.config)
     known: dict[int, Link] = {}
 
     def resync(startup: bool) -> None:
@@ -122,6 +124,7 @@ def _events(
     from .kernel import EventsLost
 
     monitor.protocol = w.config.protocol  # SIGHUP may have changed it
+    monitor.addresses_added = watch_floating.wanted(w.config)
     try:
         events = monitor.read_events()
     except EventsLost:
@@ -130,7 +133,7 @@ def _events(
         w.post(lost=True)
         return
     for event in events:
-        if not isinstance(event, tuple):  # a deletion or a main-table route: restore.collect
+        if not isinstance(event, tuple):  # a deletion, a main-table route, an address added
             continue
         present, link = event
         if present:
@@ -140,3 +143,6 @@ def _events(
     gone = restore.collect(events, w.config, known)  # after the links: who left is known
     if gone:
         w.post(gone=gone)
+    at = watch_floating.came_or_went(events, w.config, known)
+    if at is not None:
+        w.post(floating=at)

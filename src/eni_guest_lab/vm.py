@@ -97,6 +97,7 @@ class SimVM:
         self._ifnames = {k.lower(): v for k, v in (ifnames or {}).items()}
         self._attached = None if attached is None else {m.lower() for m in attached}
         self._started = False
+        self.cloud_api: Optional[Any] = None  # sim/cloudapi.CloudApi once started
 
     def __repr__(self) -> str:
         return f"SimVM(prefix={self.prefix!r}, enis={sorted(self._vpc.ports)!r})"
@@ -214,6 +215,9 @@ class SimVM:
         Idempotent and re-entrant (safe from a signal handler that interrupts a running close):
         each item is removed from the to-do lists only after it is done.
         """
+        if self.cloud_api is not None:
+            self.cloud_api.close()
+            self.cloud_api = None
         errors = self._services.stop_all()
         errors += self._namespaces.delete_all()
         self._vpc.forget_links()
@@ -351,6 +355,17 @@ class SimVM:
         self._md.write()
         addresses = METADATA_ADDRESSES[self.provider]
         self._services.start_metadata(self.scenario_path, self.stats_path, addresses, timeout)
+
+    def start_cloud_api(self, lag: float = 0.0) -> Any:
+        """The cloud's API (sim/cloudapi.py) in the vpc, on the metadata address: assign and
+        unassign private IPs, attach and detach ENIs; the VPC follows at once, metadata after
+        ``lag`` seconds.  Returns the CloudApi (its ``url``, its ``calls``)."""
+        from .sim.cloudapi import CloudApi
+
+        if self.cloud_api is None:
+            self.cloud_api = CloudApi(self, lag=lag)
+        self.cloud_api.lag = lag
+        return self.cloud_api
 
     def stop_metadata(self) -> None:
         """Stop the simulator (SIGTERM): a metadata outage, or to flush its stats."""
