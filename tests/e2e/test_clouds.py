@@ -253,6 +253,36 @@ def test_auto_detects_the_cloud(cloud: Cloud) -> None:
         assert said in text.stdout, text.stdout
 
 
+def test_eni_table_mtu_and_openstacks_link_mtu(cloud: Cloud, tmp_path: Path) -> None:
+    """An [[eni]] mtu is set on every cloud; OpenStack's links[].mtu too (no other cloud
+    publishes one), the [[eni]] table winning over it."""
+    vm = cloud.vm
+    original = copy.deepcopy(vm.scenario)
+    changed = copy.deepcopy(original)
+    changed["enis"][2]["mtu"] = 1400  # THIRD: dual-stack, so at least 1280
+    changed["enis"][1]["mtu"] = 1450  # SECOND: its [[eni]] table says 1300
+    override = tmp_path / "mtu.toml"
+    override.write_text(f'[[eni]]\nmatch = "{SECOND}"\nmtu = 1300\n')
+    reset = tmp_path / "reset.toml"
+    reset.write_text("mtu = 1500\n")  # the global one, for ENIs that publish none
+
+    def mtu(mac: str) -> int:
+        (link,) = [x for x in vm.guest_links() if x.get("address") == mac]
+        return link["mtu"]
+
+    try:
+        vm.update_scenario(changed)
+        r = vm.agent("apply", "--config", str(override))
+        assert r.returncode == 0, r.stderr
+        third = 1400 if cloud.provider == "openstack" else 1500
+        assert (mtu(SECOND), mtu(THIRD), mtu(PRIMARY)) == (1300, third, 1500)
+    finally:
+        vm.update_scenario(original)
+        again = vm.agent("apply", "--config", str(reset))
+    assert again.returncode == 0, again.stderr
+    assert (mtu(SECOND), mtu(THIRD)) == (1500, 1500)
+
+
 # ---------------------------------------------------------------------------------------------
 # JD Cloud's DHCP probe at its edges
 
