@@ -65,6 +65,8 @@ class Config:
     static_file: str = "/etc/eni-guest/enis.toml"  # ENIs for provider "static", JD Cloud overlay
     hotplug_timeout: float = 60.0  # seconds `hotplug add` waits for metadata to list the NIC
     watch_interval: float = 60.0  # seconds between the watch daemon's full reconciles
+    # Prometheus text file written by `apply` and `watch` (textfile.py); "" writes none
+    metrics_file: str = ""
     # write /run drop-ins keeping NetworkManager and systemd-networkd off secondary ENIs (distro.py)
     manage_distro_network: bool = True
     # where those /run drop-ins go; only "/" reloads the running managers (tests use a temp dir)
@@ -151,6 +153,11 @@ _CHECKS: tuple[tuple[str, Callable[[Any, Config], bool], str], ...] = (
     ("distro_root", lambda v, c: v.startswith("/"), "must be absolute"),
     ("hotplug_timeout", lambda v, c: 0 <= v <= 3600, "must be 0..3600 seconds"),
     ("watch_interval", lambda v, c: 0 < v <= 86400, "must be > 0 and <= 86400 seconds"),
+    (
+        "metrics_file",
+        lambda v, c: v == "" or (v.startswith("/") and v.endswith(".prom") and "\n" not in v),
+        'must be "" or an absolute path ending in .prom (node_exporter reads only those)',
+    ),
 )
 
 

@@ -36,6 +36,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
+from . import metrics
 from .config import Config
 from .providers.boot_cache import boot_id, read_ours
 from .state import Link
@@ -180,6 +181,7 @@ def cached(config: Config, probe: Probe) -> Probe:
                 "dhcp: %s (%s): subnet %s, router %s kept this boot", link.name, link.mac, *kept
             )
             return kept
+        metrics.count("dhcp_probes")
         answer = probe(link)
         store(config, link, boot, answer)
         return answer

@@ -24,6 +24,7 @@ import socket
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Union
 
+from . import metrics
 from .changes import MAIN_TABLE, Change, RouteChange, RuleChange
 from .config import SLOTS, Config
 from .errors import KernelError
@@ -119,6 +120,8 @@ class Kernel:
         self.encoder = Encoder(self.nl, config.protocol)
 
     def close(self) -> None:
+        if self.nl.sock.fileno() >= 0:  # counted once, should close be called again
+            metrics.count("netlink_requests", self.nl.requests_sent)
         self.nl.close()
 
     @property

@@ -6,7 +6,9 @@ the links that exist (bounded by them, so memory stays flat), passes on a new, r
 readdressed link and the departure of an ENI link, and the deletions of eni-guest's objects
 (restore.collect).  Events the kernel had to drop (a full socket buffer) mean: re-read every
 link and reconcile.  Signals arrive through a pipe, so select() wakes for them: SIGTERM and
-SIGINT stop, SIGHUP reloads the configuration.  It never busy-loops: it sleeps in select().
+SIGINT stop, SIGHUP reloads the configuration.  It never busy-loops: it sleeps in select(),
+at most one watchdog interval under systemd (sdnotify.py), so the worker's WATCHDOG=1 pings
+also vouch for this thread.  It tells systemd READY=1 once it watches, STOPPING=1 at the end.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def run(w: Watcher) -> int:
     worker = threading.Thread(target=w.work, name="eni-guest-worker", daemon=True)
     try:
         resync(startup=True)
+        w.notify.send("READY=1", "STATUS=watching; the first reconcile is under way")
         worker.start()
         log.info(
             "watching link events and deletions of eni-guest's addresses, rules and "
@@ -73,6 +76,7 @@ def run(w: Watcher) -> int:
         )
         _serve(w, monitor, wake_r, got, known, resync)
     finally:
+        w.notify.send("STOPPING=1")
         w.stop()
         if worker.is_alive():
             worker.join(STOP_GRACE)
@@ -81,6 +85,7 @@ def run(w: Watcher) -> int:
             signal.signal(s, handler)
         os.close(wake_r)
         os.close(wake_w)
+        w.notify.close()
     log.info("stopped")
     return 0
 
@@ -95,8 +100,10 @@ def _serve(
 ) -> None:
     """The loop: signals and kernel events, until SIGTERM or SIGINT."""
     while True:
+        w.main_seen = w._clock()  # the worker's WATCHDOG=1 pings check that this loop runs
         try:
-            ready, _, _ = select.select([monitor, wake_r], [], [])
+            # with a watchdog, wake at least once per interval (watch.Watcher._watchdog)
+            ready, _, _ = select.select([monitor, wake_r], [], [], w.notify.interval)
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
             continue
         if wake_r in ready:

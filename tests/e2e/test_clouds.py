@@ -28,6 +28,7 @@ from e2e_support import THIRD_MAC as THIRD  # eth2, a subnet of its own, dual-st
 
 from eni_guest.providers import detect
 from eni_guest_lab import scenarios
+from eni_guest_lab.json_schema import load_show_schema, problems
 from eni_guest_lab.testbed import (
     CONTAINER_V4,
     FAR_V4,
@@ -145,6 +146,10 @@ def test_show_is_a_dry_run_that_names_the_cloud(cloud: Cloud) -> None:
     assert out["provider_chosen_because"] is None
     assert {e["mac"] for e in out["enis"]} == {PRIMARY, SECOND, THIRD}
     assert out["unsettled"] == []
+
+
+def test_show_json_follows_its_documented_schema(cloud: Cloud) -> None:
+    assert problems(json.loads(cloud.show.stdout), load_show_schema()) == []
 
 
 def test_every_ip_leaves_through_its_own_eni(cloud: Cloud) -> None:

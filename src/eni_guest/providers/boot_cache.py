@@ -73,7 +73,7 @@ def load(config: Config, boot: Optional[str]) -> Optional[tuple[str, str]]:
     return data["provider"], data["why"]
 
 
-def read_ours(path: Path) -> str:
+def read_ours(path: Path, limit: int = MAX_SIZE) -> str:
     """The file's text if it is a regular file (not a symlink) owned by root or by us and
     writable by nobody else: an answer anyone could have planted is no answer."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -83,7 +83,7 @@ def read_ours(path: Path) -> str:
             raise ValueError("not a regular file")
         if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
             raise ValueError("owned or writable by someone else")
-        return f.read(MAX_SIZE).decode()
+        return f.read(limit).decode()
 
 
 def _problem(data: object, config: Config, boot: str) -> Optional[str]:
