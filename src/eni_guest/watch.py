@@ -23,6 +23,10 @@ outage is logged once when it starts and once when it ends.  Cleaning up after a
 no metadata and still happens, and so does putting back what someone deleted.  SIGTERM
 stops within about a second; SIGHUP re-reads the configuration and keeps the old one if the
 new one is invalid.
+
+Under systemd (Type=notify, sdnotify.py) the worker tells what each full reconcile did
+(STATUS=) and sends the watchdog's WATCHDOG=1 while both threads are alive; every reconcile
+rewrites the Prometheus text file when metrics_file is set (textfile.py).
 """
 
 from __future__ import annotations
