@@ -146,7 +146,11 @@ def reconcile(
             p = plan(instance, config, state, scope)
             result = replace(result, plan=p, state=state, scope=scope, timings=dict(result.timings))
         if not dry_run and p.changes:
-            _apply(kernel, instance, config, result)
+            try:
+                _apply(kernel, instance, config, result)
+            except KernelError as e:  # the metrics file says which ENIs are still pending
+                e.result = result  # type: ignore[attr-defined]
+                raise
         if instance.invalid:
             _refused(instance, fail_on_invalid, result)
         return result

@@ -13,13 +13,16 @@ not end in .prom, so it is never read half-written), flushed and renamed over th
   eni_guest_last_reconcile_success                     1 if it succeeded, else 0
   eni_guest_last_success_timestamp_seconds             when the last successful one ended
   eni_guest_reconciles_total{result}                   success, metadata_unavailable, ...
+                                                       (a run that never got the lock
+                                                       writes nothing: the holder does)
   eni_guest_changes_applied_total, eni_guest_metadata_requests_total,
   eni_guest_metadata_failures_total, eni_guest_netlink_requests_total,
   eni_guest_dhcp_probes_total                          counts (metrics.py)
 
-`reason` is in_sync, pending (changes were planned and not applied: a dry run, or the apply
-failed), no_interface (no NIC with its MAC, or several), captured (a foreign rule takes an IP's
-traffic first), excluded, invalid (its metadata was refused) or unsettled.  When a reconcile
+`reason` is in_sync, pending (changes were planned for it and the kernel refused one, or
+they did not hold: exit 4), no_interface (no NIC with its MAC, or several), captured (a
+foreign rule takes an IP's traffic first), excluded, invalid (its metadata was refused) or
+unsettled.  When a reconcile
 fails before it knows the ENIs (metadata unavailable), their lines stay as the last one that
 knew them wrote them: the timestamps and eni_guest_last_reconcile_success say how old.
 
@@ -111,7 +114,7 @@ def record(
     clock: Callable[[], float] = time.time,
 ) -> bool:
     """Rewrite metrics_file after one reconcile (result: what it found; error: why it failed;
-    MetadataInvalid carries the result of the ENIs that were configured).  False when none
+    MetadataInvalid and KernelError carry the run's result).  False when none
     is configured or it could not be written (said once per process)."""
     if not config.metrics_file:
         return False
@@ -150,7 +153,8 @@ def samples_after(
     """The file's samples after this reconcile, from what the file held before."""
     ok = error is None
     out: Samples = {}
-    if result is not None:  # a refused ENI's error carries the run that configured the others
+    if result is not None:  # a refused ENI's error carries the run that configured the
+        # others, a kernel error the plan that it could not carry out
         out.update(eni_samples(result, applied=ok or isinstance(error, MetadataInvalid)))
     else:  # the ENIs are not known this time: as the last reconcile that knew them said
         out.update({k: v for k, v in previous.items() if k[0].startswith("eni_guest_eni_")})

@@ -167,3 +167,13 @@ def test_metrics_file_must_be_an_absolute_prom_path(value: str) -> None:
     with pytest.raises(ConfigError, match="metrics_file"):
         load(environ={"ENI_GUEST_METRICS_FILE": value})
     assert load(environ={"ENI_GUEST_METRICS_FILE": "/x/eni_guest.prom"}).metrics_file
+
+
+def test_an_eni_whose_change_the_kernel_refused_is_pending(cfg: Config) -> None:
+    err = KernelError("addr add 10.0.1.20/32 dev eth1: File exists")
+    err.result = result(Config())  # type: ignore[attr-defined]  # as agent.reconcile attaches it
+    assert textfile.record(cfg, error=err, clock=lambda: 5.0)
+    after = scrape(Path(cfg.metrics_file))
+    assert after[f'eni_guest_eni_in_sync{{{ids(0, MAC1)},reason="pending"}}'] == 0
+    assert after['eni_guest_reconciles_total{result="kernel_refused"}'] == 1
+    assert "eni_guest_last_success_timestamp_seconds" not in after
