@@ -105,6 +105,7 @@ def apply(dry_run: bool, as_json: bool, **opts: Any) -> None:
     """Reconcile every ENI with metadata (addresses, tables, rules)."""
 
     def body() -> int:
+        from . import textfile
         from .agent import reconcile
         from .lock import run_lock
 
@@ -118,7 +119,12 @@ def apply(dry_run: bool, as_json: bool, **opts: Any) -> None:
                     "(try sudo, or --dry-run to only see the plan)"
                 )
             with run_lock(config.lock_file, config.lock_timeout):
-                result = reconcile(config)
+                try:
+                    result = reconcile(config)
+                except EniGuestError as e:
+                    textfile.record(config, error=e)  # metrics_file, if set (README "Metrics")
+                    raise
+                textfile.record(config, result)
         changes = result.plan.changes if dry_run else result.applied
         if as_json:
             click.echo(

@@ -212,6 +212,7 @@ def remove(config: Config, ifname: str) -> int:
 def unplug(config: Config) -> list[Change]:
     """Delete what departed interfaces left behind (no metadata needed); caller holds the lock."""
     from .agent import log_changes
+    from .dhcp_known import forget_departed
     from .kernel import Kernel
     from .plan import plan_unplug
 
@@ -223,7 +224,10 @@ def unplug(config: Config) -> list[Change]:
         log_changes(changes)
 
     try:
-        p = plan_unplug(kernel.read_state(), config)
+        state = kernel.read_state()
+        for path in forget_departed(config, state.links):  # JD Cloud's DHCP answers
+            log.debug("removed %s: its NIC left", path)
+        p = plan_unplug(state, config)
         for note in p.notes:
             log.debug("%s", note)
         kernel.apply(p.changes, done)

@@ -25,6 +25,7 @@ import socket
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Union
 
+from . import metrics
 from .changes import MAIN_TABLE, Change, RouteChange, RuleChange
 from .config import SLOTS, Config
 from .errors import KernelError
@@ -123,6 +124,8 @@ class Kernel:
         self.encoder = Encoder(self.nl, config.protocol)
 
     def close(self) -> None:
+        if self.nl.sock.fileno() >= 0:  # counted once, should close be called again
+            metrics.count("netlink_requests", self.nl.requests_sent)
         self.nl.close()
 
     @property
@@ -187,6 +190,17 @@ class Kernel:
     def read_links(self) -> list[Link]:
         """Every link of this namespace (the watch daemon's starting point)."""
         return self.nl.dump(fields(NL.ifinfmsg(), family=0), RTM_GETLINK, parse_link)
+
+    def read_dhcp_view(self, index: int) -> tuple[list[Addr], list[Route]]:
+        """One link's IPv4 addresses and the main table's IPv4 routes: what a DHCP client on
+        that link configured (JD Cloud's primary ENI: its subnet and gateway)."""
+        req = fields(NL.ifaddrmsg(), family=socket.AF_INET, index=index)
+        addrs = [a for a in self.nl.dump(req, RTM_GETADDR, parse_addr) if a.index == index]
+        req = fields(NL.rtmsg(), family=socket.AF_INET, table=MAIN_TABLE)
+        routes = [
+            r for r, _ in self.nl.dump(req, RTM_GETROUTE, parse_route) if r.table == MAIN_TABLE
+        ]
+        return addrs, routes
 
     def link_by_name(self, name: str) -> Optional[Link]:
         """The link called `name` now, or None: one request, cheap enough for every hot-plug."""

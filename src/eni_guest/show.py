@@ -48,6 +48,7 @@ def rows(result: Result) -> list[dict]:
                     {"ip": str(ip), "elastic_ip": None, "excluded": True} for ip in eni.excluded_ips
                 ],
                 "prefixes": [str(p) for p in eni.prefixes],
+                "mtu": eni.mtu,  # its [[eni]] table's or metadata's; None: the global or none
                 "table": ep.table,
                 "priority": ep.priority,
                 # None for an ENI left alone: there is nothing it should be in sync with;
@@ -80,6 +81,7 @@ def _excluded_row(xp: ExcludedPlan, result: Result) -> dict:
         "slot_from_mac": False,
         "ips": [{"ip": str(ip), "elastic_ip": None, "excluded": True} for ip in x.ips],
         "prefixes": [str(p) for p in x.prefixes],
+        "mtu": None,
         "table": xp.table,
         "priority": None,
         "in_sync": None,
@@ -105,10 +107,16 @@ def provider_line(result: Result) -> str:
     return f"{result.instance.provider} ({how})"
 
 
+# The version of `show --json`'s format (docs/show.schema.json): raised when a key is removed
+# or renamed or changes its meaning; a key added keeps it.
+SCHEMA_VERSION = 1
+
+
 def render_json(result: Result) -> str:
     why = result.instance.chosen_because
     return json.dumps(
         {
+            "schema_version": SCHEMA_VERSION,
             "provider": result.instance.provider,
             "provider_chosen_by": "auto" if why else "configuration",
             "provider_chosen_because": why,

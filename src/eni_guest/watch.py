@@ -25,6 +25,10 @@ outage is logged once when it starts and once when it ends.  Cleaning up after a
 no metadata and still happens, and so does putting back what someone deleted.  SIGTERM
 stops within about a second; SIGHUP re-reads the configuration and keeps the old one if the
 new one is invalid.
+
+Under systemd (Type=notify, sdnotify.py) the worker tells what each full reconcile did
+(STATUS=) and sends the watchdog's WATCHDOG=1 while both threads are alive; every reconcile
+rewrites the Prometheus text file when metrics_file is set (textfile.py).
 """
 
 from __future__ import annotations
@@ -35,9 +39,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from . import hotplug, restore, settle
+from . import hotplug, restore, sdnotify, settle, textfile
 from .config import Config
-from .errors import ConfigError, EniGuestError, MetadataError
+from .errors import ConfigError, EniGuestError, MetadataError, MetadataUnavailable
 from .mirror import mirror_metric
 from .model import Instance
 from .state import ForeignRule, Link
@@ -93,6 +97,9 @@ class Watcher:
         self._restore = restore.Schedule(clock)
         self._instance: Optional[Instance] = None  # the last complete metadata read
         self._floating_at: Optional[float] = None  # a floating address came or went then
+        self.notify = sdnotify.Notifier()  # systemd: READY, STATUS, WATCHDOG (Type=notify)
+        self.main_seen = clock()  # when the main thread last woke (watch_loop), for WATCHDOG
+        self._failed: Optional[str] = None  # why the last reconcile failed (kernel, lock)
         self.cycles = 0
         self.restores = 0
 
@@ -129,6 +136,7 @@ class Watcher:
         self._restore.cancel()  # this reconcile reads the kernel after any deletion so far
         self.cycles += 1
         done = self._reconcile(lambda: self._metadata(lambda c: read_instance(c)[0]))
+        self._status(done)
         if done is None:
             return False
         self._instance = done[0]
@@ -184,14 +192,22 @@ class Watcher:
             with run_lock(cfg.lock_file, cfg.lock_timeout):
                 instance = instance_of()
                 if instance is None:
+                    textfile.record(cfg, error=MetadataUnavailable(self._outage or ""))
                     return None
-                result = reconcile(self._effective(), instance=instance, log_warnings=False)
+                try:
+                    result = reconcile(self._effective(), instance=instance, log_warnings=False)
+                except EniGuestError as e:
+                    textfile.record(cfg, error=e)
+                    raise
+                textfile.record(cfg, result)
         except EniGuestError as e:  # kernel refused a change, lock held too long
             if quiet():
                 log.debug("%s (a floating address changed again: following it)", e)
             else:
                 log.error("%s", e)
+            self._failed = str(e)
             return None
+        self._failed = None
         self._restore.mine(result.applied)
         new = frozenset(result.plan.warnings)
         for warning in sorted(new - self._warnings):
@@ -202,6 +218,28 @@ class Watcher:
                 self._captures_warned.add(c.rule)
                 log.warning("warning: %s", c.warning)
         return instance, result
+
+    def _status(self, done: Optional[tuple]) -> None:
+        """What `systemctl status` shows: the last full reconcile's outcome."""
+        at = time.strftime("%H:%M:%S")
+        if done is not None:
+            enis = done[0].enis
+            ips = sum(len(e.ips) for e in enis)
+            text = (
+                f"reconciled at {at}: {len(enis)} ENIs, {ips} IPs, {len(done[1].applied)} changes"
+            )
+        elif self._outage is not None:
+            text = f"metadata unavailable at {at}, changing nothing: {self._outage}"
+        else:
+            text = f"reconcile failed at {at}: {self._failed}"
+        self.notify.send(f"STATUS={text}")
+
+    def _watchdog(self) -> None:
+        """WATCHDOG=1 when due, and only while the main thread (kernel events, signals) is
+        alive too: it wakes at least once per watchdog interval (watch_loop.py)."""
+        interval = self.notify.interval
+        if interval is not None and self._clock() - self.main_seen <= 2 * interval + 1:
+            self.notify.ping()
 
     def _judge_waiting(self, instance: Optional[Instance], *, configured: bool = True) -> bool:
         """Judge every waiting link after one metadata read (None: it failed); forget the
@@ -279,10 +317,12 @@ class Watcher:
         while True:
             with self._cond:
                 while not self._stopping and not self._has_mail():
+                    self._watchdog()
                     left = self._due() - self._clock()
                     if left <= 0:
                         break
-                    self._cond.wait(left)
+                    ping = self.notify.watchdog_due()  # None: no watchdog
+                    self._cond.wait(left if ping is None else min(left, ping or 1.0))
                 if self._stopping:
                     return
                 box, self._inbox = self._inbox, _Inbox()

@@ -8,7 +8,9 @@ and the changes of main-table routes through ENI links (restore.collect, mirror.
 floating addresses coming and going (watch_floating.py).  Events the kernel had to drop
 (a full socket buffer) mean: re-read every link and reconcile.  Signals arrive through a
 pipe, so select() wakes for them: SIGTERM and SIGINT stop, SIGHUP reloads the
-configuration.  It never busy-loops: it sleeps in select().
+configuration.  It never busy-loops: it sleeps in select(), at most one watchdog interval
+under systemd (sdnotify.py), so the worker's WATCHDOG=1 pings also vouch for this thread.
+It tells systemd READY=1 once it watches, STOPPING=1 at the end.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def run(w: Watcher) -> int:
     worker = threading.Thread(target=w.work, name="eni-guest-worker", daemon=True)
     try:
         resync(startup=True)
+        w.notify.send("READY=1", "STATUS=watching; the first reconcile is under way")
         worker.start()
         log.info(
             "watching link events and deletions of eni-guest's addresses, rules and "
@@ -76,6 +79,7 @@ def run(w: Watcher) -> int:
         )
         _serve(w, monitor, wake_r, got, known, resync)
     finally:
+        w.notify.send("STOPPING=1")
         w.stop()
         if worker.is_alive():
             worker.join(STOP_GRACE)
@@ -84,6 +88,7 @@ def run(w: Watcher) -> int:
             signal.signal(s, handler)
         os.close(wake_r)
         os.close(wake_w)
+        w.notify.close()
     log.info("stopped")
     return 0
 
@@ -98,8 +103,10 @@ def _serve(
 ) -> None:
     """The loop: signals and kernel events, until SIGTERM or SIGINT."""
     while True:
+        w.main_seen = w._clock()  # the worker's WATCHDOG=1 pings check that this loop runs
         try:
-            ready, _, _ = select.select([monitor, wake_r], [], [])
+            # with a watchdog, wake at least once per interval (watch.Watcher._watchdog)
+            ready, _, _ = select.select([monitor, wake_r], [], [], w.notify.interval)
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
             continue
         if wake_r in ready:

@@ -556,6 +556,31 @@ def _v6_addr(c: Change) -> bool:
     return isinstance(c, AddrChange) and c.ip.version == 6
 
 
+def test_eni_mtu_beats_the_global_one_and_the_primary_keeps_its_own() -> None:
+    p = plan(vm(replace(P, mtu=1500), replace(B, mtu=1450), C), Config(mtu=9001), BOOT_STATE)
+    assert {c.ifname: c.mtu for c in of(p, LinkChange)} == {
+        "eth0": None,  # 9001 stays: the primary's MTU is its DHCP client's
+        "eth1": 1450,
+        "eth2": 9001,
+    }
+    assert [w for w in p.warnings if "MTU" in w] == [
+        "primary ENI eth0 has MTU 9001, its metadata or [[eni]] table says 1500: left alone, "
+        "the primary's MTU is its DHCP client's (set it in the distro's network configuration)"
+    ]
+
+
+def test_global_mtu_below_1280_is_not_set_on_an_eni_with_ipv6() -> None:
+    p = plan(vm(P, B, C6), Config(mtu=1200), BOOT_STATE)
+    assert {c.ifname: c.mtu for c in of(p, LinkChange)} == {
+        "eth0": None,
+        "eth1": 1200,
+        "eth2": None,
+    }
+    assert f"mtu = 1200 is not set on eth2 ({C6.eni_id}): it has IPv6 addresses" in (
+        " ".join(p.warnings)
+    )
+
+
 def test_mtu_is_set_on_secondaries_only() -> None:
     state = replace(BOOT_STATE, links=(LO, ETH0, replace(ETH1, mtu=9001), ETH2, DOCKER0))
     p = plan(vm(P, B, C), Config(mtu=9001), state)
