@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
+from .business_plan import check as check_businesses
 from .config import Config
 from .errors import KernelError, MetadataInvalid
 from .model import Instance, build_instance
@@ -119,6 +120,7 @@ def reconcile(
     try:
         if instance is None:
             instance, requests = read_instance(config, kernel.read_links)
+        check_businesses(instance, config)  # a business's IP on another ENI: exit 2
         t1 = time.monotonic()
         state = kernel.read_state()
         t2 = time.monotonic()

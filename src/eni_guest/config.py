@@ -9,7 +9,7 @@ The overlay settings (`exclude_enis`, `exclude_interfaces`, `exclude_ips` and th
 tables, README "Overlay configuration") are checked here for syntax only (a MAC, an address, a
 network in CIDR form): whether an added IP lies in its ENI's subnet can only be known once
 metadata is read, so overlay.py merges them into what was read and validate.py holds them to
-the same rules as metadata.
+the same rules as metadata.  The `[[business]]` tables are parsed by business.py.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+from .business import Business, check_settings, coerce_businesses
 from .errors import ConfigError
 from .syntax import ENI_ID as ENI_ID  # (re-exported: the agent imports these from config)
 from .syntax import MAC as MAC
@@ -42,13 +43,9 @@ RESERVED_TABLES = range(252, 256)  # compat, default, main, local
 
 @dataclass(frozen=True)
 class EniOverlay:
-    """One `[[eni]]` table of the configuration file: what to add to or change on one ENI.
-
-    Values are syntax-checked, normalised strings (addresses as `ipaddress` prints them), not
-    yet validated against the ENI: `overlay.merge` puts them into the ENI's merged record so
-    validation judges them like metadata, and `where` ("config FILE: eni[2]") lets its
-    errors name the file and the table.
-    """
+    """One `[[eni]]` table: what to add to or change on one ENI, syntax-checked and normalised,
+    not yet validated against it (`overlay.merge` puts it into the ENI's merged record, so
+    validation judges it like metadata; `where`, "config FILE: eni[2]", names it in errors)."""
 
     match: str  # a MAC (lower case) or an ENI id, as metadata lists it
     add_ipv4s: tuple[str, ...] = ()
@@ -95,6 +92,7 @@ class Config:
     exclude_ips: tuple[str, ...] = ()  # normalised networks ("10.0.2.50/32")
     # ...and the [[eni]] tables: IPs to add to an ENI, its subnet or gateway to override.
     eni: tuple[EniOverlay, ...] = ()
+    business: tuple[Business, ...] = ()  # [[business]] tables (business.py), in file order
 
     def excluded_eni(self, mac: Optional[str], eni_id: Optional[str]) -> Optional[str]:
         """The `exclude_enis` entry naming this ENI (by MAC or by id), or None."""
@@ -127,6 +125,7 @@ class Config:
                             f"{overlay.where}.{key} = {text!r}: also excluded by "
                             f"exclude_ips {str(net)!r}; an IP is either added or left alone"
                         )
+        check_settings(self.business, self)
         return self
 
 
@@ -135,8 +134,7 @@ def _tables_fit(base: int, _: Config) -> bool:
 
 
 def _tables_miss_reserved(base: int, _: Config) -> bool:
-    top = base + SLOTS - 1
-    reserved = RESERVED_TABLES
+    top, reserved = base + SLOTS - 1, RESERVED_TABLES
     return base not in reserved and top not in reserved and not base < reserved.start <= top
 
 
@@ -273,8 +271,8 @@ def _overlay(where: str, table: dict[str, Any]) -> EniOverlay:
 
 def _coerce(key: str, value: Any, source: str) -> Any:
     """Turn a value from TOML or the environment into the field's type, or say what is wrong."""
-    if key == "eni":
-        return _coerce_overlays(value, source)
+    if key in ("eni", "business"):
+        return (_coerce_overlays if key == "eni" else coerce_businesses)(value, source)
     want = _TYPES[key]
     if want is tuple:
         return _coerce_list(key, value, source)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+from . import business_plan
 from .agent import Result
 from .plan import ExcludedPlan
 from .providers.boot_cache import EARLIER
@@ -111,6 +112,7 @@ def render_json(result: Result) -> str:
             "enis": rows(result),
             "unsettled": [{"mac": u.mac, "reason": u.reason} for u in result.instance.unsettled],
             "excluded_ips": [str(n) for n in result.instance.excluded_ips],
+            "businesses": business_plan.rows(result.plan),
             "notes": list(result.plan.notes),
         },
         indent=2,
@@ -155,6 +157,7 @@ def render_text(result: Result) -> str:
         "  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [header, *lines]
     ]
     out.append(f"provider: {provider_line(result)}   * = primary ENI")
+    out += business_plan.lines(result.plan)
     for u in result.instance.unsettled:
         out.append(f"not settled: {u.mac}: {u.reason}")
     for r in rows(result):

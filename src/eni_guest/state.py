@@ -81,6 +81,17 @@ class Rule:
     table: int
     src: Optional[IPNetwork] = None
     suppress_ifgroup: Optional[int] = None
+    # What a business's rule selects (business.py; a per-IP or shared rule has none of them)
+    dst: Optional[IPNetwork] = None
+    fwmark: Optional[tuple[int, int]] = None  # (mark, mask)
+    uids: Optional[tuple[int, int]] = None  # first and last uid
+    ipproto: Optional[int] = None
+    dports: Optional[tuple[int, int]] = None  # first and last destination port
+
+    @property
+    def selects(self) -> bool:
+        """Whether it has a business's selectors (to, fwmark, uidrange, ipproto, dport)."""
+        return (self.dst, self.fwmark, self.uids, self.ipproto, self.dports) != (None,) * 5
 
 
 # Table names as `ip rule` prints them.
@@ -117,6 +128,7 @@ class Route:
     dst: IPNetwork
     oif: int
     gateway: Optional[IPAddress] = None
+    prefsrc: Optional[IPAddress] = None  # a business's route: the source unbound sockets get
 
 
 @dataclass(frozen=True)
