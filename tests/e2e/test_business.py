@@ -23,6 +23,7 @@ import pytest
 from e2e_support import SECOND_MAC, THIRD_MAC, apply_json, three_eni, wait_no_tentative
 
 from eni_guest_lab.probes import netprobe_command
+from eni_guest_lab.shell import in_ns
 from eni_guest_lab.testbed import CONTAINER_V4, FAR_V4, FAR_V6, OTHER_SUBNET_V4, SimVM
 
 pytestmark = pytest.mark.e2e
@@ -67,7 +68,12 @@ class Biz:
         self.vm, self.config, self.empty = vm, config, empty
 
     def whoami(
-        self, dst: str, port: int = PORT, mark: Optional[int] = None, uid: Optional[int] = None
+        self,
+        dst: str,
+        port: int = PORT,
+        mark: Optional[int] = None,
+        uid: Optional[int] = None,
+        ns: Optional[str] = None,
     ) -> tuple[str, str, Optional[str]]:
         """(local address, the address the server saw, the ENI the SYN left through)."""
         before = self.vm._prober.counters()
@@ -78,7 +84,7 @@ class Biz:
             "-" if mark is None else str(mark),
             "-" if uid is None else str(uid),
         ]
-        cp = self.vm.guest(netprobe_command("whoami", *args), check=False)
+        cp = in_ns(ns or self.vm.guest_ns, netprobe_command("whoami", *args), check=False)
         probe = self.vm._prober.verdict(
             cp.returncode == 0, before, self.vm._prober.counters(), "", tcp=True
         )
@@ -138,6 +144,43 @@ def test_so_mark_selects_the_marked_business(biz: Biz) -> None:
     assert biz.whoami(OTHER_SUBNET_V4, mark=0x10) == ("10.0.1.20", "10.0.1.20", "eth1")
     assert biz.whoami(OTHER_SUBNET_V4, mark=0x110) == ("10.0.1.20", "10.0.1.20", "eth1")  # mask
     assert biz.whoami(OTHER_SUBNET_V4, mark=0x20) == ("10.0.1.10", "10.0.1.10", "eth0")
+
+
+def nft(biz: Biz, hook: str, rule: str) -> None:
+    """One nftables rule in the guest, in table ip biz (a route chain for output)."""
+    kind = "route" if hook == "output" else "filter"
+    path = biz.config.parent / "biz.nft"
+    path.write_text(f"table ip biz {{\n chain c {{\n type {kind} hook {hook} priority mangle\n"
+                    f" {rule}\n }}\n}}\n")  # fmt: skip
+    biz.vm.guest(["nft", "-f", str(path)])
+
+
+def test_nft_mark_on_forwarded_traffic_selects_the_business(biz: Biz) -> None:
+    # A container's packets, marked by nftables before the guest routes them.  The replies
+    # need the mark too (kept in the connection's ct mark) and src_valid_mark, or the guest's
+    # strict rp_filter drops them: their reverse path without the mark is main's eth0.
+    rules = 'iifname "docker0" meta mark set 0x10 ct mark set meta mark\n'
+    rules += ' iifname != "docker0" ct mark 0x10 meta mark set ct mark'
+    nft(biz, "prerouting", rules)
+    biz.vm.guest(["sysctl", "-qw", "net.ipv4.conf.eth1.src_valid_mark=1"])
+    try:
+        local, seen, exit_iface = biz.whoami(OTHER_SUBNET_V4, ns=biz.vm.container_ns)
+    finally:
+        biz.vm.guest(["nft", "delete table ip biz"])
+        biz.vm.guest(["sysctl", "-qw", "net.ipv4.conf.eth1.src_valid_mark=0"])
+    assert (local, exit_iface) == ("172.17.0.2", "eth1")
+    assert seen in ("10.0.1.20", "10.0.1.21")  # masqueraded to an address of eth1
+
+
+def test_nft_mark_in_output_keeps_the_source_the_kernel_chose(biz: Biz) -> None:
+    # Limit (docs/routing.md): a mark set after the first route lookup reroutes the packet
+    # with the source already chosen (the primary's), so the per-IP rule keeps it on eth0:
+    # delivered, not through the business's ENI.
+    nft(biz, "output", "meta skuid 1700 meta mark set 0x10")
+    try:
+        assert biz.whoami(OTHER_SUBNET_V4, uid=1700) == ("10.0.1.10", "10.0.1.10", "eth0")
+    finally:
+        biz.vm.guest(["nft", "delete table ip biz"])
 
 
 def test_uid_range_selects_the_batch_business(biz: Biz) -> None:
