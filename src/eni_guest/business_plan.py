@@ -96,8 +96,10 @@ def check(instance: Instance, config: Config) -> None:
 
 def _why_waiting(b: Business, instance: Instance, eni: Optional[Eni], links: dict) -> str:
     if eni is None:
-        if b.eni is not None and any(b.eni in (x.mac, x.eni_id) for x in instance.excluded):
-            return f"ENI {b.eni} is excluded"
+        ip = ip_address(b.ip) if b.ip is not None else None
+        for x in instance.excluded:
+            if b.eni in (x.mac, x.eni_id) or (b.eni is None and ip in x.ips):
+                return f"ENI {x.eni_id or x.mac} is excluded"
         if b.eni is None:
             return f"no attached ENI lists {b.ip}"
         return f"ENI {b.eni} is not attached (or not settled) yet"

@@ -5,7 +5,9 @@ wrong guess would explain everything else being wrong, so the reason is printed,
 What the configuration excludes is shown too, marked as such: an ENI or IP that eni-guest
 leaves alone must not look like one it failed to configure.  And an ENI whose routing is all
 in place but one of whose IPs' traffic someone else's rule takes first (capture.py) is not
-"in sync": SYNC says "captured", and a line below names the rule.
+"in sync": SYNC says "captured", and a line below names the rule.  The businesses
+(`[[business]]` tables) come last, one line each: interface, source, table, priority, in sync
+or not, or `waiting:` and why.
 """
 
 from __future__ import annotations
@@ -157,7 +159,6 @@ def render_text(result: Result) -> str:
         "  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [header, *lines]
     ]
     out.append(f"provider: {provider_line(result)}   * = primary ENI")
-    out += business_plan.lines(result.plan)
     for u in result.instance.unsettled:
         out.append(f"not settled: {u.mac}: {u.reason}")
     for r in rows(result):
@@ -180,4 +181,4 @@ def render_text(result: Result) -> str:
     for note in result.plan.notes:
         if not any(s in note for s in shown):  # those have their own lines above
             out.append(f"note: {note}")
-    return "\n".join(out)
+    return "\n".join([*out, *business_plan.lines(result.plan)])
