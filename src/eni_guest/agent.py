@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 from .business_plan import check as check_businesses
+from .business_plan import tag
 from .config import Config
 from .errors import KernelError, MetadataInvalid
 from .model import Instance, build_instance
@@ -154,6 +155,7 @@ def reconcile(
 def _apply(kernel: Kernel, instance: Instance, config: Config, result: Result) -> None:
     """Apply the plan, logging each stage's changes as they are acknowledged; then verify."""
     names = {e.mac: e.eni_id for e in instance.enis}
+    names.update((tag(b), tag(b)) for b in config.business)  # "(business partner)"
     start = time.monotonic()
 
     def done(changes: list[Change]) -> None:

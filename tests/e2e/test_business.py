@@ -64,8 +64,8 @@ destinations = ["203.0.113.0/24"]
 
 
 class Biz:
-    def __init__(self, vm: SimVM, config: Path, empty: Path) -> None:
-        self.vm, self.config, self.empty = vm, config, empty
+    def __init__(self, vm: SimVM, config: Path, empty: Path, log: str) -> None:
+        self.vm, self.config, self.empty, self.log = vm, config, empty, log
 
     def whoami(
         self,
@@ -114,8 +114,8 @@ def biz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Biz]:
         for addr in (FAR_V4, OTHER_SUBNET_V4, FAR_V6):
             for port in (PORT, TLS_PORT):
                 servers.append(_serve(vm, addr, port))
-        apply_json(vm, "--config", str(config))
-        yield Biz(vm, config, empty)
+        out = apply_json(vm, "--config", str(config))
+        yield Biz(vm, config, empty, out["stderr"])
     finally:
         for proc in servers:
             proc.kill()
@@ -208,6 +208,11 @@ def test_rules_and_tables_carry_our_marks(biz: Biz) -> None:
         ("default", "10.0.2.31", "eth2"),
         ("10.0.2.0/24", "10.0.2.31", "eth2"),
     }
+
+
+def test_apply_logs_each_change_with_its_business(biz: Biz) -> None:
+    line = "rule add from all to 198.51.100.0/24 lookup 12048 priority 12049 (business partner)"
+    assert f"eni-guest: {line}" in biz.log.splitlines()
 
 
 def test_show_lists_businesses_and_says_which_wait(biz: Biz) -> None:
