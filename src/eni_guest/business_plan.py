@@ -142,8 +142,8 @@ def _want_one(
         src = ip_address(b.ip) if b.ip is not None else (ips[0] if ips else None)
         gateway = eni.ipv4_gateway if fam == 4 else eni.ipv6_gateway
         if src is None or gateway is None:
-            if b.ip is None and b.destinations:  # asked for this family by a destination
-                notes.append(f"ENI {eni.eni_id} has no IPv{fam} address or gateway")
+            if b.ip is not None or b.destinations:  # asked for this family, not a default
+                notes.append(f"ENI {eni.eni_id} has no IPv{fam} address or gateway: no routes")
             continue
         sources.append(src)
         for net in eni.ipv4_subnets if fam == 4 else eni.ipv6_subnets:

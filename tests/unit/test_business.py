@@ -334,3 +334,15 @@ def test_a_source_with_a_business_selector_is_never_ours() -> None:
 def test_state_rule_selects() -> None:
     assert not Rule(4, 10001, 10000, ip_network("10.0.1.20/32")).selects
     assert Rule(4, 12049, 12048, uids=(1, 2)).selects
+
+
+def test_a_family_the_eni_cannot_route_is_noted(tmp_path: Path) -> None:
+    text = f'[[business]]\nname = "v6"\neni = "{MAC2}"\ndestinations = ["2001:db8::/32"]\n'
+    p = plan(BUSY, cfg(tmp_path, text), BOOT_STATE)
+    assert p.businesses[0].notes == (
+        "ENI eni-0e0000000002 has no IPv6 address or gateway: no routes",
+    )
+    assert not [c for c in p.changes if c.eni == "business v6"]
+    # an ENI-only business without destinations routes IPv6 only where the ENI has it
+    text = f'[[business]]\nname = "m"\neni = "{MAC2}"\nfwmark = 3\n'
+    assert plan(BUSY, cfg(tmp_path, text), BOOT_STATE).businesses[0].notes == ()
