@@ -22,6 +22,7 @@ from typing import Any, Optional
 
 import pytest
 from e2e_support import SECOND_MAC, THIRD_MAC, apply_json, three_eni, wait_no_tentative
+from hotplug_support import Daemon, wait_for
 
 from eni_guest_lab.probes import netprobe_command
 from eni_guest_lab.shell import in_ns
@@ -238,6 +239,27 @@ def test_ip_of_another_eni_is_exit_2_changing_nothing(biz: Biz, tmp_path: Path) 
     assert cp.returncode == 2, cp.stderr
     assert cp.stderr.count("\n") == 1 and "ip = '10.0.2.31': not an IP of ENI" in cp.stderr
     assert biz.vm.snapshot() == before
+
+
+def test_watch_daemon_puts_back_a_deleted_business_rule_and_route(biz: Biz) -> None:
+    # Its periodic reconcile is 60 s away: only its handling of deletions can put them back.
+    # Twice: the first deletion may still meet its first full reconcile, the second cannot.
+    d = Daemon(biz.vm, "--config", str(biz.config))
+    try:
+        before = (rules(biz.vm), biz.vm.guest_routes("12048", 4))
+        for _ in range(2):
+            biz.vm.guest(["ip", "rule", "del", "priority", "12049", "to", "198.51.100.0/24"])
+            biz.vm.guest(["ip", "route", "del", "default", "table", "12048"])
+            assert rules(biz.vm) != before[0]
+            wait_for(
+                "business rule and route back",
+                lambda: (rules(biz.vm), biz.vm.guest_routes("12048", 4)) == before,
+                5,
+            )
+        d.wait_log("restored what was deleted", 5)
+    finally:
+        d.close()
+    assert biz.whoami(FAR_V4) == ("10.0.2.31", "10.0.2.31", "eth2")
 
 
 def test_z_waiting_business_is_configured_once_its_eni_is_attached(biz: Biz) -> None:
