@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 from . import metrics
+from .business_plan import check as check_businesses
+from .business_plan import tag
 from .config import Config
 from .errors import KernelError, MetadataError, MetadataInvalid
 from .model import Instance, build_instance
@@ -124,6 +126,7 @@ def reconcile(
     try:
         if instance is None:
             instance, requests = read_instance(config, kernel.read_links)
+        check_businesses(instance, config)  # a business's IP on another ENI: exit 2
         t1 = time.monotonic()
         state = kernel.read_state()
         t2 = time.monotonic()
@@ -161,6 +164,7 @@ def reconcile(
 def _apply(kernel: Kernel, instance: Instance, config: Config, result: Result) -> None:
     """Apply the plan, logging each stage's changes as they are acknowledged; then verify."""
     names = {e.mac: e.eni_id for e in instance.enis}
+    names.update((tag(b), tag(b)) for b in config.business)  # "(business partner)"
     start = time.monotonic()
 
     def done(changes: list[Change]) -> None:

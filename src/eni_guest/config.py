@@ -10,7 +10,7 @@ tables, README "Overlay configuration"; the tables are parsed in config_eni.py) 
 for syntax only (a MAC, an address, a
 network in CIDR form): whether an added IP lies in its ENI's subnet can only be known once
 metadata is read, so overlay.py merges them into what was read and validate.py holds them to
-the same rules as metadata.
+the same rules as metadata.  The `[[business]]` tables are parsed by business.py.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+from .business import Business, check_settings, coerce_businesses
 from .config_eni import OVERLAY_KEYS as OVERLAY_KEYS  # (re-exported)
 from .config_eni import EniOverlay as EniOverlay
 from .config_eni import coerce_overlays
@@ -83,6 +84,7 @@ class Config:
     # ...and the [[eni]] tables: IPs to add to an ENI, its subnet or gateway to override.
     eni: tuple[EniOverlay, ...] = ()
     route: tuple[StaticRoute, ...] = ()  # [[route]]: routes via an ENI (route_config.py)
+    business: tuple[Business, ...] = ()  # [[business]] tables (business.py), in file order
 
     def excluded_eni(self, mac: Optional[str], eni_id: Optional[str]) -> Optional[str]:
         """The `exclude_enis` entry naming this ENI (by MAC or by id), or None."""
@@ -124,6 +126,7 @@ class Config:
                             f"{overlay.where}.{key} = {text!r}: also excluded by "
                             f"exclude_ips {str(net)!r}; an IP is either added or left alone"
                         )
+        check_settings(self.business, self)
         return self
 
 
@@ -208,8 +211,10 @@ def _coerce_list(key: str, value: Any, source: str) -> tuple[str, ...]:
 
 def _coerce(key: str, value: Any, source: str) -> Any:
     """Turn a value from TOML or the environment into the field's type, or say what is wrong."""
-    if key in ("eni", "route"):  # tables: [[eni]] in config_eni.py, [[route]] in route_config.py
-        return (coerce_overlays if key == "eni" else coerce_routes)(value, source)
+    if key in ("eni", "route", "business"):  # tables: config_eni, route_config, business
+        return {"eni": coerce_overlays, "route": coerce_routes, "business": coerce_businesses}[key](
+            value, source
+        )
     want = _TYPES[key]
     if want is tuple:
         return _coerce_list(key, value, source)

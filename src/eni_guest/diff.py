@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from .changes import AddrChange, Change, LinkChange, RouteChange, RuleChange
+from .changes import AddrChange, Change, LinkChange, RouteChange, rule_change
 from .config import Config
 from .desired import Desired
 from .protect import Protected
@@ -90,8 +90,8 @@ def diff_routes(d: Desired, state: KernelState, protected: Protected, eni_of: En
         cur = current.get((*key, c.metric))
         if cur is None:
             adds.append(c)
-        elif (cur.oif, cur.gateway) != (c.oif, c.gateway):
-            # ours, but the gateway or the ENI's link changed: swap it in one step
+        elif (cur.oif, cur.gateway, cur.prefsrc) != (c.oif, c.gateway, c.prefsrc):
+            # ours, but the gateway, the ENI's link or a business's IP changed: one step
             adds.append(replace(c, op="replace"))
     # subnet routes before default routes: the gateway is then reachable the moment it appears
     adds.sort(key=lambda c: c.dst.prefixlen == 0)
@@ -103,7 +103,17 @@ def diff_routes(d: Desired, state: KernelState, protected: Protected, eni_of: En
         link = state.link(r.oif)
         name = link.name if link else str(r.oif)
         removes.append(
-            RouteChange("del", r.table, r.dst, r.oif, name, r.gateway, eni_of(r.table), r.metric)
+            RouteChange(
+                "del",
+                r.table,
+                r.dst,
+                r.oif,
+                name,
+                r.gateway,
+                eni_of(r.table),
+                r.metric,
+                prefsrc=r.prefsrc,
+            )
         )
     return Diff(adds, removes)
 
@@ -123,9 +133,5 @@ def diff_rules(d: Desired, state: KernelState, protected: Protected, eni_of: Eni
             continue
         if r.suppress_ifgroup is not None and r.family in kept_families:
             continue  # a per-IP rule that stays needs the shared rule before it
-        removes.append(
-            RuleChange(
-                "del", r.family, r.priority, r.table, r.src, r.suppress_ifgroup, eni_of(r.table)
-            )
-        )
+        removes.append(rule_change("del", r, eni_of(r.table)))
     return Diff(adds, removes)

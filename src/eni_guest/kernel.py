@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Union
 
 from . import metrics
+from .business_plan import priority_band, table_band
 from .changes import MAIN_TABLE, Change, RouteChange, RuleChange
 from .config import SLOTS, Config
 from .errors import KernelError
@@ -102,17 +103,19 @@ def addr_protocols_kept(addrs: Iterable[Addr], protocol: int) -> Optional[bool]:
 
 def our_rule(config: Config, rule: Rule, proto: int) -> bool:
     """A rule of ours: our protocol number and a priority in our range (the shared rule at
-    priority_base, one per-ENI priority above it per slot)."""
-    return proto == config.protocol and (
-        config.priority_base <= rule.priority <= config.priority_base + SLOTS
-    )
+    priority_base, one per-ENI priority above it per slot), or, for a rule with a business's
+    selectors, in the businesses' band after them (business_plan.py)."""
+    if proto != config.protocol:
+        return False
+    if rule.selects:
+        return rule.priority in priority_band(config)
+    return config.priority_base <= rule.priority <= config.priority_base + SLOTS
 
 
 def our_route(config: Config, route: Route, proto: int) -> bool:
-    """A route of ours: our protocol number, in one of our tables."""
-    return proto == config.protocol and (
-        config.table_base <= route.table < config.table_base + SLOTS
-    )
+    """A route of ours: our protocol number, in one of our tables (the ENIs' and, after
+    them, the businesses')."""
+    return proto == config.protocol and (config.table_base <= route.table < table_band(config).stop)
 
 
 class Kernel:

@@ -68,19 +68,40 @@ def decode_rule(data: bytes) -> Any:
 
 
 def rule_of(m: Any) -> Optional[tuple[Rule, int]]:
-    """parse_rule's answer for a decoded message."""
-    if m.get_attr("FRA_DST") or m.get_attr("FRA_IIFNAME") or m.get_attr("FRA_FWMARK"):
-        return None  # we never write such selectors: not ours
+    """parse_rule's answer for a decoded message.
+
+    eni-guest writes `from IP` rules, the shared `from all ... suppress_ifgroup` rule and
+    businesses' rules, which select on `to`, `fwmark`, `uidrange`, `ipproto` and `dport` but
+    never on a source (business.py).  Any other combination is not ours.
+    """
     src = m.get_attr("FRA_SRC")
+    dst, mark, uids = m.get_attr("FRA_DST"), m.get_attr("FRA_FWMARK"), m.get_attr("FRA_UID_RANGE")
+    proto, dports = m.get_attr("FRA_IP_PROTO"), m.get_attr("FRA_DPORT_RANGE")
+    if m.get_attr("FRA_IIFNAME") or (src and (dst or mark or uids or proto or dports)):
+        return None  # we never write such selectors: not ours
     fam = FAMILY.get(m["family"], 0)
+    mask = m.get_attr("FRA_FWMASK")
     rule = Rule(
         family=fam,
         priority=m.get_attr("FRA_PRIORITY") or 0,
         table=m.get_attr("FRA_TABLE") or m["table"],
         src=ip_network(f"{src}/{m['src_len']}") if src else None,
         suppress_ifgroup=m.get_attr("FRA_SUPPRESS_IFGROUP"),
+        dst=ip_network(f"{dst}/{m['dst_len']}") if dst else None,
+        fwmark=(mark, 0xFFFFFFFF if mask is None else mask) if mark else None,
+        uids=_range(uids),
+        ipproto=proto or None,
+        dports=_range(dports),
     )
     return rule, m.get_attr("FRA_PROTOCOL") or 0
+
+
+def _range(value: Any) -> Optional[tuple[int, int]]:
+    """A uid or port range as pyroute2 decodes it ("first:last"), or None."""
+    if value is None:
+        return None
+    first, last = str(value).split(":")
+    return int(first), int(last)
 
 
 # Rule actions (FR_ACT_*) and what `ip rule` calls them.
@@ -147,7 +168,7 @@ def parse_route(data: bytes) -> Optional[tuple[Route, int]]:
     m = _decode(NL.rtmsg, data)
     fam = FAMILY.get(m["family"], 0)
     dst = m.get_attr("RTA_DST") or ("0.0.0.0" if fam == 4 else "::")
-    gw = m.get_attr("RTA_GATEWAY")
+    gw, prefsrc = m.get_attr("RTA_GATEWAY"), m.get_attr("RTA_PREFSRC")
     metric = m.get_attr("RTA_PRIORITY") or 0
     route = Route(
         family=fam,
@@ -156,6 +177,7 @@ def parse_route(data: bytes) -> Optional[tuple[Route, int]]:
         oif=m.get_attr("RTA_OIF") or 0,
         gateway=ip_address(gw) if gw else None,
         metric=0 if fam == 6 and metric == IP6_DEFAULT_METRIC else metric,
+        prefsrc=ip_address(prefsrc) if prefsrc else None,
     )
     return route, m["proto"]
 

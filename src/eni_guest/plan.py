@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import floating
+from .business_plan import BusinessPlan, tag_of_table, want_businesses
 from .capture import Capture, captures
 from .changes import (
     ALL_ENIS,
@@ -45,6 +46,7 @@ from .changes import (
     LinkChange,
     RouteChange,
     RuleChange,
+    rule_change,
 )
 from .config import Config
 from .desired import DEFAULT4, DEFAULT6, Desired, host, priority_of, table_of, want_eni
@@ -112,6 +114,7 @@ class Plan:
     captures: tuple[Capture, ...] = ()
     # Main-table routes through an ENI that its table holds a copy of (mirror.py)
     mirrors: tuple[Mirror, ...] = ()
+    businesses: tuple[BusinessPlan, ...] = ()  # the [[business]] tables (business_plan.py)
 
     def in_sync(self, mac: str) -> bool:
         """No change pending for this ENI, nor for what every ENI relies on (the shared rule)."""
@@ -178,6 +181,7 @@ def plan(
     configured = {i: configured[i] for i in matched}
     want_static_routes(d, state, config, configured)  # [[route]] entries
     mirrors = want_mirrors(d, state, config, configured)
+    businesses = want_businesses(d, instance, config, eni_plans)
     warning = _primary_left_alone(instance, config, state, eni_plans)
     if warning is not None:
         d.warnings.append(warning)
@@ -185,7 +189,8 @@ def plan(
     protected = finish_protection(p, instance, state, floating.networks(config.floating_ips))
 
     def eni_of(table: int) -> str:
-        return next((e.mac for e in instance.enis if table_of(e, config) == table), "")
+        mac = next((e.mac for e in instance.enis if table_of(e, config) == table), "")
+        return mac or tag_of_table(config, table)
 
     diffs = [
         diff_links(d, matched, state, config, protected),
@@ -209,6 +214,7 @@ def plan(
         tuple(excluded),
         captures(eni_plans, state.foreign_rules),
         tuple(mirrors),
+        businesses,
     )
 
 
@@ -283,10 +289,12 @@ def plan_unplug(state: KernelState, config: Config) -> Plan:
     for r in sorted(state.rules, key=lambda r: (-r.priority, r.family, str(r.src))):
         if r.suppress_ifgroup is not None or r.table == MAIN_TABLE or r.table in owned:
             continue
-        changes.append(RuleChange("del", r.family, r.priority, r.table, r.src, r.suppress_ifgroup))
+        changes.append(rule_change("del", r))
     for r in state.routes:
         if r.oif not in present:
-            changes.append(RouteChange("del", r.table, r.dst, r.oif, str(r.oif), r.gateway))
+            changes.append(
+                RouteChange("del", r.table, r.dst, r.oif, str(r.oif), r.gateway, prefsrc=r.prefsrc)
+            )
     if not changes:
         notes.append("nothing of a departed interface is left in the kernel")
     return Plan(tuple(changes), (), tuple(notes))

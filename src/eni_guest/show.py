@@ -6,13 +6,16 @@ What the configuration excludes is shown too, marked as such: an ENI or IP that 
 leaves alone must not look like one it failed to configure.  And an ENI whose routing is all
 in place but one of whose IPs' traffic someone else's rule takes first (capture.py) is not
 "in sync": SYNC says "captured", and a line below names the rule.  A main-table route through
-an ENI that its table holds a copy of (mirror.py) has a line of its own too.
+an ENI that its table holds a copy of (mirror.py) has a line of its own too.  The businesses
+(`[[business]]` tables) come last, one line each: interface, source, table, priority, in sync
+or not, or `waiting:` and why.
 """
 
 from __future__ import annotations
 
 import json
 
+from . import business_plan
 from .agent import Result
 from .plan import ExcludedPlan
 from .providers.boot_cache import EARLIER
@@ -123,6 +126,7 @@ def render_json(result: Result) -> str:
             "enis": rows(result),
             "unsettled": [{"mac": u.mac, "reason": u.reason} for u in result.instance.unsettled],
             "excluded_ips": [str(n) for n in result.instance.excluded_ips],
+            "businesses": business_plan.rows(result.plan),
             "notes": list(result.plan.notes),
         },
         indent=2,
@@ -198,4 +202,4 @@ def render_text(result: Result) -> str:
     for note in result.plan.notes:
         if not any(s in note for s in shown):  # those have their own lines above
             out.append(f"note: {note}")
-    return "\n".join(out)
+    return "\n".join([*out, *business_plan.lines(result.plan)])

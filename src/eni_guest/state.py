@@ -82,6 +82,17 @@ class Rule:
     table: int
     src: Optional[IPNetwork] = None
     suppress_ifgroup: Optional[int] = None
+    # What a business's rule selects (business.py; a per-IP or shared rule has none of them)
+    dst: Optional[IPNetwork] = None
+    fwmark: Optional[tuple[int, int]] = None  # (mark, mask)
+    uids: Optional[tuple[int, int]] = None  # first and last uid
+    ipproto: Optional[int] = None
+    dports: Optional[tuple[int, int]] = None  # first and last destination port
+
+    @property
+    def selects(self) -> bool:
+        """Whether it has a business's selectors (to, fwmark, uidrange, ipproto, dport)."""
+        return (self.dst, self.fwmark, self.uids, self.ipproto, self.dports) != (None,) * 5
 
 
 # Table names as `ip rule` prints them.
@@ -122,6 +133,8 @@ class Route:
     # the destination, what tells two routes apart.  eni-guest's own routes have 0, its
     # copies of administrators' main-table routes `mirror.mirror_metric` (mirror.py).
     metric: int = 0
+
+    prefsrc: Optional[IPAddress] = None  # a business's route: the source unbound sockets get
 
 
 @dataclass(frozen=True)

@@ -141,10 +141,10 @@ def applied(state: KernelState, changes: Iterable[Change], proto: int = PROTO) -
             key = (c.family, c.table, c.dst, c.metric)
             if c.op == "add":
                 assert key not in routes, f"adds a route that exists: {c.describe()}"
-                routes[key] = Route(c.family, c.table, c.dst, c.oif, c.gateway, c.metric)
+                routes[key] = Route(c.family, c.table, c.dst, c.oif, c.gateway, c.metric, c.prefsrc)
             elif c.op == "replace":
                 assert key in routes, f"replaces a route that is not ours: {c.describe()}"
-                routes[key] = Route(c.family, c.table, c.dst, c.oif, c.gateway, c.metric)
+                routes[key] = Route(c.family, c.table, c.dst, c.oif, c.gateway, c.metric, c.prefsrc)
             else:
                 assert key in routes, f"deletes a route that does not exist: {c.describe()}"
                 del routes[key]
