@@ -13,8 +13,7 @@ a device alone) and ``ENI_GUEST_UNMANAGED=1`` (which :data:`NETWORKD_HOTPLUG`, a
 file matching that udev property, turns into networkd's ``Unmanaged=yes``) when
 
 * :data:`MARKER` exists: an eni-guest run of this boot has read metadata, so it knows which NIC
-  is the primary; until then (early boot) udev marks nothing, and every NIC present at boot
-  goes to the distro as before, the primary included;
+  is the primary (until then, early in the boot, the rule judges from sysfs alone: below);
 * and ``DISTRO_NICS/<the NIC's MAC>`` does not exist: the NICs eni-guest leaves to the distro,
   the primary ENI and the ENIs in ``exclude_enis`` / ``exclude_interfaces``, each have a file
   there.
