@@ -15,6 +15,14 @@ watch daemon runs the same logic in-process.  Both must be quick and must never 
   so detection is retried with the metadata reads' backoff (and a longer window each time)
   until it answers or `hotplug_timeout` passes.  Its answer is kept for the boot
   (providers/boot_cache.py), so the next `add` of the same boot does not probe again.
+* A NIC some other run has configured since it appeared (it is in eni-guest's interface
+  group, where a new NIC starts in group 0, and routed by its tables) needs nothing more:
+  once metadata lists it as settled, `add` exits 0 without taking the lock or reconciling.
+  That is the case of every NIC present at boot, whose units udev starts beside the boot
+  apply (the units are ordered after it; cloud-init's module runs alongside them).  While
+  `add` waits for the run lock it keeps checking the same, and it waits for the lock up to
+  what is left of `hotplug_timeout` (at least `lock_timeout`): a slow boot apply holding the
+  lock does not fail the units queued behind it (exit 5) when it configures their NICs.
 * `remove` runs after the interface is gone and needs no metadata (detach must work while the
   metadata service is down): it deletes only what the kernel shows to be orphaned
   (`plan.plan_unplug`).
@@ -32,7 +40,7 @@ import logging
 import random
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 from . import settle
 from .changes import Change
@@ -42,10 +50,7 @@ from .model import Instance
 from .providers.detect import MAX_WINDOW, TOTAL_TIMEOUT
 from .providers.registry import AUTO
 from .settle import Backoff
-from .state import Link
-
-if TYPE_CHECKING:
-    from .agent import Result
+from .state import KernelState, Link
 
 log = logging.getLogger("eni_guest")
 
@@ -164,32 +169,71 @@ def add(config: Config, ifname: str) -> int:
         settled = wait_until_settled(
             config, link, config.hotplug_timeout, relookup=kernel.link_by_index
         )
+        if settled is None:
+            return 0
+        if configured(kernel.read_state(), link.index, config):
+            log.debug("%s is configured already (by a run since it appeared)", link.name)
+            return 0
+        log.debug(
+            "%s (%s) settled in metadata after %.1f s",
+            settled.link.name,
+            settled.link.mac,
+            time.monotonic() - start,
+        )
+        wait = max(config.lock_timeout, config.hotplug_timeout - (time.monotonic() - start))
+
+        def done() -> bool:
+            return configured(kernel.read_state(), link.index, config)
+
+        reconcile_unless_done(settled.config, wait, done, name=settled.link.name)
     finally:
         kernel.close()
-    if settled is None:
-        return 0
-    log.debug(
-        "%s (%s) settled in metadata after %.1f s",
-        settled.link.name,
-        settled.link.mac,
-        time.monotonic() - start,
-    )
-    reconcile_locked(settled.config)
     return 0
 
 
-def reconcile_locked(
-    config: Config, *, log_warnings: bool = True, fail_on_invalid: bool = False
-) -> Result:
-    """A full reconcile under the run lock, with metadata read under the lock (see above).
+def configured(state: KernelState, index: int, config: Config) -> bool:
+    """Whether a run of eni-guest has configured the NIC with this index since it appeared:
+    it is in eni-guest's interface group (a NIC appears in group 0; unsettled ENIs are left in
+    it) and a route of eni-guest's tables goes through it (a link moved in from another
+    network namespace keeps its group, not its routes)."""
+    link = next((x for x in state.links if x.index == index), None)
+    if link is None or link.group != config.interface_group:
+        return False
+    return any(r.oif == index for r in state.routes)
+
+
+def reconcile_unless_done(
+    config: Config, wait: float, done: Callable[[], bool], *, name: str, step: float = 0.5
+) -> None:
+    """A full reconcile under the run lock, with metadata read under the lock (see above),
+    the lock waited for up to `wait` seconds.  While it is held, and once it is taken,
+    `done()` says whether the holder has configured the NIC meanwhile: then nothing is left
+    to do.  LockTimeout (exit 5) only when neither happened in time.
 
     Another ENI whose metadata is refused does not fail a hot-plug: it is logged, and this
     NIC, which settled, is configured (its unit did its job)."""
     from .agent import reconcile
+    from .errors import LockTimeout
     from .lock import run_lock
 
-    with run_lock(config.lock_file, config.lock_timeout):
-        return reconcile(config, log_warnings=log_warnings, fail_on_invalid=fail_on_invalid)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with run_lock(config.lock_file, min(step, max(0.0, deadline - time.monotonic()))):
+                if done():
+                    log.debug("%s was configured by the run before this one", name)
+                    return
+                reconcile(config, log_warnings=True, fail_on_invalid=False)
+                return
+        except LockTimeout:
+            if done():
+                log.info("%s is configured by the run holding the lock", name)
+                return
+            if time.monotonic() >= deadline:
+                raise LockTimeout(
+                    f"another eni-guest run held {config.lock_file} for more than {wait:.0f} s "
+                    f"and has not configured {name}; nothing changed"
+                ) from None
 
 
 def remove(config: Config, ifname: str) -> int:

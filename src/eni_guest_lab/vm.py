@@ -281,7 +281,11 @@ class SimVM:
             self.attach(e["mac"], ifname)
 
     def add_guest(
-        self, scenario: Optional[Mapping[str, Any]] = None, *, timeout: float = 10.0
+        self,
+        scenario: Optional[Mapping[str, Any]] = None,
+        *,
+        timeout: float = 10.0,
+        attach: bool = True,
     ) -> Guest:
         """Add a second (third...) VM in the same VPC.
 
@@ -290,6 +294,8 @@ class SimVM:
         ENI-migration tests need: its ENIs are created and attached, its primary configured
         like a DHCP client would, and its own metadata simulator serves ``scenario`` on the
         metadata addresses at ``g.metadata_port`` (:meth:`agent` with ``guest=g`` uses it).
+        ``attach=False`` leaves its ENIs parked and its primary unconfigured: the real-VM bed
+        wires them to a QEMU guest itself (``attach(mac, veth, guest=g)``).
         """
         if not self._namespaces:
             raise SimVMError("start the SimVM before adding guests")
@@ -303,8 +309,10 @@ class SimVM:
             self._md.write(g)
             self._sync()
             for e in sorted(g.scenario["enis"], key=lambda e: int(e.get("device-number", 0))):
-                self.attach(e["mac"], guest=g)
-            self._configure_primary(g)
+                if attach:
+                    self.attach(e["mac"], guest=g)
+            if attach:
+                self._configure_primary(g)
             self._services.start_guest_metadata(g, self._md.guest_path(g), timeout)
         return g
 
