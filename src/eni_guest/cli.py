@@ -250,7 +250,18 @@ def demo(provider: str) -> None:
 
     # The demo belongs to the lab (eni_guest_lab), loaded only when asked for: nothing else in
     # the agent imports the lab.
-    run = importlib.import_module("eni_guest_lab.demo").run
+    try:
+        run = importlib.import_module("eni_guest_lab.demo").run
+    except ModuleNotFoundError as e:
+        if e.name not in ("eni_guest_lab", "eni_guest_lab.demo"):
+            raise
+        # The Debian package ships the agent only, not the lab.
+        click.echo(
+            "eni-guest demo: the simulated VM (eni_guest_lab) is not installed here: "
+            "run the demo from a checkout (README, Set up)",
+            err=True,
+        )
+        sys.exit(2)
     sys.exit(run(click.echo, provider=provider))
 
 

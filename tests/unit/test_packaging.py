@@ -8,9 +8,13 @@ tests/realvm/test_realvm_deb.py.
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
-from eni_guest import packaging
+import pytest
+from click.testing import CliRunner
+
+from eni_guest import cli, packaging
 from eni_guest.install import RT_PROTOS, render_rule, render_units, unit_context
 from eni_guest.install_cloudinit import CLOUD_CFG, CLOUD_DROPIN, CLOUD_ENV_FILE
 
@@ -84,3 +88,11 @@ def test_debian_rules_and_postinst_call_the_packaging_module() -> None:
     assert "#DEBHELPER#" in postinst and "#DEBHELPER#" in (DEBIAN / "eni-guest.postrm").read_text()
     triggers = (DEBIAN / "eni-guest.triggers").read_text()
     assert "interest-noawait /" + CLOUD_CFG in triggers
+
+
+def test_demo_without_the_lab_says_where_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Debian package ships the agent, not eni_guest_lab: the demo says so, exit 2."""
+    monkeypatch.setitem(sys.modules, "eni_guest_lab.demo", None)  # import fails: not found
+    result = CliRunner().invoke(cli.main, ["demo"])
+    assert result.exit_code == 2, result.output
+    assert "run the demo from a checkout" in result.output
