@@ -37,6 +37,7 @@ from .install_cloudinit import (
     cloud_init_dropin,
     render_module,
 )
+from .providers import boot_cache
 from .safe_write import write_if_changed
 from .templating import render_template
 
@@ -51,6 +52,7 @@ RUNTIME_FILES = (
     "/" + CLOUD_DROPIN,
     "/run/eni-guest",  # the boot's hot-plug state, the detected cloud, pending reloads
     Config().lock_file,
+    str(boot_cache.path_for(Config())),  # the cloud auto-detection found, kept for the boot
     "/" + str(NM_DROPIN),
     "/" + str(NETWORKD_FILE),
     "/" + str(NETWORKD_HOTPLUG),
