@@ -261,10 +261,20 @@ def demo(provider: str, ha: bool) -> None:
 
     # The demo belongs to the lab (eni_guest_lab), loaded only when asked for: nothing else in
     # the agent imports the lab.
-    if ha:
-        sys.exit(importlib.import_module("eni_guest_lab.ha_demo").run(click.echo))
-    run = importlib.import_module("eni_guest_lab.demo").run
-    sys.exit(run(click.echo, provider=provider))
+    name = "eni_guest_lab.ha_demo" if ha else "eni_guest_lab.demo"
+    try:
+        run = importlib.import_module(name).run
+    except ModuleNotFoundError as e:
+        if e.name not in ("eni_guest_lab", name):
+            raise
+        # The Debian package ships the agent only, not the lab.
+        click.echo(
+            "eni-guest demo: the simulated VM (eni_guest_lab) is not installed here: "
+            "run the demo from a checkout (README, Set up)",
+            err=True,
+        )
+        sys.exit(2)
+    sys.exit(run(click.echo) if ha else run(click.echo, provider=provider))
 
 
 def root_option(help: str) -> Callable:

@@ -41,6 +41,7 @@ from .image import (
     BaseImage,
     Flavour,
     base_image,
+    build_checkout_deb,
     build_checkout_wheel,
     prepare_disk,
 )
@@ -130,11 +131,14 @@ class RealVM:
             self.guest = self.sim.start().main_guest
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"{self.sim.prefix}-vm"))
         t1 = time.monotonic()
-        wheel = build_checkout_wheel(self.run_dir / "wheel")
-        self.timings["wheel"] = time.monotonic() - t1
+        if self.flavour.package == "deb":
+            package = build_checkout_deb(self.run_dir / "deb")
+        else:
+            package = build_checkout_wheel(self.run_dir / "wheel")
+        self.timings[self.flavour.package] = time.monotonic() - t1
         disk = self.run_dir / "disk.raw"
         steps = prepare_disk(
-            self.image, wheel, disk, self.flavour, self.config, self.files, self.enable
+            self.image, package, disk, self.flavour, self.config, self.files, self.enable
         )
         self.timings.update({f"prepare_{k}": v for k, v in steps.items()})
         self._prober = Prober(self.sim.vpc_ns, self._mac_of_vpc_if)
