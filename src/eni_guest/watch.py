@@ -44,7 +44,7 @@ from .errors import ConfigError, EniGuestError, MetadataError, MetadataUnavailab
 from .mirror import mirror_metric
 from .model import Instance
 from .state import ForeignRule, Link
-from .watch_inbox import Inbox, Waiting, status_text
+from .watch_inbox import Inbox, Waiting, status_text, watchdog
 
 log = logging.getLogger("eni_guest")
 
@@ -75,6 +75,7 @@ class Watcher:
         self._detected: Optional[tuple[Config, Config]] = None
         self._restore = restore.Schedule(clock)
         self._instance: Optional[Instance] = None  # the last complete metadata read
+        self._floating_retry = False  # the last floating reconcile failed: once more
         self._floating_at: Optional[float] = None  # a floating address came or went then
         self.notify = sdnotify.Notifier()  # systemd: READY, STATUS, WATCHDOG (Type=notify)
         self.main_seen = clock()  # when the main thread last woke (watch_loop), for WATCHDOG
@@ -115,7 +116,7 @@ class Watcher:
         self._restore.cancel()  # this reconcile reads the kernel after any deletion so far
         self.cycles += 1
         done = self._reconcile(lambda: self._metadata(lambda c: read_instance(c)[0]))
-        self._status(done)
+        self.notify.send(f"STATUS={status_text(done, self._outage, self._failed)}")
         if done is None:
             return False
         self._instance = done[0]
@@ -144,7 +145,15 @@ class Watcher:
         if self._instance is None:
             self._next_full = self._clock()
             return
-        done = self._reconcile(lambda: self._instance, quiet=self._floating_again)
+        # Its check may lose a race with keepalived flapping the address before that event
+        # is even read: the first failure is followed by one more try at once, quietly.
+        first, self._floating_retry = not self._floating_retry, False
+        done = self._reconcile(
+            lambda: self._instance, quiet=lambda: first or self._floating_again()
+        )
+        if done is None and first:
+            self._floating_retry, self._floating_at = True, at
+            return
         if done is not None and done[1].applied and at is not None:
             took = (time.monotonic() - at) * 1000
             log.info("floating IPs followed (%.0f ms after the address event)", took)
@@ -197,17 +206,6 @@ class Watcher:
                 self._captures_warned.add(c.rule)
                 log.warning("warning: %s", c.warning)
         return instance, result
-
-    def _status(self, done: Optional[tuple]) -> None:
-        """What `systemctl status` shows: the last full reconcile's outcome."""
-        self.notify.send(f"STATUS={status_text(done, self._outage, self._failed)}")
-
-    def _watchdog(self) -> None:
-        """WATCHDOG=1 when due, and only while the main thread (kernel events, signals) is
-        alive too: it wakes at least once per watchdog interval (watch_loop.py)."""
-        interval = self.notify.interval
-        if interval is not None and self._clock() - self.main_seen <= 2 * interval + 1:
-            self.notify.ping()
 
     def _judge_waiting(self, instance: Optional[Instance], *, configured: bool = True) -> bool:
         """Judge every waiting link after one metadata read (None: it failed); forget the
@@ -285,7 +283,7 @@ class Watcher:
         while True:
             with self._cond:
                 while not self._stopping and not self._has_mail():
-                    self._watchdog()
+                    watchdog(self.notify, self._clock() - self.main_seen)
                     left = self._due() - self._clock()
                     if left <= 0:
                         break

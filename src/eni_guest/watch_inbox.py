@@ -1,5 +1,5 @@
-"""What the watch daemon's main thread hands to its worker (watch.py), and the STATUS= line
-the worker tells systemd after each full reconcile."""
+"""What the watch daemon's main thread hands to its worker (watch.py), and what the worker
+tells systemd: the STATUS= line after each full reconcile, the watchdog's WATCHDOG=1."""
 
 from __future__ import annotations
 
@@ -73,3 +73,12 @@ def status_text(done: Optional[tuple[Any, Any]], outage: Optional[str], failed: 
     if outage is not None:
         return f"metadata unavailable at {at}, changing nothing: {outage}"
     return f"reconcile failed at {at}: {failed}"
+
+
+def watchdog(notify: Any, main_quiet_for: float) -> None:
+    """WATCHDOG=1 when due, and only while the main thread (kernel events, signals) is alive
+    too: it wakes at least once per watchdog interval (watch_loop.py), so `main_quiet_for`,
+    the time since it last woke, stays under two intervals."""
+    interval = notify.interval
+    if interval is not None and main_quiet_for <= 2 * interval + 1:
+        notify.ping()

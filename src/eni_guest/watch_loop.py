@@ -105,7 +105,7 @@ def _serve(
     while True:
         w.main_seen = w._clock()  # the worker's WATCHDOG=1 pings check that this loop runs
         try:
-            # with a watchdog, wake at least once per interval (watch.Watcher._watchdog)
+            # with a watchdog, wake at least once per interval (watch_inbox.watchdog)
             ready, _, _ = select.select([monitor, wake_r], [], [], w.notify.interval)
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
             continue
