@@ -16,9 +16,9 @@ Two threads:
   interfaces costs one metadata read per poll, not one per interface, and a slow wait never
   blocks events, the periodic reconcile or a detach.  What someone else deleted is put back
   by a reconcile with the last complete metadata read, within a second, no metadata read
-  needed (also during a metadata outage: the deletion was not metadata's doing).  A floating
-  IP (floating_ips) coming or going on an ENI link is answered the same way, at once, with no
-  debounce: keepalived just became master or stepped down (watch_floating.py).
+  needed (also during a metadata outage: the deletion was not metadata's doing).  Someone
+  else's address (a floating IP) coming or going on an ENI link is answered the same way, at
+  once, with no debounce: keepalived just became master or stepped down (watch_floating.py).
 
 While metadata fails nothing is changed (reconcile reads metadata before the kernel), and the
 outage is logged once when it starts and once when it ends.  Cleaning up after a detach needs
