@@ -81,6 +81,8 @@ EXPECTED_ENV = {
 def test_meta_is_what_cloud_init_validates(module: ModuleType) -> None:
     assert module.meta["frequency"] == "always"  # PER_ALWAYS: every boot
     assert module.meta["distros"] == ["all"]
+    # cloud-init < 22.1 (Debian 11's 20.4) reads the module's attributes instead of meta
+    assert module.frequency == "always" and module.distros == ["all"]
     assert module.meta["activate_by_schema_keys"] == []  # runs without an eni_guest key too
     assert not hasattr(module, "schema")  # cloud-init 22.x refuses modules defining one
 

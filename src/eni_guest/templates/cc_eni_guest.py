@@ -63,6 +63,10 @@ meta = {
     "activate_by_schema_keys": [],
     "examples": [],
 }
+# cloud-init before 22.1 (Debian 11 has 20.4) reads these two module attributes, not ``meta``:
+# without ``frequency`` it would run this module only at an instance's first boot.
+frequency = PER_ALWAYS
+distros = [ALL_DISTROS]
 
 
 def _flag(section: Dict[str, Any], key: str) -> bool:

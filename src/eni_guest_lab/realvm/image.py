@@ -120,12 +120,12 @@ BOOKWORM = Recipe(
 )
 
 #: Debian 11: kernel 5.10 (before address protocols, Linux 6.3), Python 3.9, ifupdown with
-#: dhclient, as Debian's installer and its cloud images set a server up.
+#: dhclient and cloud-init 20.4, as Debian's cloud images set a server up.
 BULLSEYE = Recipe(
     name="bullseye",
     suite="bullseye",
     python="3.9",
-    packages=(*_COMMON_PACKAGES, "ifupdown", "isc-dhcp-client"),
+    packages=(*_COMMON_PACKAGES, "ifupdown", "isc-dhcp-client", "cloud-init"),
     files=dict(_COMMON_FILES),
 )
 
@@ -209,6 +209,16 @@ eni_guest:
   persist: true
   watch_interval: 15
 """
+_CLOUD_INIT_NOCLOUD = {
+    # locale: the image has no locales package (update-locale would fail the stage); no
+    # default user, no ssh: modules for them would fail too.
+    "/etc/cloud/cloud.cfg.d/90-lab.cfg": (
+        "datasource_list: [NoCloud]\nnetwork: {config: disabled}\nlocale: false\n"
+        "users: []\nno_ssh_fingerprints: true\n"
+    ),
+    "/var/lib/cloud/seed/nocloud/meta-data": "instance-id: i-lab\n",
+    "/var/lib/cloud/seed/nocloud/user-data": CLOUD_INIT_USER_DATA,
+}
 NETWORKD = Flavour(
     name="bookworm-networkd",
     recipe=BOOKWORM,
@@ -219,14 +229,7 @@ NETWORKD = Flavour(
         "/etc/systemd/network/90-dhcp.network": (
             "[Match]\nType=ether\nName=en*\n\n[Network]\nDHCP=yes\n"
         ),
-        # locale: the image has no locales package (update-locale would fail the stage); no
-        # default user, no ssh: modules for them would fail too.
-        "/etc/cloud/cloud.cfg.d/90-lab.cfg": (
-            "datasource_list: [NoCloud]\nnetwork: {config: disabled}\nlocale: false\n"
-            "users: []\nno_ssh_fingerprints: true\n"
-        ),
-        "/var/lib/cloud/seed/nocloud/meta-data": "instance-id: i-lab\n",
-        "/var/lib/cloud/seed/nocloud/user-data": CLOUD_INIT_USER_DATA,
+        **_CLOUD_INIT_NOCLOUD,
     },
     enable=_NETWORKD_ON,
     disable=("eni-guest-boot.service",),
@@ -251,13 +254,16 @@ NETPLAN = Flavour(
 IFUPDOWN = Flavour(
     name="bullseye-ifupdown",
     recipe=BULLSEYE,
-    stack="ifupdown 0.8 + dhclient, allow-hotplug for the primary",
+    stack="ifupdown 0.8 + dhclient, allow-hotplug for the primary; cloud-init 20.4 (NoCloud)"
+    " runs eni-guest's module",
     files={
         "/etc/network/interfaces": (
             "auto lo\niface lo inet loopback\n\n"
             f"allow-hotplug {PRIMARY_IFNAME}\niface {PRIMARY_IFNAME} inet dhcp\n"
         ),
+        **_CLOUD_INIT_NOCLOUD,
     },
+    disable=("eni-guest-boot.service",),
     reactivate_primary=f"ifdown {PRIMARY_IFNAME}; ifup {PRIMARY_IFNAME}",
 )
 
