@@ -125,7 +125,14 @@ BULLSEYE = Recipe(
     name="bullseye",
     suite="bullseye",
     python="3.9",
-    packages=(*_COMMON_PACKAGES, "ifupdown", "isc-dhcp-client", "cloud-init"),
+    # python3-cffi-backend: as for bookworm (python3-cryptography, cloud-init's, needs it).
+    packages=(
+        *_COMMON_PACKAGES,
+        "ifupdown",
+        "isc-dhcp-client",
+        "cloud-init",
+        "python3-cffi-backend",
+    ),
     files=dict(_COMMON_FILES),
 )
 
