@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import signal
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from . import scenarios, testbed
+from .demo_guard import guarded
 from .testbed import SimVM
 
 # The three-ENI instance the tests use too (scenarios/three-eni.json): the primary with a
@@ -53,28 +53,11 @@ def _exit(p: testbed.Probe) -> str:
 
 def run(echo: Callable[[str], None] = print, provider: str = "aws") -> int:
     """Build, apply, prove, clean up.  Returns the exit code (0: every check as expected)."""
-    problem = testbed.check_environment()
-    if problem is not None:
-        echo(f"eni-guest demo: cannot build the simulated VM: {problem}")
-        return 6 if "root" in problem else 1
-    testbed.cleanup_stale()
 
-    def stop(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+    def build() -> SimVM:
+        return SimVM(scenario_for(provider), dhcp=provider == "jdcloud").start()
 
-    old = signal.signal(signal.SIGTERM, stop)
-    vm: Optional[SimVM] = None
-    try:
-        vm = SimVM(scenario_for(provider), dhcp=provider == "jdcloud").start()
-        return _demo(vm, echo)
-    except KeyboardInterrupt:
-        echo("\ninterrupted: removing the simulated VM")
-        return 130
-    finally:
-        if vm is not None:
-            vm.close()
-        signal.signal(signal.SIGTERM, old)
-        echo("cleaned up: every namespace of the demo is gone")
+    return guarded(echo, "eni-guest demo", "VM", build, lambda vm: _demo(vm, echo))
 
 
 def _demo(vm: SimVM, echo: Callable[[str], None]) -> int:

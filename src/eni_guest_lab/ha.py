@@ -249,6 +249,12 @@ class Timeline:
         return None if self.first_b is None else self.first_b - start
 
     @property
+    def lead(self) -> float:
+        """From the last answer before +0 to +0: up to the client's interval, and what makes
+        the outage longer than detection + guest side."""
+        return 0.0 if self.last_a is None else self.killed - self.last_a
+
+    @property
     def detection(self) -> Optional[float]:
         return None if self.master is None else self.master - self.killed
 
@@ -271,8 +277,8 @@ class Timeline:
             f"  {at(self.master)}  {self.labels[1]}",
             f"  {at(self.assigned)}  {self.labels[2]}",
             f"  {at(self.first_b)}  first answer from {self.names[1]}",
-            f"  outage {ms(self.outage)} = {self.labels[3]} {ms(self.detection)}"
-            f" + guest side {ms(self.guest_side)}",
+            f"  outage {ms(self.outage)} = {ms(self.lead)} (last answer to +0)"
+            f" + {self.labels[3]} {ms(self.detection)} + guest side {ms(self.guest_side)}",
         ]
 
 

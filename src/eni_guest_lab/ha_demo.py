@@ -9,42 +9,21 @@ and shows it holds nothing of the VIP any more; then moves a whole ENI from A to
 
 from __future__ import annotations
 
-import signal
 import time
-from typing import Any, Callable, Optional
+from typing import Callable
 
-from . import testbed
+from .demo_guard import guarded
 from .ha import MOVING_IP, VIP, HaBed
 
 
 def run(echo: Callable[[str], None] = print) -> int:
     """Build, fail over, print, clean up.  0 when the failover worked as expected."""
-    problem = testbed.check_environment()
-    if problem is not None:
-        echo(f"eni-guest demo --ha: cannot build the simulated VPC: {problem}")
-        return 6 if "root" in problem else 1
-    testbed.cleanup_stale()
 
-    def stop(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    old = signal.signal(signal.SIGTERM, stop)
-    bed: Optional[HaBed] = None
-    try:
+    def build() -> HaBed:
         echo("building two VMs in one VPC, keepalived on both (unicast VRRP, advert 0.1 s)...")
-        bed = HaBed(lag=2.0)
-        return _demo(bed, echo)
-    except KeyboardInterrupt:
-        echo("\ninterrupted: removing the simulated VPC")
-        return 130
-    except RuntimeError as e:
-        echo(f"eni-guest demo --ha: {e}")
-        return 1
-    finally:
-        if bed is not None:
-            bed.close()
-        signal.signal(signal.SIGTERM, old)
-        echo("cleaned up: every namespace of the demo is gone")
+        return HaBed(lag=2.0)
+
+    return guarded(echo, "eni-guest demo --ha", "VPC", build, lambda bed: _demo(bed, echo))
 
 
 def _holds(bed: HaBed, name: str) -> str:
