@@ -12,28 +12,26 @@ the NIC's link state), which providers never touch so they stay pure HTTP -> Raw
 unit-testable without root; and it is not in kernel.py, which reads and changes what the
 planner acts on.  It uses kernel.py (the agent's one way to netlink) for the one thing it
 needs from netlink: setting the NIC's link up and down (which NIC is the run's scope's
-decision, scope.py).  The DHCP protocol itself is pyroute2's client (pyroute2 >= 0.9,
-`pyroute2.dhcp`).
+decision, scope.py).  The DHCP protocol itself is dhcp_wire.py: one DISCOVER and its OFFER,
+with the standard library (pyroute2 0.7.2, Debian 12's, has no DHCP client, and the one of
+pyroute2 0.9 would bring asyncio and threads into a probe of one packet each way).
 
-It leaves nothing behind.  The client runs in this process, in a private event loop on its own
-thread, only until the first ACK (or the timeout); its lease class neither writes nor loads a
-file; it has no hooks, so it adds no address and no route (the lease's address is the ENI's
-primary IP, which the agent adds itself as usual); no pid file, no signal handlers, and no
-DHCPRELEASE: the address is the ENI's fixed one, and a RELEASE sent for the primary ENI would
-cancel the lease the distro's own DHCP client holds on it.  A link that was down (a secondary
-ENI the agent has not configured yet) is brought up for the exchange and set down again
-afterwards, which also removes the IPv6 link-local address the kernel gave it: a dry run
-(`show`, `apply --dry-run`) changes nothing.  Nothing else about the link is touched.
+It leaves nothing behind.  The exchange runs in this process only until the first OFFER (or
+the timeout) and takes no lease: no REQUEST, so no RELEASE is ever owed (a RELEASE for the
+primary ENI would cancel the lease the distro's own DHCP client holds on it); nothing is
+written, no address and no route are added (the offered address is the ENI's primary IP,
+which the agent adds itself as usual).  A link that was down (a secondary ENI the agent has
+not configured yet) is brought up for the exchange and set down again afterwards, which also
+removes the IPv6 link-local address the kernel gave it: a dry run (`show`, `apply --dry-run`)
+changes nothing.  Nothing else about the link is touched.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import ipaddress
 import logging
 import os
-from typing import Any, Awaitable, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from .config import Config
 from .errors import MetadataUnavailable, NotPermitted
@@ -92,7 +90,7 @@ def probe(link: Link, *, config: Config, timeout: float = DHCP_TIMEOUT) -> tuple
         if not link.up:
             set_up(True)
         try:
-            lease = _lease(link.name, timeout)
+            lease = _lease(link.name, mac, timeout)
         finally:
             if not link.up:
                 set_up(False)  # as it was: the agent brings it up when it applies
@@ -105,7 +103,7 @@ def _subnet_and_router(lease: Any, ifname: str, mac: str) -> tuple[str, str]:
     where = f"dhcp: the answer on {ifname} ({mac})"
     try:
         mask, routers = lease.subnet_mask, lease.routers
-    except LookupError as e:  # pyroute2's MissingOptionError
+    except LookupError as e:  # the OFFER has no subnet mask
         raise MetadataUnavailable(f"{where} lacks an option: {e}") from None
     try:
         subnet = ipaddress.IPv4Interface(f"{lease.ip}/{mask}").network
@@ -127,18 +125,13 @@ def _retries() -> Iterator[float]:
         yield 2.0
 
 
-def _lease(ifname: str, timeout: float) -> Any:
-    """One DISCOVER/OFFER/REQUEST/ACK exchange on `ifname`; the ACK's lease, kept in memory."""
-    exchange = _exchange(ifname, timeout)
+def _lease(ifname: str, mac: str, timeout: float) -> Any:
+    """One DISCOVER/OFFER exchange on `ifname` (dhcp_wire.py): the OFFER."""
+    from .dhcp_wire import exchange
 
-    def run() -> Any:
-        # A private loop on a thread of its own: callers may already run an event loop.
-        return asyncio.run(asyncio.wait_for(exchange(), timeout + 2.0))
-
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="eni-dhcp")
     try:
-        return pool.submit(run).result()
-    except (asyncio.TimeoutError, concurrent.futures.TimeoutError):
+        return exchange(ifname, mac, timeout, _retries)
+    except TimeoutError:  # before OSError: on Python 3.9 it is one
         raise MetadataUnavailable(
             f"dhcp: no answer on {ifname} within {round(timeout, 1):g} s (is there a DHCP server?)"
         ) from None
@@ -146,49 +139,3 @@ def _lease(ifname: str, timeout: float) -> Any:
         raise NotPermitted(f"dhcp: a raw socket on {ifname} needs root (CAP_NET_RAW)") from None
     except OSError as e:
         raise MetadataUnavailable(f"dhcp: on {ifname}: {e.strerror or e}") from None
-    finally:
-        pool.shutdown(wait=True)
-
-
-def _exchange(ifname: str, timeout: float) -> Callable[[], Awaitable[Any]]:
-    """The exchange as a coroutine function: pyroute2's client, writing and running nothing."""
-    try:
-        from pyroute2.dhcp.client import AsyncDHCPClient, ClientConfig
-        from pyroute2.dhcp.fsm import State
-        from pyroute2.dhcp.leases import Lease
-    except ImportError as e:
-        raise MetadataUnavailable(f"dhcp: needs pyroute2 >= 0.9 (pyroute2.dhcp): {e}") from None
-    # pyroute2 logs through `logging`; without a handler of its own, Python would print its
-    # warnings on stderr, where eni-guest promises one line per change or error.
-    pyroute2_log = logging.getLogger("pyroute2")
-    if not any(isinstance(h, logging.NullHandler) for h in pyroute2_log.handlers):
-        pyroute2_log.addHandler(logging.NullHandler())
-
-    class MemoryLease(Lease):
-        """A lease that is never written to nor read from disk."""
-
-        def dump(self) -> None:
-            pass
-
-        @classmethod
-        def load(cls, interface: str) -> None:
-            return None
-
-    async def exchange() -> Any:
-        cfg = ClientConfig(
-            interface=ifname,
-            lease_type=MemoryLease,
-            hooks=(),
-            release=False,
-            write_pidfile=False,
-            handle_signals=False,
-            host_name=None,
-            vendor_id=None,
-            retransmission=_retries,
-        )
-        async with AsyncDHCPClient(cfg) as client:
-            await client.bootstrap()
-            await client.wait_for_state(State.BOUND, timeout=timeout)
-            return client.lease
-
-    return exchange

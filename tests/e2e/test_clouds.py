@@ -356,23 +356,25 @@ def test_jd_eni_whose_nic_is_not_attached_yet_waits(simvm: Any) -> None:
 
 
 def test_jd_dhcp_once_per_boot_for_each_secondary_nic_and_never_the_primary(simvm: Any) -> None:
-    """Two reconciles (and a `show`): each secondary NIC's DHCP service is asked once (the
-    answer is kept under the lock file's directory for the boot), the primary's never (its
+    """Two reconciles (and a `show`): each secondary NIC's DHCP service is asked once, one
+    DISCOVER and its OFFER, no lease taken (the answer is kept under the lock file's directory
+    for the boot), the primary's never (its
     subnet and gateway come from its DHCP client's address and default route); unplugging a
     NIC forgets its answer."""
     vm = simvm(scenario("jdcloud"), dhcp=True, docker=False)
 
-    def acks() -> dict[str, int]:
+    def answers(kind: str) -> dict[str, int]:
         out = {}
         for mac in (PRIMARY, SECOND, THIRD):
             log = vm.tmpdir / f"dnsmasq-{vm.vpc_if_of(mac)}.log"
-            out[mac] = log.read_text(errors="replace").count("DHCPACK(") if log.exists() else 0
+            out[mac] = log.read_text(errors="replace").count(f"{kind}(") if log.exists() else 0
         return out
 
     for command in ("apply", "show", "apply"):
         r = vm.agent(command)
         assert r.returncode == 0, r.stderr
-    assert acks() == {PRIMARY: 0, SECOND: 1, THIRD: 1}
+    assert answers("DHCPOFFER") == {PRIMARY: 0, SECOND: 1, THIRD: 1}
+    assert answers("DHCPACK") == {PRIMARY: 0, SECOND: 0, THIRD: 0}  # no lease taken
     kept = vm.lock_file.with_suffix(".dhcp")
     assert sorted(p.name for p in kept.iterdir()) == sorted(
         mac.replace(":", "-") for mac in (SECOND, THIRD)

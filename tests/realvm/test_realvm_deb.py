@@ -4,9 +4,12 @@ dependencies are Debian's own packages (python3-pyroute2 0.7.2 ...), no pip
 
 * in a chroot of the image, nothing booted: ``dpkg -i`` places every file, ``dpkg --purge``
   leaves the image's file list exactly as it was;
-* booted, the package installed with ``dpkg -i`` as an image builder does: the boot and the
-  hot-plug scenarios of test_realvm.py, with the same assertions, on the package's units, udev
-  rule and cloud-init module (with the drop-in its postinst wrote);
+* booted, the package installed with ``dpkg -i`` as an image builder does: the scenarios of
+  test_realvm.py, with the same assertions, on the package's units, udev rule and cloud-init
+  module (with the drop-in its postinst wrote) and Debian's python3-pyroute2: boot, hot-plug,
+  unplug, the primary reactivated, an IP moved with no event (the watch daemon under systemd),
+  a second hot-plug; all but the migration, which needs a second VM's boot and proves the
+  cloud's side, not the package's (the four wheel flavours run it);
 * then ``apt-get purge eni-guest`` in the running guest, after the agent has run: no file of
   eni-guest's is left (settings, cloud-init's kept settings, runtime files under /run, the
   units' enablement symlinks, the udev rule) against the image's file list before install.
@@ -85,6 +88,22 @@ def test_deb_boot_configures_three_enis(vm: RealVM) -> None:
 
 def test_deb_hotplug(vm: RealVM) -> None:
     scenario.test_hotplug(vm)
+
+
+def test_deb_unplug_cleans_up(vm: RealVM) -> None:
+    scenario.test_unplug_cleans_up(vm)
+
+
+def test_deb_reactivating_the_primary_keeps_its_secondary_ip(vm: RealVM) -> None:
+    scenario.test_reactivating_the_primary_keeps_its_secondary_ip(vm)
+
+
+def test_deb_ip_reassigned_without_an_event(vm: RealVM) -> None:
+    scenario.test_ip_reassigned_without_an_event(vm)
+
+
+def test_deb_second_hotplug(vm: RealVM) -> None:
+    scenario.test_second_hotplug(vm)
 
 
 def test_deb_purge_leaves_nothing_in_the_guest(vm: RealVM) -> None:

@@ -160,7 +160,7 @@ def exchanges(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The timeout of every DHCP exchange the probe starts (each answers at once)."""
     started: list[float] = []
 
-    def fake_lease(ifname: str, timeout: float) -> SimpleNamespace:
+    def fake_lease(ifname: str, mac: str, timeout: float) -> SimpleNamespace:
         started.append(timeout)
         return lease()
 
@@ -206,8 +206,13 @@ def test_jdclouds_probe_shares_the_metadata_clients_deadline(
 
 
 def test_importing_dhcp_is_cheap() -> None:
-    """Every run imports the providers; only JD Cloud may pay for pyroute2's DHCP client."""
-    code = "import sys, eni_guest.dhcp; print('pyroute2' in sys.modules)"
+    """Every run imports the providers: the probe's module brings neither pyroute2 nor the
+    wire code (loaded by a probe only), nor asyncio or threads."""
+    code = (
+        "import sys, eni_guest.dhcp; "
+        "print(any(m in sys.modules for m in "
+        "('pyroute2', 'eni_guest.dhcp_wire', 'asyncio', 'concurrent.futures')))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
