@@ -243,12 +243,15 @@ NETWORKD = Flavour(
     mask=_NM_OFF,
     reactivate_primary=f"networkctl reconfigure {PRIMARY_IFNAME}",
 )
+#: Netplan as Ubuntu's cloud images have it, with cloud-init; and eni-guest's boot unit left on
+#: as `eni-guest install` enables it: both boot applies run (the second finds nothing to do).
 NETPLAN = Flavour(
     name="bookworm-netplan",
     recipe=BOOKWORM,
-    stack="netplan 0.106 (networkd renderer), DHCP on every en* NIC",
+    stack="netplan 0.106 (networkd renderer), DHCP on every en* NIC; cloud-init 22.4 (NoCloud)"
+    " runs eni-guest's module and the boot unit runs too",
     files={
-        **_NO_CLOUD_INIT,
+        **_CLOUD_INIT_NOCLOUD,
         "/etc/netplan/90-all.yaml": (
             "network:\n  version: 2\n  renderer: networkd\n  ethernets:\n    all-en:\n"
             '      match: {name: "en*"}\n      dhcp4: true\n'
