@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import struct
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Union
 
@@ -28,7 +29,6 @@ from .changes import Change, RouteChange, RuleChange
 from .config import SLOTS, Config
 from .errors import KernelError
 from .netlink import (
-    NL,
     RTM_DELADDR,
     RTM_DELLINK,
     RTM_DELROUTE,
@@ -39,7 +39,6 @@ from .netlink import (
     RTM_GETRULE,
     RTM_NEWLINK,
     Netlink,
-    fields,
     messages,
 )
 from .netlink_decode import (
@@ -54,6 +53,24 @@ from .netlink_decode import (
 )
 from .netlink_encode import Encoder
 from .state import Addr, ForeignRule, KernelState, Link, Route, Rule, addr_metric
+
+# Dump and get requests, packed: ifinfomsg (family, type, index, flags, change), ifaddrmsg
+# (family, prefixlen, flags, scope, index), and the rtmsg / fib_rule_hdr layout (family,
+# dst_len, src_len, tos, table, protocol or res1, scope or res2, type or action, flags).
+_IFINFOMSG = struct.Struct("=BxHiII")
+_IFADDRMSG = struct.Struct("=BBBBI")
+_RTMSG = struct.Struct("=BBBBBBBBI")
+IFLA_IFNAME = 3
+
+
+def _link_request(index: int = 0, name: str = "") -> bytes:
+    payload = _IFINFOMSG.pack(0, 0, index, 0, 0)
+    if name:
+        value = name.encode() + b"\0"
+        payload += struct.pack("=HH", 4 + len(value), IFLA_IFNAME) + value
+        payload += b"\0" * (-len(payload) % 4)
+    return payload
+
 
 _GONE = frozenset({errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV})
 
@@ -129,13 +146,14 @@ class Kernel:
 
     def read_state(self) -> KernelState:
         cfg = self.config
-        links = self.nl.dump(fields(NL.ifinfmsg(), family=0), RTM_GETLINK, parse_link)
-        addrs = self.nl.dump(fields(NL.ifaddrmsg(), family=0), RTM_GETADDR, parse_addr)
+        links = self.nl.dump(_link_request(), RTM_GETLINK, parse_link)
+        addrs = self.nl.dump(_IFADDRMSG.pack(0, 0, 0, 0, 0), RTM_GETADDR, parse_addr)
         rules: list[Rule] = []
         foreign: list[ForeignRule] = []
         routes: list[Route] = []
         for af in (socket.AF_INET, socket.AF_INET6):
-            for m in self.nl.dump(fields(NL.fibmsg(), family=af), RTM_GETRULE, decode_rule):
+            rule_req = _RTMSG.pack(af, 0, 0, 0, 0, 0, 0, 0, 0)
+            for m in self.nl.dump(rule_req, RTM_GETRULE, decode_rule):
                 ours = rule_of(m)
                 if ours is not None and our_rule(cfg, *ours):
                     rules.append(ours[0])
@@ -143,8 +161,8 @@ class Kernel:
                 other = foreign_rule_of(m)  # read only: capture.py looks at it
                 if other is not None:
                     foreign.append(other)
-            req = fields(NL.rtmsg(), family=af, proto=cfg.protocol)
-            for route, proto in self.nl.dump(req, RTM_GETROUTE, parse_route):
+            route_req = _RTMSG.pack(af, 0, 0, 0, 0, cfg.protocol, 0, 0, 0)
+            for route, proto in self.nl.dump(route_req, RTM_GETROUTE, parse_route):
                 if our_route(cfg, route, proto):
                     routes.append(route)
         return KernelState(
@@ -158,20 +176,17 @@ class Kernel:
 
     def read_links(self) -> list[Link]:
         """Every link of this namespace (the watch daemon's starting point)."""
-        return self.nl.dump(fields(NL.ifinfmsg(), family=0), RTM_GETLINK, parse_link)
+        return self.nl.dump(_link_request(), RTM_GETLINK, parse_link)
 
     def link_by_name(self, name: str) -> Optional[Link]:
         """The link called `name` now, or None: one request, cheap enough for every hot-plug."""
         if not name or len(name.encode()) > 15:  # IFNAMSIZ - 1: no such link can exist
             return None
-        msg = fields(NL.ifinfmsg(), family=0)
-        msg["attrs"] = [("IFLA_IFNAME", name)]
-        return self.nl.get(msg, RTM_GETLINK, parse_link)
+        return self.nl.get(_link_request(name=name), RTM_GETLINK, parse_link)
 
     def link_by_index(self, index: int) -> Optional[Link]:
         """The link with this index now (it survives renames), or None once it is gone."""
-        msg = fields(NL.ifinfmsg(), family=0, index=index)
-        return self.nl.get(msg, RTM_GETLINK, parse_link)
+        return self.nl.get(_link_request(index=index), RTM_GETLINK, parse_link)
 
     # ------------------------------------------------------------ writing
 
