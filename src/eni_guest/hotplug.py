@@ -3,13 +3,14 @@
 udev (through a per-interface systemd unit) runs these when a NIC appears or leaves, and the
 watch daemon runs the same logic in-process.  Both must be quick and must never guess:
 
-* `add` waits, without holding the run lock, until metadata lists the interface's MAC as a
-  settled ENI (right after a hot attach AWS may list it with device-number 0 and no IPs for a
-  few seconds; configuring it then would put two ENIs in one table).  It then takes the lock,
-  reads metadata once more and runs a normal full reconcile.  The second read is deliberate:
-  with eight ENIs attached at once, eight `add`s queue on the lock, and a read taken before
-  the wait may predate an ENI that a run in between configured; reconciling with it would
-  remove that ENI again.  A read taken under the lock is never older than the kernel state.
+* `add` waits until metadata lists the interface's MAC as a settled ENI (right after a hot
+  attach AWS may list it with device-number 0 and no IPs for a few seconds; configuring it
+  then would put two ENIs in one table), then runs a normal full reconcile with the read that
+  found it settled.  Each read is taken under the run lock, released between reads: with
+  eight ENIs attached at once, eight `add`s queue on the lock, and a read taken before the
+  wait may predate an ENI that a run in between configured; reconciling with it would remove
+  that ENI again.  A read taken under the lock is never older than the kernel state, so one
+  read is enough (the metadata service is rate limited per ENI).
 * With `provider = auto`, which cloud this is is part of the wait: a NIC may appear before
   the metadata service answers, or while the guest is too slow for the probes' first window,
   so detection is retried with the metadata reads' backoff (and a longer window each time)
@@ -28,11 +29,12 @@ after one metadata read) is not waited for either: it is left alone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
+from typing import Callable, ContextManager, NamedTuple, Optional
 
 from . import settle
 from .changes import Change
@@ -44,9 +46,6 @@ from .providers.registry import AUTO
 from .settle import Backoff
 from .state import Link
 
-if TYPE_CHECKING:
-    from .agent import Result
-
 log = logging.getLogger("eni_guest")
 
 
@@ -56,6 +55,7 @@ class Settled(NamedTuple):
 
     link: Link
     config: Config
+    instance: Optional[Instance] = None  # the read that found it settled
 
 
 def resolve_provider(config: Config, window: float = TOTAL_TIMEOUT) -> Config:
@@ -105,12 +105,15 @@ def wait_until_settled(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     rng: Callable[[], float] = random.random,
+    under_lock: Optional[Callable[[], ContextManager[None]]] = None,
+    then: Optional[Callable[[Settled], None]] = None,
 ) -> Optional[Settled]:
     """Poll metadata until `link`'s MAC is a settled ENI; return the link (it may have been
     renamed) with the configuration that read it, or None when there is nothing to configure
     (the link left, or it is not an ENI of this instance).  Raises MetadataError when no cloud
     was recognised, metadata stayed down or the ENI unsettled for the whole timeout: the
-    caller changes nothing.  The decisions are settle.judge's.
+    caller changes nothing.  The decisions are settle.judge's.  With `under_lock`, each read
+    is taken holding it, and `then` runs with the settled read before it is released.
     """
     deadline = clock() + timeout
     backoff = Backoff(rng=rng)
@@ -121,15 +124,25 @@ def wait_until_settled(
             if config.provider == AUTO:
                 tries += 1
                 config = _detect(config, tries, deadline - clock())
-            instance = _read(config, deadline - clock())
         except MetadataDisabled:
             raise  # switched off: waiting will not switch it on
         except MetadataError as e:
             error = e
-        left = deadline - clock()
-        verdict = settle.judge(link, instance, error=error, time_left=left, timeout=timeout)
-        if verdict.action == settle.CONFIGURE:
-            return Settled(link, config)
+        with under_lock() if under_lock is not None else contextlib.nullcontext():
+            if error is None:
+                try:
+                    instance = _read(config, deadline - clock())
+                except MetadataDisabled:
+                    raise
+                except MetadataError as e:
+                    error = e
+            left = deadline - clock()
+            verdict = settle.judge(link, instance, error=error, time_left=left, timeout=timeout)
+            if verdict.action == settle.CONFIGURE:
+                settled = Settled(link, config, instance)
+                if then is not None:
+                    then(settled)
+                return settled
         if verdict.action == settle.GIVE_UP:
             if verdict.failed:
                 raise MetadataUnavailable(verdict.why)
@@ -161,35 +174,35 @@ def add(config: Config, ifname: str) -> int:
             log.log(verdict.level, "%s", verdict.why)
             return 0
         start = time.monotonic()
-        settled = wait_until_settled(
-            config, link, config.hotplug_timeout, relookup=kernel.link_by_index
+
+        def configure(settled: Settled) -> None:
+            from .agent import reconcile
+
+            log.debug(
+                "%s (%s) settled in metadata after %.1f s",
+                settled.link.name,
+                settled.link.mac,
+                time.monotonic() - start,
+            )
+            reconcile(settled.config, instance=settled.instance, fail_on_invalid=False)
+
+        wait_until_settled(
+            config,
+            link,
+            config.hotplug_timeout,
+            relookup=kernel.link_by_index,
+            under_lock=lambda: _run_lock(config),
+            then=configure,
         )
     finally:
         kernel.close()
-    if settled is None:
-        return 0
-    log.debug(
-        "%s (%s) settled in metadata after %.1f s",
-        settled.link.name,
-        settled.link.mac,
-        time.monotonic() - start,
-    )
-    reconcile_locked(settled.config)
     return 0
 
 
-def reconcile_locked(
-    config: Config, *, log_warnings: bool = True, fail_on_invalid: bool = False
-) -> Result:
-    """A full reconcile under the run lock, with metadata read under the lock (see above).
-
-    Another ENI whose metadata is refused does not fail a hot-plug: it is logged, and this
-    NIC, which settled, is configured (its unit did its job)."""
-    from .agent import reconcile
+def _run_lock(config: Config) -> ContextManager[None]:
     from .lock import run_lock
 
-    with run_lock(config.lock_file, config.lock_timeout):
-        return reconcile(config, log_warnings=log_warnings, fail_on_invalid=fail_on_invalid)
+    return run_lock(config.lock_file, config.lock_timeout)
 
 
 def remove(config: Config, ifname: str) -> int:

@@ -23,6 +23,10 @@ outage is logged once when it starts and once when it ends.  Cleaning up after a
 no metadata and still happens, and so does putting back what someone deleted.  SIGTERM
 stops within about a second; SIGHUP re-reads the configuration and keeps the old one if the
 new one is invalid.
+
+A periodic read asks only for what can change (the MAC listing, each ENI's key listing,
+IPs, prefixes): the token, the primary's MAC and each ENI's fixed keys are kept between
+reads and forgotten whenever a link comes or goes or a read fails (providers/memo.py).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from . import hotplug, restore, settle
 from .config import Config
 from .errors import ConfigError, EniGuestError, MetadataError
 from .model import Instance
+from .providers import memo
 from .state import ForeignRule, Link
 
 log = logging.getLogger("eni_guest")
@@ -107,6 +112,7 @@ class Watcher:
         try:
             out = read(self._effective())
         except MetadataError as e:
+            memo.forget()  # read everything again once the service answers
             if self._outage is None:
                 log.error("metadata unavailable, changing nothing until it answers: %s", e)
             self._outage = str(e)
@@ -120,10 +126,17 @@ class Watcher:
         """One full reconcile under the run lock; False when metadata or the kernel failed."""
         from .agent import read_instance
 
+        self._cycle_begins()
+        return self._cycle_done(
+            self._reconcile(lambda: self._metadata(lambda c: read_instance(c)[0]))
+        )
+
+    def _cycle_begins(self) -> None:
         self._next_full = self._clock() + self.config.watch_interval
         self._restore.cancel()  # this reconcile reads the kernel after any deletion so far
         self.cycles += 1
-        done = self._reconcile(lambda: self._metadata(lambda c: read_instance(c)[0]))
+
+    def _cycle_done(self, done: Optional[tuple]) -> bool:
         if done is None:
             return False
         self._instance = done[0]
@@ -196,12 +209,24 @@ class Watcher:
         return configure
 
     def _poll(self) -> None:
-        """One metadata read for the waiting links; reconcile as soon as one has settled."""
+        """One metadata read for the waiting links, under the run lock; as soon as one has
+        settled, the cycle's reconcile runs with that same read (a read under the lock is
+        never older than the kernel state: see hotplug.py for why that matters)."""
         from .agent import read_instance
 
-        instance: Optional[Instance] = self._metadata(lambda c: read_instance(c)[0])
-        if self._judge_waiting(instance, configured=False):
-            self.cycle()  # reads metadata again under the lock: see hotplug.py for why
+        settled: list[bool] = []
+
+        def read_and_judge() -> Optional[Instance]:
+            instance: Optional[Instance] = self._metadata(lambda c: read_instance(c)[0])
+            if not self._judge_waiting(instance, configured=False):
+                return None  # nothing to configure yet: no reconcile
+            settled.append(True)
+            self._cycle_begins()
+            return instance
+
+        done = self._reconcile(read_and_judge)
+        if settled:
+            self._cycle_done(done)
         self._poll_at = self._clock() + self._backoff.next()
 
     def _unplug(self) -> None:
@@ -277,6 +302,8 @@ class Watcher:
         lost: bool = False,
     ) -> None:
         """Hand events to the worker."""
+        if appeared is not None or left is not None:
+            memo.forget()  # an ENI detached and attached again has a new device number
         with self._cond:
             box = self._inbox
             if appeared is not None:
@@ -303,6 +330,7 @@ class Watcher:
         except ConfigError as e:
             log.error("configuration not reloaded, keeping the old one: %s", e)
             return
+        memo.forget()  # maybe another metadata_url
         with self._cond:
             self.config = new
             self._instance = None  # read with the old configuration: not restored from
@@ -315,6 +343,7 @@ class Watcher:
         main thread: watch_loop.py)."""
         from .watch_loop import run
 
+        memo.enable()  # what cannot change is read once (providers/memo.py)
         return run(self)
 
     def _seen(self, known: dict[int, Link], link: Link, startup: bool = False) -> None:

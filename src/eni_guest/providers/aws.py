@@ -6,7 +6,10 @@ the primary MAC, the MAC listing, then per ENI its key listing and only the keys
 
 from __future__ import annotations
 
+from typing import Optional
+
 from ..model import RawEni, RawInstance
+from . import memo
 from .base import MetadataProvider
 from .http import NotFound
 
@@ -29,6 +32,9 @@ LISTS = {
     "ipv6_prefixes": "ipv6-prefix",
 }
 ASSOCIATIONS = "ipv4-associations"
+# Keys that cannot change while the ENI stays attached: the watch daemon reads them once.
+FIXED = frozenset({"device-number", "network-card", "network-card-index", "interface-id"})
+FIXED_LISTS = frozenset({"subnet-ipv4-cidr-block"})
 
 
 def lines(text: str) -> list[str]:
@@ -46,8 +52,10 @@ class AwsProvider(MetadataProvider):
 
     def read(self) -> RawInstance:
         """Read every ENI; any failure other than a 404 on an optional key aborts the read."""
-        primary = self.get("mac").strip()
-        enis = [self._read_eni(mac) for mac in listing(self.get(MACS))]
+        primary = self.fixed("mac").strip()
+        macs = listing(self.get(MACS))
+        memo.only(set(macs))
+        enis = [self._read_eni(mac) for mac in macs]
         return RawInstance(
             provider=self.name, primary_mac=primary, primary_mac_key=META + "mac", enis=enis
         )
@@ -62,7 +70,7 @@ class AwsProvider(MetadataProvider):
         for name, candidates in SCALARS.items():
             for key in candidates:
                 if key in keys:
-                    value = self.optional(prefix + key)
+                    value = self._key(prefix + key, mac, key in FIXED)
                     if value is not None:
                         setattr(raw, name, value.strip())
                         raw.keys[name] = key
@@ -70,7 +78,7 @@ class AwsProvider(MetadataProvider):
         for name, key in LISTS.items():
             raw.keys[name] = key
             if key in keys:
-                value = self.optional(prefix + key)
+                value = self._key(prefix + key, mac, key in FIXED_LISTS)
                 if value is not None:
                     setattr(raw, name, lines(value))
         if ASSOCIATIONS in keys:
@@ -80,3 +88,6 @@ class AwsProvider(MetadataProvider):
                 if private is not None:
                     raw.elastic_ips[public] = private.strip()
         return raw
+
+    def _key(self, path: str, mac: str, fixed: bool) -> Optional[str]:
+        return self.fixed_optional(path, mac) if fixed else self.optional(path)
