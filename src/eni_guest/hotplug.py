@@ -10,7 +10,9 @@ watch daemon runs the same logic in-process.  Both must be quick and must never 
   eight ENIs attached at once, eight `add`s queue on the lock, and a read taken before the
   wait may predate an ENI that a run in between configured; reconciling with it would remove
   that ENI again.  A read taken under the lock is never older than the kernel state, so one
-  read is enough (the metadata service is rate limited per ENI).
+  read is enough (the metadata service is rate limited per ENI); and a NIC that another run
+  configured meanwhile (the boot apply, for the NICs present at boot; the watch daemon) is
+  left as it is, without a read: it is in eni-guest's interface group.
 * With `provider = auto`, which cloud this is is part of the wait: a NIC may appear before
   the metadata service answers, or while the guest is too slow for the probes' first window,
   so detection is retried with the metadata reads' backoff (and a longer window each time)
@@ -129,6 +131,8 @@ def wait_until_settled(
         except MetadataError as e:
             error = e
         with under_lock() if under_lock is not None else contextlib.nullcontext():
+            if under_lock is not None and _configured_meanwhile(link, config, relookup):
+                return None
             if error is None:
                 try:
                     instance = _read(config, deadline - clock())
@@ -157,6 +161,19 @@ def wait_until_settled(
             log.debug("%s left while waiting for metadata: nothing to do", link.name)
             return None
         link = now
+
+
+def _configured_meanwhile(
+    link: Link, config: Config, relookup: Callable[[int], Optional[Link]]
+) -> bool:
+    """Whether another run (the boot apply, the watch daemon) configured the NIC while this
+    one waited for the lock: it is in eni-guest's interface group.  Then its work is done
+    without a metadata read of its own, and what changes later is the periodic reconcile's."""
+    now = relookup(link.index)
+    if now is None or now.group != config.interface_group:
+        return False
+    log.debug("%s was configured by another run meanwhile: nothing to do", link.name)
+    return True
 
 
 def add(config: Config, ifname: str) -> int:

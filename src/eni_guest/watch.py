@@ -217,6 +217,8 @@ class Watcher:
         settled: list[bool] = []
 
         def read_and_judge() -> Optional[Instance]:
+            if self._configured_meanwhile():
+                return None
             instance: Optional[Instance] = self._metadata(lambda c: read_instance(c)[0])
             if not self._judge_waiting(instance, configured=False):
                 return None  # nothing to configure yet: no reconcile
@@ -228,6 +230,22 @@ class Watcher:
         if settled:
             self._cycle_done(done)
         self._poll_at = self._clock() + self._backoff.next()
+
+    def _configured_meanwhile(self) -> bool:
+        """Forget the waiting links another run (udev's `hotplug add`) configured meanwhile:
+        they are in our interface group.  True when none is left waiting (no read needed)."""
+        from .kernel import Kernel
+
+        kernel = Kernel(self.config)
+        try:
+            for index in list(self._waiting):
+                now = kernel.link_by_index(index)
+                if now is not None and now.group == self.config.interface_group:
+                    log.debug("%s was configured by another run meanwhile", now.name)
+                    del self._waiting[index]
+        finally:
+            kernel.close()
+        return not self._waiting
 
     def _unplug(self) -> None:
         from .lock import run_lock

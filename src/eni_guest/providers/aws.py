@@ -34,7 +34,9 @@ LISTS = {
 ASSOCIATIONS = "ipv4-associations"
 # Keys that cannot change while the ENI stays attached: the watch daemon reads them once.
 FIXED = frozenset({"device-number", "network-card", "network-card-index", "interface-id"})
-FIXED_LISTS = frozenset({"subnet-ipv4-cidr-block"})
+# (A subnet's IPv6 CIDR can be added later, and its key then appears in the listing; once
+# there, it cannot go while the ENI holds IPv6 addresses from it.)
+FIXED_LISTS = frozenset({"subnet-ipv4-cidr-block", "subnet-ipv6-cidr-blocks"})
 
 
 def lines(text: str) -> list[str]:
