@@ -10,7 +10,6 @@ kernel is touched.  The validated model is immutable.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Iterable, Optional, Union
@@ -193,6 +192,8 @@ class Instance:
 
 def home_slot(mac: str) -> int:
     """The table slot an ENI without a device number asks for: 1 + sha256(MAC) mod 2047."""
+    import hashlib  # only for clouds without device numbers (~10 ms to import OpenSSL's)
+
     digest = hashlib.sha256(mac.encode("ascii")).hexdigest()
     return 1 + int(digest, 16) % (SLOTS - 1)
 
