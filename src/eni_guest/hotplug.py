@@ -3,16 +3,18 @@
 udev (through a per-interface systemd unit) runs these when a NIC appears or leaves, and the
 watch daemon runs the same logic in-process.  Both must be quick and must never guess:
 
-* `add` waits until metadata lists the interface's MAC as a settled ENI (right after a hot
-  attach AWS may list it with device-number 0 and no IPs for a few seconds; configuring it
-  then would put two ENIs in one table), then runs a normal full reconcile with the read that
-  found it settled.  Each read is taken under the run lock, released between reads: with
-  eight ENIs attached at once, eight `add`s queue on the lock, and a read taken before the
-  wait may predate an ENI that a run in between configured; reconciling with it would remove
-  that ENI again.  A read taken under the lock is never older than the kernel state, so one
-  read is enough (the metadata service is rate limited per ENI); and a NIC that another run
-  configured meanwhile (the boot apply, for the NICs present at boot; the watch daemon) is
-  left as it is, without a read: it is in eni-guest's interface group.
+* `add` waits, without holding the run lock, until metadata lists the interface's MAC as a
+  settled ENI (right after a hot attach AWS may list it with device-number 0 and no IPs for a
+  few seconds; configuring it then would put two ENIs in one table).  It then takes the lock
+  and runs a normal full reconcile.  If it had to wait for the lock, or its read is older
+  than a second, it reads metadata once more under the lock: with eight ENIs attached at
+  once, eight `add`s queue on the lock, and a read taken before the wait may predate an ENI
+  that a run in between configured; reconciling with it would remove that ENI again.  A read
+  taken under the lock is never older than the kernel state.  Otherwise (the lock was free,
+  the read is fresh) it reconciles with the read it has: the metadata service is rate limited
+  per ENI.  And a NIC that the run it waited for configured (the boot apply, for the NICs
+  present at boot; the watch daemon) is left as it is, without a read: it is in eni-guest's
+  interface group and carries an address of eni-guest's.
 * With `provider = auto`, which cloud this is is part of the wait: a NIC may appear before
   the metadata service answers, or while the guest is too slow for the probes' first window,
   so detection is retried with the metadata reads' backoff (and a longer window each time)
@@ -31,12 +33,11 @@ after one metadata read) is not waited for either: it is left alone.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import time
 from dataclasses import replace
-from typing import Callable, ContextManager, NamedTuple, Optional
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
 from . import settle
 from .changes import Change
@@ -48,6 +49,9 @@ from .providers.registry import AUTO
 from .settle import Backoff
 from .state import Link
 
+if TYPE_CHECKING:
+    from .agent import Result
+
 log = logging.getLogger("eni_guest")
 
 
@@ -58,6 +62,7 @@ class Settled(NamedTuple):
     link: Link
     config: Config
     instance: Optional[Instance] = None  # the read that found it settled
+    read_at: float = 0.0  # when that read ended (time.monotonic)
 
 
 def resolve_provider(config: Config, window: float = TOTAL_TIMEOUT) -> Config:
@@ -107,15 +112,12 @@ def wait_until_settled(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     rng: Callable[[], float] = random.random,
-    under_lock: Optional[Callable[[], ContextManager[None]]] = None,
-    then: Optional[Callable[[Settled], None]] = None,
 ) -> Optional[Settled]:
     """Poll metadata until `link`'s MAC is a settled ENI; return the link (it may have been
     renamed) with the configuration that read it, or None when there is nothing to configure
     (the link left, or it is not an ENI of this instance).  Raises MetadataError when no cloud
     was recognised, metadata stayed down or the ENI unsettled for the whole timeout: the
-    caller changes nothing.  The decisions are settle.judge's.  With `under_lock`, each read
-    is taken holding it, and `then` runs with the settled read before it is released.
+    caller changes nothing.  The decisions are settle.judge's.
     """
     deadline = clock() + timeout
     backoff = Backoff(rng=rng)
@@ -126,27 +128,15 @@ def wait_until_settled(
             if config.provider == AUTO:
                 tries += 1
                 config = _detect(config, tries, deadline - clock())
+            instance = _read(config, deadline - clock())
         except MetadataDisabled:
             raise  # switched off: waiting will not switch it on
         except MetadataError as e:
             error = e
-        with under_lock() if under_lock is not None else contextlib.nullcontext():
-            if under_lock is not None and _configured_meanwhile(link, config, relookup):
-                return None
-            if error is None:
-                try:
-                    instance = _read(config, deadline - clock())
-                except MetadataDisabled:
-                    raise
-                except MetadataError as e:
-                    error = e
-            left = deadline - clock()
-            verdict = settle.judge(link, instance, error=error, time_left=left, timeout=timeout)
-            if verdict.action == settle.CONFIGURE:
-                settled = Settled(link, config, instance)
-                if then is not None:
-                    then(settled)
-                return settled
+        left = deadline - clock()
+        verdict = settle.judge(link, instance, error=error, time_left=left, timeout=timeout)
+        if verdict.action == settle.CONFIGURE:
+            return Settled(link, config, instance, clock())
         if verdict.action == settle.GIVE_UP:
             if verdict.failed:
                 raise MetadataUnavailable(verdict.why)
@@ -161,19 +151,6 @@ def wait_until_settled(
             log.debug("%s left while waiting for metadata: nothing to do", link.name)
             return None
         link = now
-
-
-def _configured_meanwhile(
-    link: Link, config: Config, relookup: Callable[[int], Optional[Link]]
-) -> bool:
-    """Whether another run (the boot apply, the watch daemon) configured the NIC while this
-    one waited for the lock: it is in eni-guest's interface group.  Then its work is done
-    without a metadata read of its own, and what changes later is the periodic reconcile's."""
-    now = relookup(link.index)
-    if now is None or now.group != config.interface_group:
-        return False
-    log.debug("%s was configured by another run meanwhile: nothing to do", link.name)
-    return True
 
 
 def add(config: Config, ifname: str) -> int:
@@ -191,35 +168,62 @@ def add(config: Config, ifname: str) -> int:
             log.log(verdict.level, "%s", verdict.why)
             return 0
         start = time.monotonic()
-
-        def configure(settled: Settled) -> None:
-            from .agent import reconcile
-
-            log.debug(
-                "%s (%s) settled in metadata after %.1f s",
-                settled.link.name,
-                settled.link.mac,
-                time.monotonic() - start,
-            )
-            reconcile(settled.config, instance=settled.instance, fail_on_invalid=False)
-
-        wait_until_settled(
-            config,
-            link,
-            config.hotplug_timeout,
-            relookup=kernel.link_by_index,
-            under_lock=lambda: _run_lock(config),
-            then=configure,
+        settled = wait_until_settled(
+            config, link, config.hotplug_timeout, relookup=kernel.link_by_index
         )
     finally:
         kernel.close()
+    if settled is None:
+        return 0
+    log.debug(
+        "%s (%s) settled in metadata after %.1f s",
+        settled.link.name,
+        settled.link.mac,
+        time.monotonic() - start,
+    )
+    reconcile_locked(settled)
     return 0
 
 
-def _run_lock(config: Config) -> ContextManager[None]:
+FRESH = 1.0  # seconds: a read this young, with the lock free, is reused (see above)
+
+
+def reconcile_locked(settled: Settled, *, log_warnings: bool = True) -> Optional[Result]:
+    """A full reconcile under the run lock: with the settled read when the lock was free and
+    the read is fresh, else with metadata read again under the lock (see above); None when
+    the run it waited for configured the NIC already.
+
+    Another ENI whose metadata is refused does not fail a hot-plug: it is logged, and this
+    NIC, which settled, is configured (its unit did its job)."""
+    from .agent import reconcile
     from .lock import run_lock
 
-    return run_lock(config.lock_file, config.lock_timeout)
+    config = settled.config
+    with run_lock(config.lock_file, config.lock_timeout) as waited:
+        instance = settled.instance
+        if waited or time.monotonic() - settled.read_at > FRESH:
+            if waited and configured(settled.link.index, config):
+                log.debug("%s was configured by another run meanwhile", settled.link.name)
+                return None
+            instance = None  # read again, under the lock
+        return reconcile(
+            config, instance=instance, log_warnings=log_warnings, fail_on_invalid=False
+        )
+
+
+def configured(index: int, config: Config) -> bool:
+    """Whether the NIC is configured by eni-guest now: in its interface group, with an address
+    of eni-guest's (a NIC moved from another namespace keeps its group, not its addresses)."""
+    from .kernel import Kernel
+
+    kernel = Kernel(config)
+    try:
+        link = kernel.link_by_index(index)
+        if link is None or link.group != config.interface_group:
+            return False
+        return any(a.marked(config.protocol) for a in kernel.read_addrs(index))
+    finally:
+        kernel.close()
 
 
 def remove(config: Config, ifname: str) -> int:

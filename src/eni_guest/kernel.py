@@ -178,6 +178,11 @@ class Kernel:
         """Every link of this namespace (the watch daemon's starting point)."""
         return self.nl.dump(_link_request(), RTM_GETLINK, parse_link)
 
+    def read_addrs(self, index: int) -> list[Addr]:
+        """The addresses on one link (the kernel filters the dump by index)."""
+        addrs = self.nl.dump(_IFADDRMSG.pack(0, 0, 0, 0, index), RTM_GETADDR, parse_addr)
+        return [a for a in addrs if a.index == index]
+
     def link_by_name(self, name: str) -> Optional[Link]:
         """The link called `name` now, or None: one request, cheap enough for every hot-plug."""
         if not name or len(name.encode()) > 15:  # IFNAMSIZ - 1: no such link can exist

@@ -232,19 +232,12 @@ class Watcher:
         self._poll_at = self._clock() + self._backoff.next()
 
     def _configured_meanwhile(self) -> bool:
-        """Forget the waiting links another run (udev's `hotplug add`) configured meanwhile:
-        they are in our interface group.  True when none is left waiting (no read needed)."""
-        from .kernel import Kernel
-
-        kernel = Kernel(self.config)
-        try:
-            for index in list(self._waiting):
-                now = kernel.link_by_index(index)
-                if now is not None and now.group == self.config.interface_group:
-                    log.debug("%s was configured by another run meanwhile", now.name)
-                    del self._waiting[index]
-        finally:
-            kernel.close()
+        """Forget the waiting links another run (udev's `hotplug add`) configured meanwhile
+        (hotplug.configured).  True when none is left waiting (no read needed)."""
+        for index, w in list(self._waiting.items()):
+            if hotplug.configured(index, self.config):
+                log.debug("%s was configured by another run meanwhile", w.link.name)
+                del self._waiting[index]
         return not self._waiting
 
     def _unplug(self) -> None:
