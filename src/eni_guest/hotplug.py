@@ -168,6 +168,8 @@ def add(config: Config, ifname: str) -> int:
             log.log(verdict.level, "%s", verdict.why)
             return 0
         start = time.monotonic()
+        if _configured_at_once(config, link):
+            return 0
         settled = wait_until_settled(
             config, link, config.hotplug_timeout, relookup=kernel.link_by_index
         )
@@ -183,6 +185,31 @@ def add(config: Config, ifname: str) -> int:
     )
     reconcile_locked(settled)
     return 0
+
+
+def _configured_at_once(config: Config, link: Link) -> bool:
+    """The common case in one read: when the run lock is free now, read metadata holding it
+    and, if the ENI has settled, reconcile with that read.  False (nothing done) when the
+    lock is busy, the cloud is not known yet or the ENI has not settled: then the wait."""
+    from .agent import reconcile
+    from .errors import LockTimeout
+    from .lock import run_lock
+
+    try:
+        with run_lock(config.lock_file, 0.0):
+            if config.provider == AUTO:
+                config = resolve_provider(config)  # the answer kept for the boot, or probes
+            instance = _read(config, config.metadata_deadline)
+            verdict = settle.judge(link, instance, time_left=1.0, timeout=config.hotplug_timeout)
+            if verdict.action != settle.CONFIGURE:
+                return False
+            log.debug("%s (%s) settled in metadata", link.name, link.mac)
+            reconcile(config, instance=instance, fail_on_invalid=False)
+            return True
+    except (LockTimeout, MetadataDisabled):
+        return False  # busy; or switched off, which the wait reports
+    except MetadataError:
+        return False  # not answering yet: the wait retries with backoff
 
 
 FRESH = 1.0  # seconds: a read this young, with the lock free, is reused (see above)

@@ -36,10 +36,10 @@ def test_a_second_read_asks_only_for_what_can_change(imds: Imds) -> None:
     first, sent = read(config(url))
     assert sent == 22  # as without the memo (test_provider_aws.py counts them)
     second, again = read(config(url))
-    # no token, no `mac`; per ENI no device-number, interface-id, subnet-ipv4-cidr-block:
+    # no token, no `mac`; per ENI no device-number, interface-id, subnet CIDRs:
     # macs/ + P: listing, local-ipv4s, ipv4-associations/ and its one address (4)
-    #        + B: listing, local-ipv4s (2) + C: listing, local-ipv4s, ipv6s, subnet-ipv6 (4)
-    assert again == 11
+    #        + B: listing, local-ipv4s (2) + C: listing, local-ipv4s, ipv6s (3)
+    assert again == 10
     assert second == first
 
 
@@ -87,3 +87,17 @@ def test_a_failed_read_keeps_nothing_half_read(imds: Imds) -> None:
     with pytest.raises(MetadataUnavailable):
         read(config(url, metadata_deadline=1.0, metadata_retries=0))
     assert memo.token((url,)) is None
+
+
+def test_an_eni_not_settled_yet_is_read_whole_until_it_is(imds: Imds) -> None:
+    """Right after an attach AWS lists device-number 0 and no IPs: nothing of it is kept."""
+    lagging = copy.deepcopy(scenario())
+    for e in lagging["enis"]:
+        if e["mac"] == MAC_B:
+            e["device-number"] = 0
+            del e["local-ipv4s"]
+    url = imds.start(lagging)
+    read(config(url))
+    imds.write(scenario())  # settled: device 1, its IP
+    raw, _ = read(config(url))
+    assert next(e.device_number for e in raw.enis if e.mac == MAC_B) == "1"

@@ -58,6 +58,9 @@ class AwsProvider(MetadataProvider):
         macs = listing(self.get(MACS))
         memo.only(set(macs))
         enis = [self._read_eni(mac) for mac in macs]
+        for raw in enis:  # keep fixed keys only of ENIs that look settled (memo.drop)
+            if not raw.ipv4s or (raw.device_number in (None, "0") and raw.mac != primary):
+                memo.drop(raw.mac)
         return RawInstance(
             provider=self.name, primary_mac=primary, primary_mac_key=META + "mac", enis=enis
         )

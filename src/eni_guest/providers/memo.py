@@ -12,8 +12,9 @@ attached, so the daemon keeps it and asks only for what can change:
 
 The daemon forgets it all whenever a link appears or leaves (a detach and re-attach gives an
 ENI a new device number) and whenever a read fails; an ENI missing from the MAC listing is
-forgotten at once.  One-shot runs (apply, hotplug, show) keep nothing: the memo is off until
-the daemon turns it on (`enable`).
+forgotten at once, and so is one that does not look settled yet (device-number 0 or no IPs:
+right after an attach).  One-shot runs (apply, hotplug, show) keep nothing: the memo is off
+until the daemon turns it on (`enable`).
 """
 
 from __future__ import annotations
@@ -80,3 +81,11 @@ def only(macs: set[str]) -> None:
         for mac in [m for m in _macs if m not in wanted]:
             for url in _macs.pop(mac):
                 _values.pop(url, None)
+
+
+def drop(mac: str) -> None:
+    """Forget one ENI's keys: it does not look settled yet (right after an attach AWS lists
+    device-number 0 and no IPs for a few seconds), so what was read may still change."""
+    with _lock:
+        for url in _macs.pop(mac.lower(), set()):
+            _values.pop(url, None)
