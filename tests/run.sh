@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command (README "Set up").  Run as root on a fresh Debian-like machine:
 # installs what the tests need, runs ruff, the unit tests (also on Python 3.9 when pyenv has
-# it), the end-to-end tests on simulated VMs, then the real-VM tests (a Debian guest under
-# QEMU, tests/realvm), and fails if any test was skipped.
+# it), the end-to-end tests on simulated VMs, builds the Debian package (lintian clean), then
+# the real-VM tests (Debian guests under QEMU, the package in one of them, and README's set-up
+# commands in a fresh Debian root: tests/realvm), and fails if any test was skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,8 @@ command -v nft >/dev/null || need_apt+=(nftables)
 command -v ping >/dev/null || need_apt+=(iputils-ping)
 command -v sysctl >/dev/null || need_apt+=(procps)
 command -v dnsmasq >/dev/null || need_apt+=(dnsmasq-base)  # JD Cloud's VPC DHCP in the e2e tests
+command -v keepalived >/dev/null || need_apt+=(keepalived)  # the failover tests (test_ha.py)
+command -v curl >/dev/null || need_apt+=(curl)  # their notify scripts call the cloud API
 # udevadm test (the udev rule), systemd-analyze verify/security (the units), and the real
 # cloud-init on the distro's Python (the cloud-init module).
 command -v udevadm >/dev/null || need_apt+=(udev)
@@ -28,6 +31,12 @@ command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
 command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
+# The Debian package (debian/, tools/build-deb.sh): dpkg-buildpackage with its build
+# dependencies (build-essential: dpkg-checkbuilddeps requires it), and lintian.
+for pkg in build-essential debhelper dh-python pybuild-plugin-pyproject python3-all \
+    python3-setuptools python3-jinja2 lintian; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || need_apt+=("$pkg")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     # Installing udev or systemd must not start daemons here (udevd would re-trigger every
@@ -46,10 +55,12 @@ fi
 PY=${PYTHON:-python3}
 "$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
 
-# The real-VM tests' guest images (debootstrap, ~5 min each when the cache is cold) are built
-# in the background while the other tests run; the real-VM tests wait for them.
+# In the background while the other tests run, for the real-VM tests, which wait for it: the
+# Debian package (dpkg-buildpackage -us -uc -b, then lintian: any error or warning fails),
+# then the guest images and the fresh root (debootstrap, ~5 min each when the cache is cold).
 build_log=$(mktemp --suffix=.log)
-"$PY" -m eni_guest_lab.realvm build >"$build_log" 2>&1 &
+deb_dir=$(mktemp -d)
+{ bash tools/build-deb.sh "$deb_dir" && "$PY" -m eni_guest_lab.realvm build; } >"$build_log" 2>&1 &
 build_pid=$!
 
 "$PY" -m ruff check src tests benchmarks cloud-init
@@ -64,6 +75,14 @@ if [ -n "$PY39" ]; then
     "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit
     rm -rf "$venv"
 fi
+
+# Debian 12's python3-pyroute2 is 0.7.2 (the Debian package depends on it): the unit tests
+# on that version too (tests/realvm/test_realvm_deb.py runs the package on it in a guest).
+venv=$(mktemp -d)
+"$PY" -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check -e '.[test]' 'pyroute2==0.7.2'
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit
+rm -rf "$venv"
 
 # The namespace tests first, then the real VMs (tests/realvm: Debian guests under QEMU, one
 # boot shared by several scenarios), each run checked: nothing skipped, and the suite ran.
@@ -92,6 +111,9 @@ if ! wait "$build_pid"; then
 fi
 cat "$build_log"
 rm -f "$build_log"
+ENI_GUEST_LAB_DEB=$(ls "$deb_dir"/eni-guest_*_all.deb)
+export ENI_GUEST_LAB_DEB
 "$PY" -m pytest -q -p no:cacheprovider -rs -s --junitxml="$report" tests/realvm
 check_report "$report" realvm
 rm -f "$report"
+rm -rf "$deb_dir"

@@ -11,8 +11,11 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
+from . import metrics
+from .business_plan import check as check_businesses
+from .business_plan import tag
 from .config import Config
-from .errors import KernelError, MetadataInvalid
+from .errors import KernelError, MetadataError, MetadataInvalid
 from .model import Instance, build_instance
 from .plan import Change, Plan, plan
 from .scope import Scope, decide, of_instance
@@ -66,7 +69,11 @@ def read_instance(
     provider = get_provider(config)
     try:
         instance = read_from(provider, config, read_links or (lambda: _read_links(config)))
+    except MetadataError:
+        metrics.count("metadata_failures")
+        raise
     finally:
+        metrics.count("metadata_requests", provider.requests_sent)
         provider.close()
     why = chosen_because(provider)
     if why is not None:  # `show` says which cloud auto-detection chose, and why
@@ -119,6 +126,7 @@ def reconcile(
     try:
         if instance is None:
             instance, requests = read_instance(config, kernel.read_links)
+        check_businesses(instance, config)  # a business's IP on another ENI: exit 2
         t1 = time.monotonic()
         state = kernel.read_state()
         t2 = time.monotonic()
@@ -141,9 +149,13 @@ def reconcile(
             p = plan(instance, config, state, scope)
             result = replace(result, plan=p, state=state, scope=scope, timings=dict(result.timings))
         if not dry_run and p.changes:
-            _apply(kernel, instance, config, result)
+            try:
+                _apply(kernel, instance, config, result)
+            except KernelError as e:  # the metrics file says which ENIs are still pending
+                e.result = result  # type: ignore[attr-defined]
+                raise
         if instance.invalid:
-            _refused(instance, fail_on_invalid)
+            _refused(instance, fail_on_invalid, result)
         return result
     finally:
         kernel.close()
@@ -152,6 +164,7 @@ def reconcile(
 def _apply(kernel: Kernel, instance: Instance, config: Config, result: Result) -> None:
     """Apply the plan, logging each stage's changes as they are acknowledged; then verify."""
     names = {e.mac: e.eni_id for e in instance.enis}
+    names.update((tag(b), tag(b)) for b in config.business)  # "(business partner)"
     start = time.monotonic()
 
     def done(changes: list[Change]) -> None:
@@ -168,13 +181,16 @@ def _apply(kernel: Kernel, instance: Instance, config: Config, result: Result) -
     result.timings["verify"] = time.monotonic() - t
 
 
-def _refused(instance: Instance, fail: bool) -> None:
-    """The ENIs whose metadata was refused, after the others were configured."""
+def _refused(instance: Instance, fail: bool, result: Result) -> None:
+    """The ENIs whose metadata was refused, after the others were configured (the error
+    carries the run's result: the metrics file shows the configured ENIs, textfile.py)."""
     first = instance.invalid[0].reason
     more = f" (and {len(instance.invalid) - 1} more ENI)" if len(instance.invalid) > 1 else ""
     message = f"{first}{more}; that ENI is left as it is, the others are configured"
     if fail:
-        raise MetadataInvalid(message)
+        err = MetadataInvalid(message)
+        err.result = result  # type: ignore[attr-defined]
+        raise err
     log.error("%s", message)
 
 

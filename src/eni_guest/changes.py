@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Union
 
+from .business import PROTO_NAMES
 from .model import IPAddress, IPNetwork
 from .state import Rule
 
@@ -66,6 +67,8 @@ class RouteChange:
     ifname: str
     gateway: Optional[IPAddress] = None
     eni: str = ""
+    metric: int = 0  # 0: the kernel's default; a mirror's (mirror.py) is its mark
+    prefsrc: Optional[IPAddress] = None  # a business's route (business.py): `src IP`
 
     @property
     def family(self) -> int:
@@ -76,7 +79,11 @@ class RouteChange:
         dst = "default" if self.dst.prefixlen == 0 else str(self.dst)
         via = f" via {self.gateway}" if self.gateway is not None else ""
         scope = " onlink" if self.gateway is not None else " scope link"
-        return f"route {self.op} {dst}{via} dev {self.ifname}{scope} table {self.table}"
+        metric = f" metric {self.metric}" if self.metric else ""
+        src = f" src {self.prefsrc}" if self.prefsrc is not None else ""
+        return (
+            f"route {self.op} {dst}{via} dev {self.ifname}{scope}{src} table {self.table}{metric}"
+        )
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,13 @@ class RuleChange:
     table: int
     src: Optional[IPNetwork] = None
     suppress_ifgroup: Optional[int] = None
-    eni: str = ""
+    eni: str = ""  # for a business's rule: "business NAME" (business.py)
+    # A business's selectors (state.Rule has the same; None: not selected on)
+    dst: Optional[IPNetwork] = None
+    fwmark: Optional[tuple[int, int]] = None  # (mark, mask)
+    uids: Optional[tuple[int, int]] = None
+    ipproto: Optional[int] = None
+    dports: Optional[tuple[int, int]] = None
 
     def describe(self) -> str:
         if self.src is not None:
@@ -97,10 +110,46 @@ class RuleChange:
             frm = "from all" if self.family == 4 else "from ::/0"
         table = "main" if self.table == MAIN_TABLE else str(self.table)
         sup = f" suppress_ifgroup {self.suppress_ifgroup}" if self.suppress_ifgroup else ""
-        return f"rule {self.op} {frm} lookup {table}{sup} priority {self.priority}"
+        sel = self.selectors()
+        return f"rule {self.op} {frm}{sel} lookup {table}{sup} priority {self.priority}"
+
+    def selectors(self) -> str:
+        """A business rule's selectors in `ip rule` words (" to 203.0.113.0/24 dport 443")."""
+        words = []
+        if self.dst is not None:
+            words.append(f"to {self.dst}")
+        if self.fwmark is not None:
+            words.append(f"fwmark {self.fwmark[0]:#x}/{self.fwmark[1]:#x}")
+        if self.uids is not None:
+            words.append(f"uidrange {self.uids[0]}-{self.uids[1]}")
+        if self.ipproto is not None:
+            words.append(f"ipproto {PROTO_NAMES.get(self.ipproto, self.ipproto)}")
+        if self.dports is not None:
+            first, last = self.dports
+            words.append(f"dport {first}" + (f"-{last}" if last != first else ""))
+        return "".join(" " + w for w in words)
 
     def key(self) -> Rule:
-        return Rule(self.family, self.priority, self.table, self.src, self.suppress_ifgroup)
+        return Rule(
+            self.family,
+            self.priority,
+            self.table,
+            self.src,
+            self.suppress_ifgroup,
+            self.dst,
+            self.fwmark,
+            self.uids,
+            self.ipproto,
+            self.dports,
+        )
+
+
+def rule_change(op: str, r: Rule, eni: str = "") -> RuleChange:
+    """The change that adds or deletes the rule `r` (every selector it has)."""
+    return RuleChange(
+        op, r.family, r.priority, r.table, r.src, r.suppress_ifgroup, eni,
+        r.dst, r.fwmark, r.uids, r.ipproto, r.dports,
+    )  # fmt: skip
 
 
 Change = Union[LinkChange, AddrChange, RouteChange, RuleChange]

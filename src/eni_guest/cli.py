@@ -105,6 +105,7 @@ def apply(dry_run: bool, as_json: bool, **opts: Any) -> None:
     """Reconcile every ENI with metadata (addresses, tables, rules)."""
 
     def body() -> int:
+        from . import textfile
         from .agent import reconcile
         from .lock import run_lock
 
@@ -118,7 +119,12 @@ def apply(dry_run: bool, as_json: bool, **opts: Any) -> None:
                     "(try sudo, or --dry-run to only see the plan)"
                 )
             with run_lock(config.lock_file, config.lock_timeout):
-                result = reconcile(config)
+                try:
+                    result = reconcile(config)
+                except EniGuestError as e:
+                    textfile.record(config, error=e)  # metrics_file, if set (README "Metrics")
+                    raise
+                textfile.record(config, result)
         changes = result.plan.changes if dry_run else result.applied
         if as_json:
             click.echo(
@@ -244,14 +250,31 @@ def watch(interval: Optional[float], **opts: Any) -> None:
     show_default=True,
     help="Whose metadata format the simulated cloud serves (jdcloud: with DHCP by dnsmasq).",
 )
-def demo(provider: str) -> None:
+@click.option(
+    "--ha",
+    is_flag=True,
+    help="Instead: two VMs with keepalived, the master killed, the failover's timeline.",
+)
+def demo(provider: str, ha: bool) -> None:
     """Build a simulated VM in network namespaces, apply, prove routing with real packets."""
     import importlib
 
     # The demo belongs to the lab (eni_guest_lab), loaded only when asked for: nothing else in
     # the agent imports the lab.
-    run = importlib.import_module("eni_guest_lab.demo").run
-    sys.exit(run(click.echo, provider=provider))
+    name = "eni_guest_lab.ha_demo" if ha else "eni_guest_lab.demo"
+    try:
+        run = importlib.import_module(name).run
+    except ModuleNotFoundError as e:
+        if e.name not in ("eni_guest_lab", name):
+            raise
+        # The Debian package ships the agent only, not the lab.
+        click.echo(
+            "eni-guest demo: the simulated VM (eni_guest_lab) is not installed here: "
+            "run the demo from a checkout (README, Set up)",
+            err=True,
+        )
+        sys.exit(2)
+    sys.exit(run(click.echo) if ha else run(click.echo, provider=provider))
 
 
 def root_option(help: str) -> Callable:

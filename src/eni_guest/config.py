@@ -6,10 +6,11 @@ unknown key or a value of the wrong type stops the run before anything is read o
 typo in a table base must never lead to routes in the wrong table.
 
 The overlay settings (`exclude_enis`, `exclude_interfaces`, `exclude_ips` and the `[[eni]]`
-tables, README "Overlay configuration") are checked here for syntax only (a MAC, an address, a
+tables, README "Overlay configuration"; the tables are parsed in config_eni.py) are checked
+for syntax only (a MAC, an address, a
 network in CIDR form): whether an added IP lies in its ENI's subnet can only be known once
 metadata is read, so overlay.py merges them into what was read and validate.py holds them to
-the same rules as metadata.
+the same rules as metadata.  The `[[business]]` tables are parsed by business.py.
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+from .business import Business, check_settings, coerce_businesses
+from .config_eni import OVERLAY_KEYS as OVERLAY_KEYS  # (re-exported)
+from .config_eni import EniOverlay as EniOverlay
+from .config_eni import coerce_overlays
 from .errors import ConfigError
+from .route_config import StaticRoute, coerce_routes
 from .syntax import ENI_ID as ENI_ID  # (re-exported: the agent imports these from config)
 from .syntax import MAC as MAC
-from .syntax import NOT_IN_IFNAME, address, eni_ref, network, shown, url_problem
+from .syntax import NOT_IN_IFNAME, eni_ref, network, shown, url_problem
 from .syntax import normalize_mac as normalize_mac
 
 DEFAULT_CONFIG_FILE = Path("/etc/eni-guest/eni-guest.toml")
@@ -38,29 +44,6 @@ MAX_DEVICE_NUMBER = 64
 SLOTS = MAX_NETWORK_CARDS * MAX_DEVICE_NUMBER  # 2048
 MAX_U32 = 2**32 - 1
 RESERVED_TABLES = range(252, 256)  # compat, default, main, local
-
-
-@dataclass(frozen=True)
-class EniOverlay:
-    """One `[[eni]]` table of the configuration file: what to add to or change on one ENI.
-
-    Values are syntax-checked, normalised strings (addresses as `ipaddress` prints them), not
-    yet validated against the ENI: `overlay.merge` puts them into the ENI's merged record so
-    validation judges them like metadata, and `where` ("config FILE: eni[2]") lets its
-    errors name the file and the table.
-    """
-
-    match: str  # a MAC (lower case) or an ENI id, as metadata lists it
-    add_ipv4s: tuple[str, ...] = ()
-    add_ipv6s: tuple[str, ...] = ()
-    ipv4_subnet: Optional[str] = None
-    ipv4_gateway: Optional[str] = None
-    ipv6_subnet: Optional[str] = None
-    ipv6_gateway: Optional[str] = None
-    where: str = ""
-
-    def matches(self, mac: Optional[str], eni_id: Optional[str]) -> bool:
-        return self.match in (mac, eni_id)
 
 
 @dataclass(frozen=True)
@@ -84,6 +67,8 @@ class Config:
     static_file: str = "/etc/eni-guest/enis.toml"  # ENIs for provider "static", JD Cloud overlay
     hotplug_timeout: float = 60.0  # seconds `hotplug add` waits for metadata to list the NIC
     watch_interval: float = 60.0  # seconds between the watch daemon's full reconciles
+    # Prometheus text file written by `apply` and `watch` (textfile.py); "" writes none
+    metrics_file: str = ""
     # write /run drop-ins keeping NetworkManager and systemd-networkd off secondary ENIs (distro.py)
     manage_distro_network: bool = True
     # where those /run drop-ins go; only "/" reloads the running managers (tests use a temp dir)
@@ -93,8 +78,13 @@ class Config:
     exclude_enis: tuple[str, ...] = ()
     exclude_interfaces: tuple[str, ...] = ()
     exclude_ips: tuple[str, ...] = ()  # normalised networks ("10.0.2.50/32")
+    # Floating IPs (floating.py): addresses another program (keepalived) adds and removes on
+    # an ENI's link; eni-guest never adds or removes them, their rules follow their presence.
+    floating_ips: tuple[str, ...] = ()  # normalised networks ("10.0.2.100/32")
     # ...and the [[eni]] tables: IPs to add to an ENI, its subnet or gateway to override.
     eni: tuple[EniOverlay, ...] = ()
+    route: tuple[StaticRoute, ...] = ()  # [[route]]: routes via an ENI (route_config.py)
+    business: tuple[Business, ...] = ()  # [[business]] tables (business.py), in file order
 
     def excluded_eni(self, mac: Optional[str], eni_id: Optional[str]) -> Optional[str]:
         """The `exclude_enis` entry naming this ENI (by MAC or by id), or None."""
@@ -117,6 +107,15 @@ class Config:
                 raise ConfigError(f"config {key} = {shown(value)}: {why}")
         # Adding an IP and excluding it would be two contradicting orders for one address.
         excluded = [ipaddress.ip_network(n) for n in self.exclude_ips]
+        for text in self.floating_ips:
+            net = ipaddress.ip_network(text)
+            same = [n for n in excluded if n.version == net.version]
+            clash = next((n for n in same if n.overlaps(net)), None)
+            if clash is not None:
+                raise ConfigError(
+                    f"config floating_ips {text!r}: overlaps exclude_ips {str(clash)!r}; an IP "
+                    "is either routed while present or left alone"
+                )
         for overlay in self.eni:
             for key in ("add_ipv4s", "add_ipv6s"):
                 for text in getattr(overlay, key):
@@ -127,6 +126,7 @@ class Config:
                             f"{overlay.where}.{key} = {text!r}: also excluded by "
                             f"exclude_ips {str(net)!r}; an IP is either added or left alone"
                         )
+        check_settings(self.business, self)
         return self
 
 
@@ -135,8 +135,7 @@ def _tables_fit(base: int, _: Config) -> bool:
 
 
 def _tables_miss_reserved(base: int, _: Config) -> bool:
-    top = base + SLOTS - 1
-    reserved = RESERVED_TABLES
+    top, reserved = base + SLOTS - 1, RESERVED_TABLES
     return base not in reserved and top not in reserved and not base < reserved.start <= top
 
 
@@ -170,13 +169,16 @@ _CHECKS: tuple[tuple[str, Callable[[Any, Config], bool], str], ...] = (
     ("distro_root", lambda v, c: v.startswith("/"), "must be absolute"),
     ("hotplug_timeout", lambda v, c: 0 <= v <= 3600, "must be 0..3600 seconds"),
     ("watch_interval", lambda v, c: 0 < v <= 86400, "must be > 0 and <= 86400 seconds"),
+    (
+        "metrics_file",
+        lambda v, c: v == "" or (v.startswith("/") and v.endswith(".prom") and "\n" not in v),
+        'must be "" or an absolute path ending in .prom (node_exporter reads only those)',
+    ),
 )
 
 
 _FIELDS = {f.name: f for f in fields(Config)}
 _TYPES = {name: type(getattr(Config(), name)) for name in _FIELDS}
-# The keys of an [[eni]] table: EniOverlay's fields but `where`, which says where it was read.
-OVERLAY_KEYS = tuple(f.name for f in fields(EniOverlay) if f.name != "where")
 
 
 def _string_list(key: str, value: Any, source: str) -> list[str]:
@@ -189,12 +191,13 @@ def _string_list(key: str, value: Any, source: str) -> list[str]:
 
 
 def _coerce_list(key: str, value: Any, source: str) -> tuple[str, ...]:
-    """exclude_enis, exclude_interfaces, exclude_ips: checked and normalised, one per entry."""
+    """exclude_enis, exclude_interfaces, exclude_ips, floating_ips: checked and normalised,
+    one per entry."""
     out: list[str] = []
     for item in _string_list(key, value, source):
         if key == "exclude_enis":
             norm, why = eni_ref(item)
-        elif key == "exclude_ips":
+        elif key in ("exclude_ips", "floating_ips"):
             norm, why = network(item)
         else:
             ok = item.strip() != "" and not NOT_IN_IFNAME.search(item)
@@ -206,75 +209,12 @@ def _coerce_list(key: str, value: Any, source: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _coerce_overlays(value: Any, source: str) -> tuple[EniOverlay, ...]:
-    """The [[eni]] tables; errors name the table as eni[N], N counting from 1 as in the file."""
-    if source.startswith("environment"):
-        raise ConfigError(f"{source}: eni: [[eni]] tables can only be given in the config file")
-    if not isinstance(value, (list, tuple)) or not all(isinstance(t, dict) for t in value):
-        raise ConfigError(f"{source}: eni = {value!r}: must be [[eni]] tables")
-    overlays: list[EniOverlay] = []
-    for n, table in enumerate(value, 1):
-        overlay = _overlay(f"{source}: eni[{n}]", table)
-        for m, other in enumerate(overlays, 1):
-            if other.match == overlay.match:
-                raise ConfigError(
-                    f"{overlay.where}.match = {table['match']!r}: eni[{m}] names the same ENI"
-                )
-        overlays.append(overlay)
-    return tuple(overlays)
-
-
-def _overlay(where: str, table: dict[str, Any]) -> EniOverlay:
-    """One [[eni]] table, syntax-checked; `where` ("config FILE: eni[2]") starts every error."""
-    for key in table:
-        if key not in OVERLAY_KEYS:
-            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(OVERLAY_KEYS)})")
-
-    def bad(key: str, val: Any, why: str) -> ConfigError:
-        return ConfigError(f"{where}.{key} = {val!r}: {why}")
-
-    match_text = table.get("match")
-    if match_text is None:
-        raise ConfigError(f"{where}.match: missing (the ENI's MAC or id)")
-    if not isinstance(match_text, str):
-        raise bad("match", match_text, "must be a string (the ENI's MAC or id)")
-    match, why = eni_ref(match_text)
-    if match is None:
-        raise bad("match", match_text, why)
-    values: dict[str, Any] = {}
-    for key, version in (("add_ipv4s", 4), ("add_ipv6s", 6)):
-        items = table.get(key, [])
-        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
-            raise bad(key, items, "must be a list of strings")
-        addrs: list[str] = []
-        for item in items:
-            addr = address(item, version)
-            if addr is None:
-                raise bad(key, items, f"{item!r} is not a unicast IPv{version} address")
-            if addr not in addrs:
-                addrs.append(addr)
-        values[key] = tuple(addrs)
-    for key, version in (("ipv4_subnet", 4), ("ipv6_subnet", 6)):
-        if key in table:
-            text = table[key]
-            net, why = network(text, version) if isinstance(text, str) else (None, "")
-            if net is None:
-                raise bad(key, text, why or f"not an IPv{version} network in CIDR form")
-            values[key] = net
-    for key, version in (("ipv4_gateway", 4), ("ipv6_gateway", 6)):
-        if key in table:
-            text = table[key]
-            gateway = address(text, version) if isinstance(text, str) else None
-            if gateway is None:
-                raise bad(key, text, f"not an IPv{version} address")
-            values[key] = gateway
-    return EniOverlay(match=match, where=where, **values)
-
-
 def _coerce(key: str, value: Any, source: str) -> Any:
     """Turn a value from TOML or the environment into the field's type, or say what is wrong."""
-    if key == "eni":
-        return _coerce_overlays(value, source)
+    if key in ("eni", "route", "business"):  # tables: config_eni, route_config, business
+        return {"eni": coerce_overlays, "route": coerce_routes, "business": coerce_businesses}[key](
+            value, source
+        )
     want = _TYPES[key]
     if want is tuple:
         return _coerce_list(key, value, source)

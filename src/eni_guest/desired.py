@@ -1,7 +1,7 @@
 """What the configured ENIs want in the kernel: the planner's step 1 (plan.py).
 
 Per ENI slot s (docs/routing.md, "The layout"): the ENI's link in our interface group (a
-secondary one up, with the configured MTU), its IPs as host addresses (with our metric), table
+secondary one up, with its MTU: `link_mtu`), its IPs as host addresses (with our metric), table
 `table_base + s` with its subnet routes and a default route via its gateway, a
 `from IP lookup table` rule per IP and delegated prefix at `priority_base + 1 + s`, and the
 shared `lookup main suppress_ifgroup` rule at `priority_base`.  Each object is the add that
@@ -15,6 +15,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 
 from .changes import ALL_ENIS, MAIN_TABLE, AddrChange, LinkChange, RouteChange, RuleChange
 from .config import Config
+from .config_eni import MTU_MIN_IPV6
 from .model import Eni, IPAddress, IPNetwork
 from .state import Link, Rule, addr_metric
 
@@ -50,6 +51,12 @@ def want_link(d: Desired, eni: Eni, link: Link, config: Config) -> None:
     mac = eni.mac
     if eni.primary:
         # Only the group: never its state, MTU or DHCP address.
+        if eni.mtu is not None and link.mtu != eni.mtu:
+            d.warnings.append(
+                f"primary ENI {link.name} has MTU {link.mtu}, its metadata or [[eni]] table "
+                f"says {eni.mtu}: left alone, the primary's MTU is its DHCP client's (set it "
+                "in the distro's network configuration)"
+            )
         if link.group == 0:
             d.links.append(LinkChange(link.index, link.name, group=config.interface_group, eni=mac))
         elif link.group != config.interface_group:
@@ -59,16 +66,32 @@ def want_link(d: Desired, eni: Eni, link: Link, config: Config) -> None:
                 f"addresses: move it to group 0 or set interface_group = {link.group}"
             )
         return
+    mtu = link_mtu(d, eni, link, config)
     change = LinkChange(
         link.index,
         link.name,
         group=config.interface_group if link.group != config.interface_group else None,
         up=True if not link.up else None,
-        mtu=config.mtu if config.mtu and link.mtu != config.mtu else None,
+        mtu=mtu if mtu and link.mtu != mtu else None,
         eni=mac,
     )
     if (change.group, change.up, change.mtu) != (None, None, None):
         d.links.append(change)
+
+
+def link_mtu(d: Desired, eni: Eni, link: Link, config: Config) -> int:
+    """A secondary ENI's MTU: its [[eni]] table's or metadata's (validated: at least 1280 with
+    IPv6), else the global `mtu`; 0 leaves it to the driver.  A global `mtu` below 1280 is
+    not set on an ENI with IPv6 addresses (IPv6 needs 1280): a warning says so."""
+    if eni.mtu is not None:
+        return eni.mtu
+    if config.mtu and config.mtu < MTU_MIN_IPV6 and config.ipv6 and eni.ipv6s:
+        d.warnings.append(
+            f"mtu = {config.mtu} is not set on {link.name} ({eni.eni_id}): it has IPv6 "
+            f"addresses, and IPv6 needs an MTU of at least {MTU_MIN_IPV6}"
+        )
+        return 0
+    return config.mtu
 
 
 def want_eni(d: Desired, eni: Eni, link: Link, config: Config) -> None:

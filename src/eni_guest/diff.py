@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from .changes import AddrChange, Change, LinkChange, RouteChange, RuleChange
+from .changes import AddrChange, Change, LinkChange, RouteChange, rule_change
 from .config import Config
 from .desired import Desired
 from .protect import Protected
@@ -82,25 +82,38 @@ def unmarked_addrs(d: Desired, state: KernelState, config: Config) -> list[str]:
 
 
 def diff_routes(d: Desired, state: KernelState, protected: Protected, eni_of: EniOf) -> Diff:
-    current = {(r.family, r.table, r.dst): r for r in state.routes}
+    # The kernel tells routes of one table apart by destination and metric: a mirror (metric
+    # mirror.mirror_metric) and a route of the ENI's own at one destination are two routes.
+    current = {(r.family, r.table, r.dst, r.metric): r for r in state.routes}
     adds: list[Change] = []
     for key, c in d.routes.items():
-        cur = current.get(key)
+        cur = current.get((*key, c.metric))
         if cur is None:
             adds.append(c)
-        elif (cur.oif, cur.gateway) != (c.oif, c.gateway):
-            # ours, but the gateway or the ENI's link changed: swap it in one step
+        elif (cur.oif, cur.gateway, cur.prefsrc) != (c.oif, c.gateway, c.prefsrc):
+            # ours, but the gateway, the ENI's link or a business's IP changed: one step
             adds.append(replace(c, op="replace"))
     # subnet routes before default routes: the gateway is then reachable the moment it appears
     adds.sort(key=lambda c: c.dst.prefixlen == 0)
     removes: list[Change] = []
-    for key, r in current.items():
-        if key in d.routes or protected.route(r):
+    for (fam, table, dst, metric), r in current.items():
+        want = d.routes.get((fam, table, dst))
+        if (want is not None and want.metric == metric) or protected.route(r):
             continue
         link = state.link(r.oif)
         name = link.name if link else str(r.oif)
         removes.append(
-            RouteChange("del", r.table, r.dst, r.oif, name, r.gateway, eni=eni_of(r.table))
+            RouteChange(
+                "del",
+                r.table,
+                r.dst,
+                r.oif,
+                name,
+                r.gateway,
+                eni_of(r.table),
+                r.metric,
+                prefsrc=r.prefsrc,
+            )
         )
     return Diff(adds, removes)
 
@@ -120,9 +133,5 @@ def diff_rules(d: Desired, state: KernelState, protected: Protected, eni_of: Eni
             continue
         if r.suppress_ifgroup is not None and r.family in kept_families:
             continue  # a per-IP rule that stays needs the shared rule before it
-        removes.append(
-            RuleChange(
-                "del", r.family, r.priority, r.table, r.src, r.suppress_ifgroup, eni_of(r.table)
-            )
-        )
+        removes.append(rule_change("del", r, eni_of(r.table)))
     return Diff(adds, removes)

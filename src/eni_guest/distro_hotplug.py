@@ -13,8 +13,7 @@ a device alone) and ``ENI_GUEST_UNMANAGED=1`` (which :data:`NETWORKD_HOTPLUG`, a
 file matching that udev property, turns into networkd's ``Unmanaged=yes``) when
 
 * :data:`MARKER` exists: an eni-guest run of this boot has read metadata, so it knows which NIC
-  is the primary; until then (early boot) udev marks nothing, and every NIC present at boot
-  goes to the distro as before, the primary included;
+  is the primary (until then, early in the boot, the rule judges from sysfs alone: below);
 * and ``DISTRO_NICS/<the NIC's MAC>`` does not exist: the NICs eni-guest leaves to the distro,
   the primary ENI and the ENIs in ``exclude_enis`` / ``exclude_interfaces``, each have a file
   there.
@@ -24,8 +23,18 @@ unmanaged from its first udev event, whatever its MAC.  The rule applies on ``ch
 too (udev re-runs the rules and keeps only what they set), so a ``udevadm trigger`` during a
 package upgrade does not hand the ENI back.
 
-Everything lives in /run: the next boot starts with nothing marked.  ``manage_distro_network =
-false`` removes these files, and NICs hot-plugged from then on go to the distro again.
+Before that first run, at boot, the rule cannot know the primary from metadata, yet
+NetworkManager, networkd and ifupdown take every NIC present at boot as soon as udev is done
+with it.  So until the marker exists the rule asks ``boot-secondary-nic`` (installed beside the
+settings file), which judges from sysfs alone: a cloud NIC with another cloud NIC at a lower bus
+position (PCI address) is a secondary ENI, marked the same way; the first stays the distro's.
+networkd reads the matching ``.network`` file installed under /etc (the same file as the
+runtime one below), and a run with ``manage_distro_network = false`` writes
+:data:`DISTRO_KEEPS`, which switches that boot-time marking off for NICs appearing later.
+
+Everything else lives in /run: the next boot starts with nothing marked but by that rule.
+``manage_distro_network = false`` removes these files, and NICs hot-plugged from then on go to
+the distro again.
 """
 
 from __future__ import annotations
@@ -41,7 +50,15 @@ MARKER = Path("run/eni-guest/hotplug-unmanaged")
 DISTRO_NICS = Path("run/eni-guest/distro-nics")
 #: networkd's side of the udev property; 04- sorts before eni-guest's 05- and netplan's 10-.
 NETWORKD_HOTPLUG = Path("run/systemd/network/04-eni-guest-hotplug.network")
+#: Written while manage_distro_network is false: the udev rule's boot-time marking (of the NICs
+#: that are not the first cloud NIC, before any run has read metadata) stays off for NICs that
+#: appear from then on.
+DISTRO_KEEPS = Path("run/eni-guest/distro-keeps-new-nics")
 
+_KEEPS_TEXT = """\
+Written by eni-guest while manage_distro_network = false: eni-guest's udev rule leaves every
+NIC that appears to the distro's network stack.
+"""
 _MARKER_TEXT = """\
 Written by eni-guest (README, "NetworkManager, networkd and hot-plug"): while this file exists,
 eni-guest's udev rule marks every cloud NIC that appears with NM_UNMANAGED=1 and
@@ -58,12 +75,13 @@ def render(left_to_distro: dict[str, str], enabled: bool = True) -> dict[Path, O
     from .templating import render_template
 
     if not enabled:
-        return {MARKER: None, NETWORKD_HOTPLUG: None}
+        return {MARKER: None, NETWORKD_HOTPLUG: None, DISTRO_KEEPS: _KEEPS_TEXT}
     files: dict[Path, Optional[str]] = {
         DISTRO_NICS / mac: f"{why}\n" for mac, why in sorted(left_to_distro.items())
     }
     # The per-MAC files first: the marker must never exist without the primary's exception.
-    files[NETWORKD_HOTPLUG] = render_template("networkd-hotplug.network.j2", {})
+    files[DISTRO_KEEPS] = None
+    files[NETWORKD_HOTPLUG] = render_template("networkd-hotplug.network.j2", {"installed": False})
     files[MARKER] = _MARKER_TEXT.format(distro_nics="/" + str(DISTRO_NICS))
     return files
 

@@ -12,14 +12,21 @@ watch daemon runs the same logic in-process.  Both must be quick and must never 
   that a run in between configured; reconciling with it would remove that ENI again.  A read
   taken under the lock is never older than the kernel state.  Otherwise (the lock was free,
   the read is fresh) it reconciles with the read it has: the metadata service is rate limited
-  per ENI.  And a NIC that the run it waited for configured (the boot apply, for the NICs
-  present at boot; the watch daemon) is left as it is, without a read: it is in eni-guest's
-  interface group and carries an address of eni-guest's.
+  per ENI.  When the lock is free as the NIC appears, the first read is taken holding it, and
+  an ENI settled by then is configured with that one read.
 * With `provider = auto`, which cloud this is is part of the wait: a NIC may appear before
   the metadata service answers, or while the guest is too slow for the probes' first window,
   so detection is retried with the metadata reads' backoff (and a longer window each time)
   until it answers or `hotplug_timeout` passes.  Its answer is kept for the boot
   (providers/boot_cache.py), so the next `add` of the same boot does not probe again.
+* A NIC some other run has configured since it appeared (it is in eni-guest's interface
+  group, where a new NIC starts in group 0, and routed by its tables) needs nothing more:
+  once metadata lists it as settled, `add` exits 0 without reconciling or waiting for the
+  lock.  That is the case of every NIC present at boot, whose units udev starts beside the
+  boot apply (the units are ordered after it; cloud-init's module runs alongside them).  While
+  `add` waits for the run lock it keeps checking the same, and it waits for the lock up to
+  what is left of `hotplug_timeout` (at least `lock_timeout`): a slow boot apply holding the
+  lock does not fail the units queued behind it (exit 5) when it configures their NICs.
 * `remove` runs after the interface is gone and needs no metadata (detach must work while the
   metadata service is down): it deletes only what the kernel shows to be orphaned
   (`plan.plan_unplug`).
@@ -47,10 +54,10 @@ from .model import Instance
 from .providers.detect import MAX_WINDOW, TOTAL_TIMEOUT
 from .providers.registry import AUTO
 from .settle import Backoff
-from .state import Link
+from .state import KernelState, Link
 
 if TYPE_CHECKING:
-    from .agent import Result
+    from .kernel import Kernel
 
 log = logging.getLogger("eni_guest")
 
@@ -168,29 +175,38 @@ def add(config: Config, ifname: str) -> int:
             log.log(verdict.level, "%s", verdict.why)
             return 0
         start = time.monotonic()
-        if _configured_at_once(config, link):
+        if _configured_at_once(config, link, kernel):
             return 0
         settled = wait_until_settled(
             config, link, config.hotplug_timeout, relookup=kernel.link_by_index
         )
+        if settled is None:
+            return 0
+        if configured(kernel.read_state(), link.index, config):
+            log.debug("%s is configured already (by a run since it appeared)", link.name)
+            return 0
+        log.debug(
+            "%s (%s) settled in metadata after %.1f s",
+            settled.link.name,
+            settled.link.mac,
+            time.monotonic() - start,
+        )
+        wait = max(config.lock_timeout, config.hotplug_timeout - (time.monotonic() - start))
+
+        def done() -> bool:
+            return configured(kernel.read_state(), link.index, config)
+
+        reconcile_unless_done(settled.config, wait, done, name=settled.link.name, settled=settled)
     finally:
         kernel.close()
-    if settled is None:
-        return 0
-    log.debug(
-        "%s (%s) settled in metadata after %.1f s",
-        settled.link.name,
-        settled.link.mac,
-        time.monotonic() - start,
-    )
-    reconcile_locked(settled)
     return 0
 
 
-def _configured_at_once(config: Config, link: Link) -> bool:
+def _configured_at_once(config: Config, link: Link, kernel: Kernel) -> bool:
     """The common case in one read: when the run lock is free now, read metadata holding it
-    and, if the ENI has settled, reconcile with that read.  False (nothing done) when the
-    lock is busy, the cloud is not known yet or the ENI has not settled: then the wait."""
+    and, if the ENI has settled, reconcile with that read (or do nothing, when another run
+    has configured the NIC already).  False (nothing done) when the lock is busy, the cloud is
+    not known yet or the ENI has not settled: then the wait."""
     from .agent import reconcile
     from .errors import LockTimeout
     from .lock import run_lock
@@ -203,6 +219,9 @@ def _configured_at_once(config: Config, link: Link) -> bool:
             verdict = settle.judge(link, instance, time_left=1.0, timeout=config.hotplug_timeout)
             if verdict.action != settle.CONFIGURE:
                 return False
+            if configured(kernel.read_state(), link.index, config):
+                log.debug("%s is configured already (by a run since it appeared)", link.name)
+                return True
             log.debug("%s (%s) settled in metadata", link.name, link.mac)
             reconcile(config, instance=instance, fail_on_invalid=False)
             return True
@@ -212,45 +231,77 @@ def _configured_at_once(config: Config, link: Link) -> bool:
         return False  # not answering yet: the wait retries with backoff
 
 
-FRESH = 1.0  # seconds: a read this young, with the lock free, is reused (see above)
+def configured(state: KernelState, index: int, config: Config) -> bool:
+    """Whether a run of eni-guest has configured the NIC with this index since it appeared:
+    it is in eni-guest's interface group (a NIC appears in group 0; unsettled ENIs are left in
+    it) and a route of eni-guest's tables goes through it (a link moved in from another
+    network namespace keeps its group, not its routes)."""
+    link = next((x for x in state.links if x.index == index), None)
+    if link is None or link.group != config.interface_group:
+        return False
+    return any(r.oif == index for r in state.routes)
 
 
-def reconcile_locked(settled: Settled, *, log_warnings: bool = True) -> Optional[Result]:
-    """A full reconcile under the run lock: with the settled read when the lock was free and
-    the read is fresh, else with metadata read again under the lock (see above); None when
-    the run it waited for configured the NIC already.
-
-    Another ENI whose metadata is refused does not fail a hot-plug: it is logged, and this
-    NIC, which settled, is configured (its unit did its job)."""
-    from .agent import reconcile
-    from .lock import run_lock
-
-    config = settled.config
-    with run_lock(config.lock_file, config.lock_timeout) as waited:
-        instance = settled.instance
-        if waited or time.monotonic() - settled.read_at > FRESH:
-            if waited and configured(settled.link.index, config):
-                log.debug("%s was configured by another run meanwhile", settled.link.name)
-                return None
-            instance = None  # read again, under the lock
-        return reconcile(
-            config, instance=instance, log_warnings=log_warnings, fail_on_invalid=False
-        )
-
-
-def configured(index: int, config: Config) -> bool:
-    """Whether the NIC is configured by eni-guest now: in its interface group, with an address
-    of eni-guest's (a NIC moved from another namespace keeps its group, not its addresses)."""
+def configured_now(index: int, config: Config) -> bool:
+    """`configured`, with the kernel read now (the watch daemon's waiting links)."""
     from .kernel import Kernel
 
     kernel = Kernel(config)
     try:
-        link = kernel.link_by_index(index)
-        if link is None or link.group != config.interface_group:
-            return False
-        return any(a.marked(config.protocol) for a in kernel.read_addrs(index))
+        return configured(kernel.read_state(), index, config)
     finally:
         kernel.close()
+
+
+FRESH = 1.0  # seconds: a read this young, with the lock free at once, is reused (see above)
+
+
+def reconcile_unless_done(
+    config: Config,
+    wait: float,
+    done: Callable[[], bool],
+    *,
+    name: str,
+    step: float = 0.5,
+    settled: Optional[Settled] = None,
+) -> None:
+    """A full reconcile under the run lock, the lock waited for up to `wait` seconds.  While
+    it is held, and once it is taken, `done()` says whether the holder has configured the NIC
+    meanwhile: then nothing is left to do.  LockTimeout (exit 5) only when neither happened in
+    time.  The reconcile uses the `settled` read when the lock was free at once and that read
+    is fresh; otherwise it reads metadata again, under the lock (see above).
+
+    Another ENI whose metadata is refused does not fail a hot-plug: it is logged, and this
+    NIC, which settled, is configured (its unit did its job)."""
+    from .agent import reconcile
+    from .errors import LockTimeout
+    from .lock import run_lock
+
+    deadline = time.monotonic() + wait
+    waited = False
+    while True:
+        try:
+            timeout = min(step, max(0.0, deadline - time.monotonic()))
+            with run_lock(config.lock_file, timeout) as waited_now:
+                if done():
+                    log.debug("%s was configured by the run before this one", name)
+                    return
+                instance = None  # read again, under the lock
+                fresh = settled is not None and time.monotonic() - settled.read_at <= FRESH
+                if settled is not None and fresh and not (waited or waited_now):
+                    instance = settled.instance
+                reconcile(config, instance=instance, log_warnings=True, fail_on_invalid=False)
+                return
+        except LockTimeout:
+            waited = True
+            if done():
+                log.info("%s is configured by the run holding the lock", name)
+                return
+            if time.monotonic() >= deadline:
+                raise LockTimeout(
+                    f"another eni-guest run held {config.lock_file} for more than {wait:.0f} s "
+                    f"and has not configured {name}; nothing changed"
+                ) from None
 
 
 def remove(config: Config, ifname: str) -> int:
@@ -273,6 +324,7 @@ def remove(config: Config, ifname: str) -> int:
 def unplug(config: Config) -> list[Change]:
     """Delete what departed interfaces left behind (no metadata needed); caller holds the lock."""
     from .agent import log_changes
+    from .dhcp_known import forget_departed
     from .kernel import Kernel
     from .plan import plan_unplug
 
@@ -284,7 +336,10 @@ def unplug(config: Config) -> list[Change]:
         log_changes(changes)
 
     try:
-        p = plan_unplug(kernel.read_state(), config)
+        state = kernel.read_state()
+        for path in forget_departed(config, state.links):  # JD Cloud's DHCP answers
+            log.debug("removed %s: its NIC left", path)
+        p = plan_unplug(state, config)
         for note in p.notes:
             log.debug("%s", note)
         kernel.apply(p.changes, done)

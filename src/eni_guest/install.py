@@ -60,6 +60,10 @@ ENABLED_UNITS = ("eni-guest-boot.service", "eni-guest-watch.service")  # WantedB
 WANTS_DIR = "etc/systemd/system/multi-user.target.wants"
 RT_PROTOS = "etc/iproute2/rt_protos.d/eni-guest.conf"
 CONFIG_FILE = "etc/eni-guest/eni-guest.toml"
+# What keeps the distro's network stack off secondary ENIs at boot, before any run
+# (distro_hotplug.py): the udev rule's helper, and networkd's side of its mark.
+BOOT_HELPER = "etc/eni-guest/boot-secondary-nic"
+NETWORKD_BOOT = "etc/systemd/network/" + distro_hotplug.NETWORKD_HOTPLUG.name
 
 # Drivers of the NICs that carry ENIs: AWS (ena; ixgbevf and Xen's netfront "vif" on older
 # instance types), Alibaba/Tencent/JD Cloud/OpenStack (virtio_net), GCP (gve), SR-IOV
@@ -211,6 +215,9 @@ def unit_context(argv: list[str], root: Path = Path("/")) -> dict[str, Any]:
         "excluded_devtypes": EXCLUDED_DEVTYPES,
         "hotplug_marker": "/" + str(distro_hotplug.MARKER),
         "distro_nics": "/" + str(distro_hotplug.DISTRO_NICS),
+        "distro_keeps": "/" + str(distro_hotplug.DISTRO_KEEPS),
+        # the boot-time marking only while the settings keep the distro off the ENIs
+        "boot_helper": "/" + BOOT_HELPER if _config(root).manage_distro_network else "",
     }
 
 
@@ -292,6 +299,9 @@ def _files(root: Path, argv: list[str], report: Report) -> dict[str, str]:
     for name, text in render_units(context).items():
         files[f"{UNIT_DIR}/{name}"] = text
     files[RT_PROTOS] = render_template("rt_protos.conf.j2", {"protocol": _config(root).protocol})
+    if context["boot_helper"]:
+        files[BOOT_HELPER] = render_template("boot-secondary-nic.sh.j2", context)
+        files[NETWORKD_BOOT] = render_template("networkd-hotplug.network.j2", {"installed": True})
     cloud_files, notes = cloud_init_files(root, argv)
     report.notes.extend(notes)
     return {**files, **cloud_files}
@@ -345,6 +355,7 @@ def uninstall(root: Path = Path("/"), *, call: Caller = _call) -> Report:
         call(["systemctl", "stop", *ENABLED_UNITS], report)
     paths = [root / WANTS_DIR / name for name in ENABLED_UNITS]
     paths += [root / RULE, root / RT_PROTOS, root / CLOUD_DROPIN]
+    paths += [root / BOOT_HELPER, root / NETWORKD_BOOT]
     paths += [root / UNIT_DIR / name for name in UNITS]
     paths += [d / CLOUD_MODULE for d in cloudinit_module_dirs(root)]
     paths.append(root / CLOUD_ENV_FILE.lstrip("/"))

@@ -3,7 +3,8 @@
 Reading: links and addresses are dumped whole; rules and routes are dumped per family and only
 ours are kept (our protocol number, in our priority or table range), because nothing else
 may ever be changed; other rules that select a source are kept apart, read only, for
-capture.py (a rule of someone else's that takes an ENI IP's traffic first).  Whether the
+capture.py (a rule of someone else's that takes an ENI IP's traffic first), and so are
+main-table routes of others through NIC links, for mirror.py.  Whether the
 kernel keeps address protocols is read from the address dump itself (`addr_protocols_kept`),
 never from the kernel's version.
 
@@ -25,7 +26,9 @@ import struct
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Union
 
-from .changes import Change, RouteChange, RuleChange
+from . import metrics
+from .business_plan import priority_band, table_band
+from .changes import MAIN_TABLE, Change, RouteChange, RuleChange
 from .config import SLOTS, Config
 from .errors import KernelError
 from .netlink import (
@@ -37,13 +40,16 @@ from .netlink import (
     RTM_GETLINK,
     RTM_GETROUTE,
     RTM_GETRULE,
+    RTM_NEWADDR,
     RTM_NEWLINK,
+    RTM_NEWROUTE,
     Netlink,
     messages,
 )
 from .netlink_decode import (
     decode_rule,
     foreign_rule_of,
+    main_route,
     parse_addr,
     parse_link,
     parse_route,
@@ -51,8 +57,8 @@ from .netlink_decode import (
     route_protocol,
     rule_of,
 )
-from .netlink_encode import Encoder
-from .state import Addr, ForeignRule, KernelState, Link, Route, Rule, addr_metric
+from .netlink_encode import RTN_UNICAST, Encoder
+from .state import Addr, ForeignRule, KernelState, Link, MainRoute, Route, Rule, addr_metric
 
 # Dump and get requests, packed: ifinfomsg (family, type, index, flags, change), ifaddrmsg
 # (family, prefixlen, flags, scope, index), and the rtmsg / fib_rule_hdr layout (family,
@@ -114,17 +120,19 @@ def addr_protocols_kept(addrs: Iterable[Addr], protocol: int) -> Optional[bool]:
 
 def our_rule(config: Config, rule: Rule, proto: int) -> bool:
     """A rule of ours: our protocol number and a priority in our range (the shared rule at
-    priority_base, one per-ENI priority above it per slot)."""
-    return proto == config.protocol and (
-        config.priority_base <= rule.priority <= config.priority_base + SLOTS
-    )
+    priority_base, one per-ENI priority above it per slot), or, for a rule with a business's
+    selectors, in the businesses' band after them (business_plan.py)."""
+    if proto != config.protocol:
+        return False
+    if rule.selects:
+        return rule.priority in priority_band(config)
+    return config.priority_base <= rule.priority <= config.priority_base + SLOTS
 
 
 def our_route(config: Config, route: Route, proto: int) -> bool:
-    """A route of ours: our protocol number, in one of our tables."""
-    return proto == config.protocol and (
-        config.table_base <= route.table < config.table_base + SLOTS
-    )
+    """A route of ours: our protocol number, in one of our tables (the ENIs' and, after
+    them, the businesses')."""
+    return proto == config.protocol and (config.table_base <= route.table < table_band(config).stop)
 
 
 class Kernel:
@@ -136,6 +144,8 @@ class Kernel:
         self.encoder = Encoder(self.nl, config.protocol)
 
     def close(self) -> None:
+        if self.nl.sock.fileno() >= 0:  # counted once, should close be called again
+            metrics.count("netlink_requests", self.nl.requests_sent)
         self.nl.close()
 
     @property
@@ -151,6 +161,7 @@ class Kernel:
         rules: list[Rule] = []
         foreign: list[ForeignRule] = []
         routes: list[Route] = []
+        main: list[MainRoute] = []
         for af in (socket.AF_INET, socket.AF_INET6):
             rule_req = _RTMSG.pack(af, 0, 0, 0, 0, 0, 0, 0, 0)
             for m in self.nl.dump(rule_req, RTM_GETRULE, decode_rule):
@@ -165,6 +176,11 @@ class Kernel:
             for route, proto in self.nl.dump(route_req, RTM_GETROUTE, parse_route):
                 if our_route(cfg, route, proto):
                     routes.append(route)
+            for seen in self._main_routes(af, {x.index for x in links if x.could_be_nic}):
+                if seen.proto == cfg.protocol:  # a [[route]] with main = true (static_routes)
+                    routes.append(seen.route)
+                else:
+                    main.append(seen)
         return KernelState(
             links=tuple(links),
             addrs=tuple(addrs),
@@ -172,7 +188,25 @@ class Kernel:
             routes=tuple(routes),
             addr_proto_supported=addr_protocols_kept(addrs, cfg.protocol),
             foreign_rules=tuple(foreign),
+            main_routes=tuple(main),
         )
+
+    def _main_routes(self, af: int, nics: set[int]) -> list[MainRoute]:
+        """Unicast routes in `main` through a link that may be an ENI: others', for the
+        mirrors (mirror.py), and ours (protocol 229: `[[route]]` entries, static_routes.py).
+
+        One dump per family that the kernel limits to table main and unicast routes (strict
+        dump checking; an older kernel sends more, which `main_route` drops).  Decoded with
+        struct (`main_route`), so a main table full of routes through other links (a BGP
+        feed on a tunnel, Docker bridges) costs a scan of each message, not a decode.
+        """
+
+        def parse(data: bytes) -> Optional[MainRoute]:
+            seen = main_route(data, nics)
+            return None if seen is None else MainRoute(*seen)
+
+        req = _RTMSG.pack(af, 0, 0, 0, MAIN_TABLE, 0, 0, RTN_UNICAST, 0)
+        return self.nl.dump(req, RTM_GETROUTE, parse)
 
     def read_links(self) -> list[Link]:
         """Every link of this namespace (the watch daemon's starting point)."""
@@ -182,6 +216,17 @@ class Kernel:
         """The addresses on one link (the kernel filters the dump by index)."""
         addrs = self.nl.dump(_IFADDRMSG.pack(0, 0, 0, 0, index), RTM_GETADDR, parse_addr)
         return [a for a in addrs if a.index == index]
+
+    def read_dhcp_view(self, index: int) -> tuple[list[Addr], list[Route]]:
+        """One link's IPv4 addresses and the main table's IPv4 routes: what a DHCP client on
+        that link configured (JD Cloud's primary ENI: its subnet and gateway)."""
+        req = _IFADDRMSG.pack(socket.AF_INET, 0, 0, 0, index)
+        addrs = [a for a in self.nl.dump(req, RTM_GETADDR, parse_addr) if a.index == index]
+        req = _RTMSG.pack(socket.AF_INET, 0, 0, 0, MAIN_TABLE, 0, 0, 0, 0)
+        routes = [
+            r for r, _ in self.nl.dump(req, RTM_GETROUTE, parse_route) if r.table == MAIN_TABLE
+        ]
+        return addrs, routes
 
     def link_by_name(self, name: str) -> Optional[Link]:
         """The link called `name` now, or None: one request, cheap enough for every hot-plug."""
@@ -251,7 +296,24 @@ class Gone:
     proto: Optional[int]
 
 
-Event = Union[tuple[bool, Link], Gone]
+@dataclass(frozen=True)
+class MainRouteEvent:
+    """Someone else's main-table unicast route through a link appeared, changed or went
+    (mirror.py copies those through an ENI into its table): the watch daemon reconciles."""
+
+    route: Route
+    present: bool
+
+
+@dataclass(frozen=True)
+class Added:
+    """An address the kernel added (or updated): decoded only when the monitor's
+    `addresses_added` is set, for floating IPs (watch_floating.py)."""
+
+    addr: Addr
+
+
+Event = Union[tuple[bool, Link], Gone, MainRouteEvent, Added]
 
 
 class LinkMonitor:
@@ -263,12 +325,15 @@ class LinkMonitor:
     import cost.  Non-blocking, so the daemon can wait on it together with its signal pipe.
     Only deletions are decoded, and a route's only when it carries `protocol` (read from the
     header before anything is decoded): a busy host's route churn (containers, IPv6 router
-    advertisements) then costs a byte compare per message.
+    advertisements) then costs a byte compare per message.  The one addition decoded is a
+    main-table unicast route of someone else's with a single link (MainRouteEvent, for the
+    mirrors; decoded with struct), and the daemon acts only when its link is an ENI's.
     """
 
     def __init__(self, *, objects: bool = False, protocol: Optional[int] = None) -> None:
         groups = (RTNLGRP_LINK,) + (OBJECT_GROUPS if objects else ())
         self.protocol = protocol
+        self.addresses_added = False  # decode RTM_NEWADDR too (floating IPs)
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.bind((0, sum(1 << (g - 1) for g in groups)))
@@ -309,10 +374,16 @@ class LinkMonitor:
         if kind == RTM_DELADDR:
             addr = parse_addr(data)
             return None if addr is None else Gone(addr, addr.proto)
+        if kind == RTM_NEWADDR and self.addresses_added:
+            addr = parse_addr(data)
+            return None if addr is None else Added(addr)
         if kind == RTM_DELRULE:
             rule = parse_rule(data)
             return None if rule is None else Gone(*rule)
+        main = main_route(data) if kind in (RTM_NEWROUTE, RTM_DELROUTE) else None
+        if main is not None and main[1] != self.protocol:
+            return MainRouteEvent(main[0], kind == RTM_NEWROUTE)
         if kind == RTM_DELROUTE and self.protocol in (None, route_protocol(data)):
             route, proto = parse_route(data)
             return Gone(route, proto)
-        return None  # additions: only what disappears needs an answer
+        return None  # other additions: only what disappears needs an answer

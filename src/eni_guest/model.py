@@ -68,6 +68,7 @@ class RawEni:
     # The cloud publishes no subnet or gateway for this ENI: the VPC's DHCP service on its NIC
     # tells them (JD Cloud), so it can be read in full only once its NIC is in the VM.
     subnet_from_dhcp: bool = False
+    mtu: Optional[str] = None  # the link MTU the cloud publishes (OpenStack), as text
 
 
 @dataclass
@@ -107,6 +108,9 @@ class Eni:
     # IPv4 and they were all added by the config): ipv4s[0] is then not the primary ENI's
     # DHCP address but a secondary IP the agent adds like any other.
     ipv4s_lack_primary_ip: bool = False
+    # The link MTU for this ENI from its [[eni]] table or metadata (None: the global `mtu`,
+    # or the driver's).  Not applied to the primary ENI, whose MTU is its DHCP client's.
+    mtu: Optional[int] = None
 
     @property
     def slot(self) -> int:

@@ -49,7 +49,28 @@ def _load_messages() -> types.SimpleNamespace:
         if shim is not None and sys.modules.get("pyroute2") is shim:
             # Let a later `import pyroute2` (the watch daemon's IPRoute) load the real package.
             del sys.modules["pyroute2"]
+    _complete_ifaddrmsg(ifaddrmsg)
     return types.SimpleNamespace(fibmsg=fibmsg, ifaddrmsg=ifaddrmsg, ifinfmsg=ifinfmsg, rtmsg=rtmsg)
+
+
+# The address attributes after IFA_FLAGS (8), numbered by position in pyroute2's nla_map.
+_IFA_LATER = (("IFA_RT_PRIORITY", "uint32"), ("IFA_TARGET_NETNSID", "hex"), ("IFA_PROTO", "uint8"))
+
+
+def _complete_ifaddrmsg(cls: Any) -> None:
+    """Teach an older pyroute2's address message the attributes eni-guest marks its addresses
+    with: the metric (IFA_RT_PRIORITY, 9) and the protocol (IFA_PROTO, 11).
+
+    pyroute2 0.7.2 (Debian 12's python3-pyroute2) stops at IFA_FLAGS, so it would neither
+    encode nor decode either mark.  Appended in place, before any message is built (pyroute2
+    compiles a class's map at its first instance; the flag makes it compile again).
+    """
+    names = [item[0] for item in cls.nla_map]
+    if "IFA_PROTO" in names or names[-1] != "IFA_FLAGS" or len(names) != 9:
+        return
+    cls.nla_map = tuple(cls.nla_map) + _IFA_LATER
+    if getattr(cls, "_nlmsg_base__compiled_nla", False):
+        cls._nlmsg_base__compiled_nla = False
 
 
 _NL: list[types.SimpleNamespace] = []

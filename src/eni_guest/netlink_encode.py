@@ -95,6 +95,10 @@ def _route(c: RouteChange, protocol: int) -> Built:
         attrs.append(("RTA_DST", str(c.dst.network_address)))
     if c.gateway is not None:
         attrs.append(("RTA_GATEWAY", str(c.gateway)))
+    if c.metric:
+        attrs.append(("RTA_PRIORITY", c.metric))
+    if c.prefsrc is not None and c.op != "del":
+        attrs.append(("RTA_PREFSRC", str(c.prefsrc)))
     msg["attrs"] = attrs
     if c.op == "replace":  # only ever a route of ours (the planner saw it)
         return msg, RTM_NEWROUTE, REQUEST | NLM_F_CREATE | NLM_F_REPLACE
@@ -116,10 +120,30 @@ def _rule(c: RuleChange, protocol: int) -> Built:
         attrs.append(("FRA_SRC", str(c.src.network_address)))
     if c.suppress_ifgroup is not None:
         attrs.append(("FRA_SUPPRESS_IFGROUP", c.suppress_ifgroup))
+    attrs += _business_selectors(c)
+    if c.dst is not None:
+        msg["dst_len"] = c.dst.prefixlen
     msg["attrs"] = attrs
     if c.op == "add":
         return msg, RTM_NEWRULE, CREATE
     return msg, RTM_DELRULE, REQUEST
+
+
+def _business_selectors(c: RuleChange) -> list[tuple[str, Any]]:
+    """A business rule's selectors (business.py); none for per-IP and shared rules.  pyroute2
+    takes a uid or port range as "first:last"."""
+    attrs: list[tuple[str, Any]] = []
+    if c.dst is not None:
+        attrs.append(("FRA_DST", str(c.dst.network_address)))
+    if c.fwmark is not None:
+        attrs += [("FRA_FWMARK", c.fwmark[0]), ("FRA_FWMASK", c.fwmark[1])]
+    if c.uids is not None:
+        attrs.append(("FRA_UID_RANGE", f"{c.uids[0]}:{c.uids[1]}"))
+    if c.ipproto is not None:
+        attrs.append(("FRA_IP_PROTO", c.ipproto))
+    if c.dports is not None:
+        attrs.append(("FRA_DPORT_RANGE", f"{c.dports[0]}:{c.dports[1]}"))
+    return attrs
 
 
 _BUILDERS: tuple[tuple[type, Callable[[Any, int], Built]], ...] = (

@@ -97,6 +97,9 @@ def lenient(texts: Iterable[str]) -> list:
 
 def _overlay_eni(r: Merged, overlay: EniOverlay) -> None:
     """One [[eni]] table onto one listed ENI (see `apply_overlay`)."""
+    if overlay.mtu is not None:
+        r.mtu = str(overlay.mtu)
+        r.origins[("mtu", r.mtu)] = f"{overlay.where}.mtu"
     for v in ("4", "6"):
         subnet = getattr(overlay, f"ipv{v}_subnet")
         gateway = getattr(overlay, f"ipv{v}_gateway")

@@ -35,6 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from . import floating
+from .business_plan import BusinessPlan, tag_of_table, want_businesses
 from .capture import Capture, captures
 from .changes import (
     ALL_ENIS,
@@ -44,14 +46,17 @@ from .changes import (
     LinkChange,
     RouteChange,
     RuleChange,
+    rule_change,
 )
 from .config import Config
 from .desired import DEFAULT4, DEFAULT6, Desired, host, priority_of, table_of, want_eni
 from .diff import diff_addrs, diff_links, diff_routes, diff_rules, unmarked_addrs
+from .mirror import Mirror, want_mirrors
 from .model import Eni, Excluded, Instance
 from .protect import Protected, Protecting, finish_protection, leave_excluded_alone
 from .scope import EXCLUDED, MANAGED, EniScope, Scope, of_instance
 from .state import KernelState, Link, addr_metric
+from .static_routes import want_static_routes
 
 __all__ = [
     "ALL_ENIS",
@@ -107,6 +112,9 @@ class Plan:
     excluded: tuple[ExcludedPlan, ...] = ()  # ENIs excluded by the configuration
     # Foreign rules taking ENI IPs' traffic before ours (capture.py): reported, never changed
     captures: tuple[Capture, ...] = ()
+    # Main-table routes through an ENI that its table holds a copy of (mirror.py)
+    mirrors: tuple[Mirror, ...] = ()
+    businesses: tuple[BusinessPlan, ...] = ()  # the [[business]] tables (business_plan.py)
 
     def in_sync(self, mac: str) -> bool:
         """No change pending for this ENI, nor for what every ENI relies on (the shared rule)."""
@@ -131,6 +139,7 @@ def _place_enis(
     `p`.  Returns the ENIs' places and the links now matched to an ENI."""
     eni_plans = []
     matched: set[int] = set()
+    listed = {ip for e in instance.enis for ip in e.ips}
     for eni in instance.enis:
         s = scope.eni(eni.mac) or EniScope(eni.mac, MANAGED)
         link = state.link(s.link.index) if s.link is not None else None
@@ -145,6 +154,7 @@ def _place_enis(
         if link is not None and why is None:
             matched.add(link.index)
             want_eni(d, eni, link, config)
+            notes += floating.want(d, eni, link, state, config, listed - set(eni.ips))
             continue
         p.ips(eni.ips, eni.prefixes)
         p.tables.add(table_of(eni, config))
@@ -167,14 +177,20 @@ def plan(
     d, p = Desired(), Protecting()
     excluded = [ExcludedPlan(*x) for x in leave_excluded_alone(p, instance, config, scope, notes)]
     eni_plans, matched = _place_enis(instance, config, state, scope, d, p, notes)
+    configured = {ep.link.index: (ep.eni, ep.link, ep.table) for ep in eni_plans if ep.link}
+    configured = {i: configured[i] for i in matched}
+    want_static_routes(d, state, config, configured)  # [[route]] entries
+    mirrors = want_mirrors(d, state, config, configured)
+    businesses = want_businesses(d, instance, config, eni_plans)
     warning = _primary_left_alone(instance, config, state, eni_plans)
     if warning is not None:
         d.warnings.append(warning)
     notes += [f"ENI {u.mac} not configured yet: {u.reason}" for u in instance.unsettled]
-    protected = finish_protection(p, instance, state)
+    protected = finish_protection(p, instance, state, floating.networks(config.floating_ips))
 
     def eni_of(table: int) -> str:
-        return next((e.mac for e in instance.enis if table_of(e, config) == table), "")
+        mac = next((e.mac for e in instance.enis if table_of(e, config) == table), "")
+        return mac or tag_of_table(config, table)
 
     diffs = [
         diff_links(d, matched, state, config, protected),
@@ -197,6 +213,8 @@ def plan(
         tuple(d.warnings),
         tuple(excluded),
         captures(eni_plans, state.foreign_rules),
+        tuple(mirrors),
+        businesses,
     )
 
 
@@ -271,10 +289,12 @@ def plan_unplug(state: KernelState, config: Config) -> Plan:
     for r in sorted(state.rules, key=lambda r: (-r.priority, r.family, str(r.src))):
         if r.suppress_ifgroup is not None or r.table == MAIN_TABLE or r.table in owned:
             continue
-        changes.append(RuleChange("del", r.family, r.priority, r.table, r.src, r.suppress_ifgroup))
+        changes.append(rule_change("del", r))
     for r in state.routes:
         if r.oif not in present:
-            changes.append(RouteChange("del", r.table, r.dst, r.oif, str(r.oif), r.gateway))
+            changes.append(
+                RouteChange("del", r.table, r.dst, r.oif, str(r.oif), r.gateway, prefsrc=r.prefsrc)
+            )
     if not changes:
         notes.append("nothing of a departed interface is left in the kernel")
     return Plan(tuple(changes), (), tuple(notes))

@@ -35,12 +35,17 @@ class Protected:
     rule_tables: frozenset[int] = frozenset()  # rules leading into these tables
     rule_sources: frozenset[IPNetwork] = frozenset()  # rules from exactly these sources
     nets: tuple[IPNetwork, ...] = ()  # addresses and rule sources inside these networks
+    addr_nets: tuple[IPNetwork, ...] = ()  # addresses only: floating IPs (floating.py)
 
     def link(self, link: Link) -> bool:
         return link.index in self.links
 
     def addr(self, a: Addr) -> bool:
-        return a.index in self.links or any(a.ip in n for n in self.nets)
+        return (
+            a.index in self.links
+            or any(a.ip in n for n in self.nets)
+            or any(a.ip in n for n in self.addr_nets)
+        )
 
     def route(self, r: Route) -> bool:
         return r.table in self.tables or r.oif in self.links
@@ -67,13 +72,14 @@ class Protecting:
         self.rule_sources.update(host(ip) for ip in ips)
         self.rule_sources.update(prefixes)
 
-    def done(self, nets: tuple[IPNetwork, ...]) -> Protected:
+    def done(self, nets: tuple[IPNetwork, ...], addr_nets: tuple[IPNetwork, ...] = ()) -> Protected:
         return Protected(
             frozenset(self.links),
             frozenset(self.tables),
             frozenset(self.rule_tables),
             frozenset(self.rule_sources),
             nets,
+            addr_nets,
         )
 
 
@@ -101,12 +107,18 @@ def leave_excluded_alone(
     return out
 
 
-def finish_protection(p: Protecting, instance: Instance, state: KernelState) -> Protected:
-    """Close the protection over what the kernel links together."""
+def finish_protection(
+    p: Protecting,
+    instance: Instance,
+    state: KernelState,
+    floating: tuple[IPNetwork, ...] = (),
+) -> Protected:
+    """Close the protection over what the kernel links together; the addresses inside
+    `floating` (floating_ips) are never removed."""
     # a table a left-alone link has routes in keeps the rules that lead into it
     p.rule_tables.update(r.table for r in state.routes if r.oif in p.links)
     first = p.done(instance.excluded_ips)
     # and a rule that stays keeps the routes of the table it leads into (an ENI whose every
     # IP is excluded has none it wants, but the excluded IPs' traffic still goes there)
     p.tables.update(r.table for r in state.rules if r.src is not None and first.rule(r))
-    return p.done(instance.excluded_ips)
+    return p.done(instance.excluded_ips, floating)

@@ -18,6 +18,10 @@ them), and when to put them back:
   chain stops there;
 * not for what left with its link (a detached ENI's addresses and routes).
 
+Beside deletions, a main-table route of someone else's through an ENI link that appears,
+changes or goes is answered the same way (kernel.MainRouteEvent): the reconcile adds, changes
+or removes its copy in the ENI's table (mirror.py).
+
 The reconcile itself (watch.py) uses the last complete metadata read: what the same metadata
 asked for is put back without a metadata round trip.
 """
@@ -28,7 +32,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 from .changes import AddrChange, Change, RouteChange, RuleChange
 from .config import Config
-from .kernel import Gone, our_route, our_rule
+from .kernel import Gone, MainRouteEvent, our_route, our_rule
 from .state import Addr, Link, Route, Rule
 
 DEBOUNCE = 0.15  # s of quiet after the last deletion before restoring
@@ -96,6 +100,14 @@ def collect(events: Iterable[Any], config: Config, links: Mapping[int, Link]) ->
     out = {}
     for event in events:
         seen = ours(event, config, group_of) if isinstance(event, Gone) else None
+        if (
+            isinstance(event, MainRouteEvent)
+            and group_of(event.route.oif) == config.interface_group
+        ):
+            # someone else's main-table route through an ENI came, changed or went: its copy
+            # in the ENI's table (mirror.py) follows, with the same debounce
+            r = event.route
+            seen = (("main", r.family, r.dst, r.oif, r.gateway, r.metric, event.present), r.oif)
         if seen is not None and (not seen[1] or seen[1] in links):
             out[seen[0]] = seen[1]
     return out

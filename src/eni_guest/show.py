@@ -5,13 +5,17 @@ wrong guess would explain everything else being wrong, so the reason is printed,
 What the configuration excludes is shown too, marked as such: an ENI or IP that eni-guest
 leaves alone must not look like one it failed to configure.  And an ENI whose routing is all
 in place but one of whose IPs' traffic someone else's rule takes first (capture.py) is not
-"in sync": SYNC says "captured", and a line below names the rule.
+"in sync": SYNC says "captured", and a line below names the rule.  A main-table route through
+an ENI that its table holds a copy of (mirror.py) has a line of its own too.  The businesses
+(`[[business]]` tables) come last, one line each: interface, source, table, priority, in sync
+or not, or `waiting:` and why.
 """
 
 from __future__ import annotations
 
 import json
 
+from . import business_plan
 from .agent import Result
 from .plan import ExcludedPlan
 from .providers.boot_cache import EARLIER
@@ -47,6 +51,7 @@ def rows(result: Result) -> list[dict]:
                     {"ip": str(ip), "elastic_ip": None, "excluded": True} for ip in eni.excluded_ips
                 ],
                 "prefixes": [str(p) for p in eni.prefixes],
+                "mtu": eni.mtu,  # its [[eni]] table's or metadata's; None: the global or none
                 "table": ep.table,
                 "priority": ep.priority,
                 # None for an ENI left alone: there is nothing it should be in sync with;
@@ -55,6 +60,8 @@ def rows(result: Result) -> list[dict]:
                 if managed
                 else None,
                 "captured": captured,
+                # main-table routes through this ENI that its table holds a copy of (mirror.py)
+                "mirrored_routes": [m.describe() for m in result.plan.mirrors if m.mac == eni.mac],
                 "excluded": ep.excluded,
                 "invalid": None,
             }
@@ -77,10 +84,12 @@ def _excluded_row(xp: ExcludedPlan, result: Result) -> dict:
         "slot_from_mac": False,
         "ips": [{"ip": str(ip), "elastic_ip": None, "excluded": True} for ip in x.ips],
         "prefixes": [str(p) for p in x.prefixes],
+        "mtu": None,
         "table": xp.table,
         "priority": None,
         "in_sync": None,
         "captured": [],
+        "mirrored_routes": [],
         # a refused ENI is not excluded: its metadata is wrong, and it is left as it is
         "excluded": None if xp.invalid else x.reason,
         "invalid": x.reason if xp.invalid else None,
@@ -101,20 +110,41 @@ def provider_line(result: Result) -> str:
     return f"{result.instance.provider} ({how})"
 
 
+# The version of `show --json`'s format (docs/show.schema.json): raised when a key is removed
+# or renamed or changes its meaning; a key added keeps it.
+SCHEMA_VERSION = 1
+
+
 def render_json(result: Result) -> str:
     why = result.instance.chosen_because
     return json.dumps(
         {
+            "schema_version": SCHEMA_VERSION,
             "provider": result.instance.provider,
             "provider_chosen_by": "auto" if why else "configuration",
             "provider_chosen_because": why,
             "enis": rows(result),
             "unsettled": [{"mac": u.mac, "reason": u.reason} for u in result.instance.unsettled],
             "excluded_ips": [str(n) for n in result.instance.excluded_ips],
+            "businesses": business_plan.rows(result.plan),
             "notes": list(result.plan.notes),
         },
         indent=2,
     )
+
+
+def _below(r: dict) -> list[str]:
+    """The lines below the table for one ENI's row: why it is left alone, what captures its
+    IPs, the main-table routes its table holds a copy of."""
+    out, eni = [], f"{r['eni_id'] or r['mac']} ({r['mac']})"
+    if r["excluded"]:
+        out.append(f"excluded: {eni}: {r['excluded']}")
+    if r["invalid"]:
+        out.append(f"invalid: {eni}: {r['invalid']}")
+    out += [f"captured: {eni}: {why}" for why in r["captured"]]
+    for route in r["mirrored_routes"]:
+        out.append(f"main-table route mirrored into table {r['table']}: {route}")
+    return out
 
 
 def render_text(result: Result) -> str:
@@ -158,12 +188,7 @@ def render_text(result: Result) -> str:
     for u in result.instance.unsettled:
         out.append(f"not settled: {u.mac}: {u.reason}")
     for r in rows(result):
-        if r["excluded"]:
-            out.append(f"excluded: {r['eni_id'] or r['mac']} ({r['mac']}): {r['excluded']}")
-        if r["invalid"]:
-            out.append(f"invalid: {r['eni_id'] or r['mac']} ({r['mac']}): {r['invalid']}")
-        for why in r["captured"]:
-            out.append(f"captured: {r['eni_id'] or r['mac']} ({r['mac']}): {why}")
+        out += _below(r)
     if result.instance.excluded_ips:
         nets = ", ".join(str(n) for n in result.instance.excluded_ips)
         out.append(f"excluded IPs (exclude_ips): {nets}")
@@ -177,4 +202,4 @@ def render_text(result: Result) -> str:
     for note in result.plan.notes:
         if not any(s in note for s in shown):  # those have their own lines above
             out.append(f"note: {note}")
-    return "\n".join(out)
+    return "\n".join([*out, *business_plan.lines(result.plan)])

@@ -3,7 +3,8 @@
 The kernel module fills these from netlink dumps; tests build them by hand.  Only what the
 planner needs is kept.  Rules and routes are pre-filtered to ours (our protocol number, our
 priority range or table range), because nothing else may ever be changed; other rules that
-select a source are kept apart, read only (`foreign_rules`, for capture.py).  Addresses are
+select a source are kept apart, read only (`foreign_rules`, for capture.py), and so are
+others' main-table routes through NIC links (`main_routes`, for mirror.py).  Addresses are
 kept whole, and `Addr.marked` tells eni-guest's from the others (docs/routing.md, "Marks").
 """
 
@@ -81,6 +82,17 @@ class Rule:
     table: int
     src: Optional[IPNetwork] = None
     suppress_ifgroup: Optional[int] = None
+    # What a business's rule selects (business.py; a per-IP or shared rule has none of them)
+    dst: Optional[IPNetwork] = None
+    fwmark: Optional[tuple[int, int]] = None  # (mark, mask)
+    uids: Optional[tuple[int, int]] = None  # first and last uid
+    ipproto: Optional[int] = None
+    dports: Optional[tuple[int, int]] = None  # first and last destination port
+
+    @property
+    def selects(self) -> bool:
+        """Whether it has a business's selectors (to, fwmark, uidrange, ipproto, dport)."""
+        return (self.dst, self.fwmark, self.uids, self.ipproto, self.dports) != (None,) * 5
 
 
 # Table names as `ip rule` prints them.
@@ -117,6 +129,22 @@ class Route:
     dst: IPNetwork
     oif: int
     gateway: Optional[IPAddress] = None
+    # RTA_PRIORITY, 0 for the kernel's default (IPv6's 1024 is read as 0): with the table and
+    # the destination, what tells two routes apart.  eni-guest's own routes have 0, its
+    # copies of administrators' main-table routes `mirror.mirror_metric` (mirror.py).
+    metric: int = 0
+
+    prefsrc: Optional[IPAddress] = None  # a business's route: the source unbound sockets get
+
+
+@dataclass(frozen=True)
+class MainRoute:
+    """A main-table unicast route of someone else's through a link that may be an ENI: the
+    administrator's `10.50.0.0/16 via 10.0.2.5 dev eth2`.  Read only: mirror.py copies it
+    into the ENI's table, so it holds for the ENI's own addresses too."""
+
+    route: Route
+    proto: int
 
 
 @dataclass(frozen=True)
@@ -131,6 +159,8 @@ class KernelState:
     addr_proto_supported: Optional[bool] = None
     # Rules of others that select a source prefix (capture.py): never changed, only read.
     foreign_rules: tuple[ForeignRule, ...] = ()
+    # Others' main-table routes through NIC links (mirror.py): never changed, only read.
+    main_routes: tuple[MainRoute, ...] = ()
 
     def nics_with_mac(self, mac: str) -> list[Link]:
         """The links carrying `mac` that could be the ENI itself."""

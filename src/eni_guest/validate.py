@@ -16,6 +16,7 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import Optional
 
 from .config import ENI_ID, MAX_DEVICE_NUMBER, MAX_NETWORK_CARDS, Config, normalize_mac
+from .config_eni import MTU_MAX, MTU_MIN, MTU_MIN_IPV6
 from .errors import MetadataInvalid
 from .model import (
     Eni,
@@ -46,6 +47,19 @@ def _int(raw: Merged, name: str, value: str, limit: int) -> int:
     text = value.strip().strip('"')
     if not (text.isascii() and text.isdigit()) or int(text) >= limit:
         raise _bad(raw, name, value, f"not an integer in 0..{limit - 1}")
+    return int(text)
+
+
+def _mtu(raw: Merged, has_ipv6: bool) -> Optional[int]:
+    """The ENI's link MTU from its [[eni]] table or metadata: 68..65535, at least 1280 when
+    the ENI has IPv6 addresses (RFC 8200); None when neither gives one."""
+    if raw.mtu is None:
+        return None
+    text = raw.mtu.strip().strip('"')
+    low = MTU_MIN_IPV6 if has_ipv6 else MTU_MIN
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= MTU_MAX:
+        why = f"not an MTU in {low}..{MTU_MAX}" + (" (the ENI has IPv6)" if has_ipv6 else "")
+        raise _bad(raw, "mtu", raw.mtu, why)
     return int(text)
 
 
@@ -182,6 +196,7 @@ def _build_eni(raw: Merged, mac: str, primary: bool) -> Eni:
         elastic_ips=tuple(eips),
         excluded_ips=tuple(lenient(raw.left_alone)),
         ipv4s_lack_primary_ip=raw.ipv4s_lack_primary_ip,
+        mtu=_mtu(raw, bool(ipv6s)),
     )
 
 

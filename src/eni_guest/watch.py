@@ -16,7 +16,9 @@ Two threads:
   interfaces costs one metadata read per poll, not one per interface, and a slow wait never
   blocks events, the periodic reconcile or a detach.  What someone else deleted is put back
   by a reconcile with the last complete metadata read, within a second, no metadata read
-  needed (also during a metadata outage: the deletion was not metadata's doing).
+  needed (also during a metadata outage: the deletion was not metadata's doing).  A floating
+  IP (floating_ips) coming or going on an ENI link is answered the same way, at once, with no
+  debounce: keepalived just became master or stepped down (watch_floating.py).
 
 While metadata fails nothing is changed (reconcile reads metadata before the kernel), and the
 outage is logged once when it starts and once when it ends.  Cleaning up after a detach needs
@@ -27,6 +29,10 @@ new one is invalid.
 A periodic read asks only for what can change (the MAC listing, each ENI's key listing,
 IPs, prefixes): the token, the primary's MAC and each ENI's fixed keys are kept between
 reads and forgotten whenever a link comes or goes or a read fails (providers/memo.py).
+
+Under systemd (Type=notify, sdnotify.py) the worker tells what each full reconcile did
+(STATUS=) and sends the watchdog's WATCHDOG=1 while both threads are alive; every reconcile
+rewrites the Prometheus text file when metrics_file is set (textfile.py).
 """
 
 from __future__ import annotations
@@ -37,9 +43,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from . import hotplug, restore, settle
+from . import hotplug, restore, sdnotify, settle, textfile
 from .config import Config
-from .errors import ConfigError, EniGuestError, MetadataError
+from .errors import ConfigError, EniGuestError, MetadataError, MetadataUnavailable
+from .mirror import mirror_metric
 from .model import Instance
 from .providers import memo
 from .state import ForeignRule, Link
@@ -65,6 +72,7 @@ class _Inbox:
     reconcile: bool = False
     gone: dict[tuple, int] = field(default_factory=dict)  # ours deleted: key -> its ifindex
     lost: bool = False  # events were dropped: deletions may have been among them
+    floating: Optional[float] = None  # when a floating address came or went (floating.py)
 
 
 class Watcher:
@@ -93,6 +101,10 @@ class Watcher:
         self._detected: Optional[tuple[Config, Config]] = None
         self._restore = restore.Schedule(clock)
         self._instance: Optional[Instance] = None  # the last complete metadata read
+        self._floating_at: Optional[float] = None  # a floating address came or went then
+        self.notify = sdnotify.Notifier()  # systemd: READY, STATUS, WATCHDOG (Type=notify)
+        self.main_seen = clock()  # when the main thread last woke (watch_loop), for WATCHDOG
+        self._failed: Optional[str] = None  # why the last reconcile failed (kernel, lock)
         self.cycles = 0
         self.restores = 0
 
@@ -137,6 +149,7 @@ class Watcher:
         self.cycles += 1
 
     def _cycle_done(self, done: Optional[tuple]) -> bool:
+        self._status(done)
         if done is None:
             return False
         self._instance = done[0]
@@ -152,11 +165,41 @@ class Watcher:
         self.restores += 1
         done = self._reconcile(lambda: self._instance)
         if done is not None and done[1].applied:
-            log.info("restored what was deleted (%.2f s after the first deletion)", took)
+            metric = mirror_metric(self.config.protocol)
+            if all(getattr(c, "metric", 0) == metric for c in done[1].applied):
+                log.info("followed main-table routes through ENIs (%.2f s after the change)", took)
+            else:
+                log.info("restored what was deleted (%.2f s after the first deletion)", took)
 
-    def _reconcile(self, instance_of: Callable[[], Optional[Instance]]) -> Optional[tuple]:
+    def _floating_now(self) -> None:
+        """A floating address came or went: its rule follows at once, from the last complete
+        metadata read (floating.py); before the first one, a full reconcile."""
+        at, self._floating_at = self._floating_at, None
+        if self._instance is None:
+            self._next_full = self._clock()
+            return
+        done = self._reconcile(lambda: self._instance, quiet=self._floating_again)
+        if done is not None and done[1].applied and at is not None:
+            took = (time.monotonic() - at) * 1000
+            log.info("floating IPs followed (%.0f ms after the address event)", took)
+
+    def _floating_again(self) -> bool:
+        """A floating address came or went again meanwhile: the next reconcile follows it."""
+        with self._cond:
+            return self._inbox.floating is not None
+
+    def _reconcile(
+        self,
+        instance_of: Callable[[], Optional[Instance]],
+        quiet: Callable[[], bool] = lambda: False,
+        *,
+        recorded: bool = True,
+    ) -> Optional[tuple]:
         """Under the run lock: get the instance (None: give up), reconcile, remember our own
-        deletions, log new warnings.  (instance, agent.Result), or None when it failed."""
+        deletions, log new warnings.  (instance, agent.Result), or None when it failed (an
+        error is logged, unless `quiet()` says the next reconcile is due anyway: keepalived
+        flapping a VIP while its rule was being checked).  recorded=False: giving up is not
+        a reconcile for the text file (a poll that found nothing settled, or no answer)."""
         from .agent import reconcile
         from .lock import run_lock
 
@@ -165,11 +208,23 @@ class Watcher:
             with run_lock(cfg.lock_file, cfg.lock_timeout):
                 instance = instance_of()
                 if instance is None:
+                    if recorded:
+                        textfile.record(cfg, error=MetadataUnavailable(self._outage or ""))
                     return None
-                result = reconcile(self._effective(), instance=instance, log_warnings=False)
+                try:
+                    result = reconcile(self._effective(), instance=instance, log_warnings=False)
+                except EniGuestError as e:
+                    textfile.record(cfg, error=e)
+                    raise
+                textfile.record(cfg, result)
         except EniGuestError as e:  # kernel refused a change, lock held too long
-            log.error("%s", e)
+            if quiet():
+                log.debug("%s (a floating address changed again: following it)", e)
+            else:
+                log.error("%s", e)
+            self._failed = str(e)
             return None
+        self._failed = None
         self._restore.mine(result.applied)
         new = frozenset(result.plan.warnings)
         for warning in sorted(new - self._warnings):
@@ -180,6 +235,28 @@ class Watcher:
                 self._captures_warned.add(c.rule)
                 log.warning("warning: %s", c.warning)
         return instance, result
+
+    def _status(self, done: Optional[tuple]) -> None:
+        """What `systemctl status` shows: the last full reconcile's outcome."""
+        at = time.strftime("%H:%M:%S")
+        if done is not None:
+            enis = done[0].enis
+            ips = sum(len(e.ips) for e in enis)
+            text = (
+                f"reconciled at {at}: {len(enis)} ENIs, {ips} IPs, {len(done[1].applied)} changes"
+            )
+        elif self._outage is not None:
+            text = f"metadata unavailable at {at}, changing nothing: {self._outage}"
+        else:
+            text = f"reconcile failed at {at}: {self._failed}"
+        self.notify.send(f"STATUS={text}")
+
+    def _watchdog(self) -> None:
+        """WATCHDOG=1 when due, and only while the main thread (kernel events, signals) is
+        alive too: it wakes at least once per watchdog interval (watch_loop.py)."""
+        interval = self.notify.interval
+        if interval is not None and self._clock() - self.main_seen <= 2 * interval + 1:
+            self.notify.ping()
 
     def _judge_waiting(self, instance: Optional[Instance], *, configured: bool = True) -> bool:
         """Judge every waiting link after one metadata read (None: it failed); forget the
@@ -226,16 +303,16 @@ class Watcher:
             self._cycle_begins()
             return instance
 
-        done = self._reconcile(read_and_judge)
+        done = self._reconcile(read_and_judge, recorded=False)
         if settled:
             self._cycle_done(done)
         self._poll_at = self._clock() + self._backoff.next()
 
     def _configured_meanwhile(self) -> bool:
         """Forget the waiting links another run (udev's `hotplug add`) configured meanwhile
-        (hotplug.configured).  True when none is left waiting (no read needed)."""
+        (hotplug.configured_now).  True when none is left waiting (no read needed)."""
         for index, w in list(self._waiting.items()):
-            if hotplug.configured(index, self.config):
+            if hotplug.configured_now(index, self.config):
                 log.debug("%s was configured by another run meanwhile", w.link.name)
                 del self._waiting[index]
         return not self._waiting
@@ -268,6 +345,8 @@ class Watcher:
             self._restore.deleted(box.gone.items(), box.left)
         if box.lost:
             self._restore.soon()
+        if box.floating is not None and self._floating_at is None:
+            self._floating_at = box.floating
 
     def _due(self) -> float:
         due = min(self._next_full, self._poll_at) if self._waiting else self._next_full
@@ -278,10 +357,12 @@ class Watcher:
         while True:
             with self._cond:
                 while not self._stopping and not self._has_mail():
+                    self._watchdog()
                     left = self._due() - self._clock()
                     if left <= 0:
                         break
-                    self._cond.wait(left)
+                    ping = self.notify.watchdog_due()  # None: no watchdog
+                    self._cond.wait(left if ping is None else min(left, ping or 1.0))
                 if self._stopping:
                     return
                 box, self._inbox = self._inbox, _Inbox()
@@ -290,6 +371,8 @@ class Watcher:
                 now = self._clock()
                 if now >= self._next_full:
                     self.cycle()
+                elif self._floating_at is not None:
+                    self._floating_now()
                 elif self._restore.take():
                     self._restore_now()
                 elif self._waiting and now >= self._poll_at:
@@ -300,7 +383,9 @@ class Watcher:
 
     def _has_mail(self) -> bool:
         b = self._inbox
-        return bool(b.appeared or b.left or b.unplug or b.reconcile or b.gone or b.lost)
+        return bool(b.appeared or b.left or b.unplug or b.reconcile or b.gone or b.lost) or (
+            b.floating is not None
+        )
 
     # ------------------------------------------------------------ the main thread
 
@@ -311,6 +396,7 @@ class Watcher:
         reconcile: bool = False,
         gone: Optional[dict[tuple, int]] = None,
         lost: bool = False,
+        floating: Optional[float] = None,
     ) -> None:
         """Hand events to the worker."""
         if appeared is not None or left is not None:
@@ -327,6 +413,8 @@ class Watcher:
             box.reconcile |= reconcile
             box.gone.update(gone or {})
             box.lost |= lost
+            if floating is not None and box.floating is None:
+                box.floating = floating
             self._cond.notify()
 
     def stop(self) -> None:

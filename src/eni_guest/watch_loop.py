@@ -3,10 +3,14 @@
 It subscribes to link events and to address, rule and route deletions (kernel.LinkMonitor)
 before the first dump of the links, so a link appearing in between is not missed.  It keeps
 the links that exist (bounded by them, so memory stays flat), passes on a new, renamed or
-readdressed link and the departure of an ENI link, and the deletions of eni-guest's objects
-(restore.collect).  Events the kernel had to drop (a full socket buffer) mean: re-read every
-link and reconcile.  Signals arrive through a pipe, so select() wakes for them: SIGTERM and
-SIGINT stop, SIGHUP reloads the configuration.  It never busy-loops: it sleeps in select().
+readdressed link and the departure of an ENI link, the deletions of eni-guest's objects
+and the changes of main-table routes through ENI links (restore.collect, mirror.py), and
+floating addresses coming and going (watch_floating.py).  Events the kernel had to drop
+(a full socket buffer) mean: re-read every link and reconcile.  Signals arrive through a
+pipe, so select() wakes for them: SIGTERM and SIGINT stop, SIGHUP reloads the
+configuration.  It never busy-loops: it sleeps in select(), at most one watchdog interval
+under systemd (sdnotify.py), so the worker's WATCHDOG=1 pings also vouch for this thread.
+It tells systemd READY=1 once it watches, STOPPING=1 at the end.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import restore
+from . import restore, watch_floating
 from .state import Link
 
 if TYPE_CHECKING:
@@ -46,6 +50,7 @@ def run(w: Watcher) -> int:
     previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_signal)
     # Subscribe before the first dump: a link appearing in between is then not missed.
     monitor = LinkMonitor(objects=True, protocol=w.config.protocol)
+    monitor.addresses_added = watch_floating.wanted(w.config)
     known: dict[int, Link] = {}
 
     def resync(startup: bool) -> None:
@@ -65,6 +70,7 @@ def run(w: Watcher) -> int:
     worker = threading.Thread(target=w.work, name="eni-guest-worker", daemon=True)
     try:
         resync(startup=True)
+        w.notify.send("READY=1", "STATUS=watching; the first reconcile is under way")
         worker.start()
         log.info(
             "watching link events and deletions of eni-guest's addresses, rules and "
@@ -73,6 +79,7 @@ def run(w: Watcher) -> int:
         )
         _serve(w, monitor, wake_r, got, known, resync)
     finally:
+        w.notify.send("STOPPING=1")
         w.stop()
         if worker.is_alive():
             worker.join(STOP_GRACE)
@@ -81,6 +88,7 @@ def run(w: Watcher) -> int:
             signal.signal(s, handler)
         os.close(wake_r)
         os.close(wake_w)
+        w.notify.close()
     log.info("stopped")
     return 0
 
@@ -95,8 +103,10 @@ def _serve(
 ) -> None:
     """The loop: signals and kernel events, until SIGTERM or SIGINT."""
     while True:
+        w.main_seen = w._clock()  # the worker's WATCHDOG=1 pings check that this loop runs
         try:
-            ready, _, _ = select.select([monitor, wake_r], [], [])
+            # with a watchdog, wake at least once per interval (watch.Watcher._watchdog)
+            ready, _, _ = select.select([monitor, wake_r], [], [], w.notify.interval)
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
             continue
         if wake_r in ready:
@@ -118,9 +128,10 @@ def _events(
     w: Watcher, monitor: Any, known: dict[int, Link], resync: Callable[[bool], None]
 ) -> None:
     """Read what the kernel queued and pass on what matters."""
-    from .kernel import EventsLost, Gone
+    from .kernel import EventsLost
 
     monitor.protocol = w.config.protocol  # SIGHUP may have changed it
+    monitor.addresses_added = watch_floating.wanted(w.config)
     try:
         events = monitor.read_events()
     except EventsLost:
@@ -129,7 +140,7 @@ def _events(
         w.post(lost=True)
         return
     for event in events:
-        if isinstance(event, Gone):
+        if not isinstance(event, tuple):  # a deletion, a main-table route, an address added
             continue
         present, link = event
         if present:
@@ -139,3 +150,6 @@ def _events(
     gone = restore.collect(events, w.config, known)  # after the links: who left is known
     if gone:
         w.post(gone=gone)
+    at = watch_floating.came_or_went(events, w.config, known)
+    if at is not None:
+        w.post(floating=at)

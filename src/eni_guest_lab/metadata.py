@@ -16,7 +16,7 @@ import copy
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .shell import SimVMError
 from .sim.render import render_static
@@ -57,6 +57,9 @@ class Metadata:
         self._dhcp = dhcp
         self._mtime_ns: Optional[int] = None
         self._guest_mtimes: dict[str, int] = {}
+        # What the files say of a scenario (None: just what it holds): the cloud API
+        # shows IP moves in metadata only after its lag (sim/cloudapi.py).
+        self.view: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None
 
     @property
     def provider(self) -> str:
@@ -102,15 +105,31 @@ class Metadata:
 
     # ---- writing
 
+    def _text(self, g: Optional[Guest]) -> str:
+        scn = self.scenario if g is None else g.scenario
+        if self.view is not None:  # the cloud API's metadata lag (sim/cloudapi.py)
+            scn = self.view(scn)
+        return json.dumps(scn, indent=2, sort_keys=True)
+
+    def rewrite(self) -> None:
+        """Write every VM's file again (the cloud API's lag for an IP move ended)."""
+        self._write_main()
+        for g in self.guests:
+            if g.scenario is not None:
+                self.write(g)
+
     def write(self, g: Optional[Guest] = None) -> None:
         """Write the file of ``g``'s metadata (default, or a guest without its own: the
         SimVM's); the simulator serving it notices the new mtime."""
         if g is None or g.scenario is None:
             self._write_main()
             return
+        self._write_guest(g, self._text(g))
+
+    def _write_guest(self, g: Guest, text: str) -> None:
         path = self.guest_path(g)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(g.scenario, indent=2, sort_keys=True))
+        tmp.write_text(text)
         os.replace(tmp, path)
         # the simulator reloads on an mtime change: make sure there is one
         mtime = max(os.stat(path).st_mtime_ns, self._guest_mtimes.get(g.name, 0) + 1_000_000)
@@ -127,7 +146,7 @@ class Metadata:
             return
         path = self.scenario_path
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.scenario, indent=2, sort_keys=True))
+        tmp.write_text(self._text(None))
         os.replace(tmp, path)
         mtime = os.stat(path).st_mtime_ns
         if self._mtime_ns is not None and mtime <= self._mtime_ns:

@@ -4,6 +4,8 @@
     python -I netprobe.py tcp SRC DST PORT TIMEOUT
     python -I netprobe.py hold SRC DST PORT TIMEOUT             # stdin lines out, echoes back
     python -I netprobe.py serve ADDR PORT                       # TCP echo server
+    python -I netprobe.py serve-peer ADDR PORT                  # answers "PEER_IP\n", closes
+    python -I netprobe.py whoami DST PORT TIMEOUT MARK UID      # unbound; MARK/UID "-": none
 
 Run by path with nothing but the interpreter (standard library only), so it works in every
 namespace, the container's included. Raw ICMP sockets instead of ping(8): iputils may be missing
@@ -14,6 +16,7 @@ the probe got an answer.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import select
@@ -173,6 +176,38 @@ def serve(addr: str, port: int) -> int:
         threading.Thread(target=_echo, args=(conn,), daemon=True).start()
 
 
+def serve_peer(addr: str, port: int) -> int:
+    """A TCP server that tells every client the source address it saw, then closes."""
+    srv = socket.socket(_family(addr), socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((addr, port))
+    srv.listen(64)
+    print("ready", flush=True)
+    while True:
+        conn, peer = srv.accept()
+        with conn, contextlib.suppress(OSError):
+            conn.sendall(f"{peer[0]}\n".encode())
+
+
+def whoami(dst: str, port: int, timeout: float, mark: Optional[int], uid: Optional[int]) -> int:
+    """An unbound TCP connect (with SO_MARK, as another uid): prints "LOCAL SEEN_BY_PEER"."""
+    if uid is not None:
+        os.setgid(uid)
+        os.setuid(uid)
+    try:
+        with socket.socket(_family(dst), socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            if mark is not None:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+            s.connect((dst, port))
+            seen = s.makefile().readline().strip()
+            print(f"{s.getsockname()[0]} {seen}")
+    except OSError as e:
+        print(f"connect * -> {dst}:{port}: {e}")
+        return 1
+    return 0
+
+
 def main(argv: list[str]) -> int:
     cmd = argv[0]
     src = None if argv[1] == "-" else argv[1]
@@ -184,6 +219,11 @@ def main(argv: list[str]) -> int:
         return hold(src, argv[2], int(argv[3]), float(argv[4]))
     if cmd == "serve":
         return serve(argv[1], int(argv[2]))
+    if cmd == "serve-peer":
+        return serve_peer(argv[1], int(argv[2]))
+    if cmd == "whoami":
+        mark, uid = (None if v == "-" else int(v, 0) for v in argv[4:6])
+        return whoami(argv[1], int(argv[2]), float(argv[3]), mark, uid)
     print(f"unknown command {cmd!r}", file=sys.stderr)
     return 2
 

@@ -35,6 +35,7 @@ from .services import HeldConnection, Services, TcpServer, metadata_stats
 from .shell import SimVMError, child_env, in_ns, run
 from .sim.scenario import METADATA_ADDRESSES
 from .topology.addresses import METADATA_V4
+from .topology.appliance import Appliance
 from .topology.guests import Guest, build_docker, build_guest, configure_primary
 from .topology.namespaces import Namespaces, cleanup_stale, new_prefix
 from .topology.vpc import Vpc, index_enis
@@ -96,6 +97,7 @@ class SimVM:
         self._ifnames = {k.lower(): v for k, v in (ifnames or {}).items()}
         self._attached = None if attached is None else {m.lower() for m in attached}
         self._started = False
+        self.cloud_api: Optional[Any] = None  # sim/cloudapi.CloudApi once started
 
     def __repr__(self) -> str:
         return f"SimVM(prefix={self.prefix!r}, enis={sorted(self._vpc.ports)!r})"
@@ -163,6 +165,11 @@ class SimVM:
         """The vpc-side veth of an ENI (to inspect the cloud side in a test)."""
         return self._vpc.ports[mac.lower()].vpc_if
 
+    def add_appliance(self, mac: str, address: str) -> Appliance:
+        """An inspection appliance at ``address`` (``10.0.2.5/24``) in the subnet of ENI
+        ``mac``, the next hop to ``topology.appliance.FAR_NET`` (see that module)."""
+        return self._vpc.add_appliance(mac.lower(), address)
+
     # ---- lifecycle
 
     def start(self) -> SimVM:
@@ -208,6 +215,9 @@ class SimVM:
         Idempotent and re-entrant (safe from a signal handler that interrupts a running close):
         each item is removed from the to-do lists only after it is done.
         """
+        if self.cloud_api is not None:
+            self.cloud_api.close()
+            self.cloud_api = None
         errors = self._services.stop_all()
         errors += self._namespaces.delete_all()
         self._vpc.forget_links()
@@ -271,7 +281,11 @@ class SimVM:
             self.attach(e["mac"], ifname)
 
     def add_guest(
-        self, scenario: Optional[Mapping[str, Any]] = None, *, timeout: float = 10.0
+        self,
+        scenario: Optional[Mapping[str, Any]] = None,
+        *,
+        timeout: float = 10.0,
+        attach: bool = True,
     ) -> Guest:
         """Add a second (third...) VM in the same VPC.
 
@@ -280,6 +294,8 @@ class SimVM:
         ENI-migration tests need: its ENIs are created and attached, its primary configured
         like a DHCP client would, and its own metadata simulator serves ``scenario`` on the
         metadata addresses at ``g.metadata_port`` (:meth:`agent` with ``guest=g`` uses it).
+        ``attach=False`` leaves its ENIs parked and its primary unconfigured: the real-VM bed
+        wires them to a QEMU guest itself (``attach(mac, veth, guest=g)``).
         """
         if not self._namespaces:
             raise SimVMError("start the SimVM before adding guests")
@@ -293,8 +309,10 @@ class SimVM:
             self._md.write(g)
             self._sync()
             for e in sorted(g.scenario["enis"], key=lambda e: int(e.get("device-number", 0))):
-                self.attach(e["mac"], guest=g)
-            self._configure_primary(g)
+                if attach:
+                    self.attach(e["mac"], guest=g)
+            if attach:
+                self._configure_primary(g)
             self._services.start_guest_metadata(g, self._md.guest_path(g), timeout)
         return g
 
@@ -345,6 +363,17 @@ class SimVM:
         self._md.write()
         addresses = METADATA_ADDRESSES[self.provider]
         self._services.start_metadata(self.scenario_path, self.stats_path, addresses, timeout)
+
+    def start_cloud_api(self, lag: float = 0.0) -> Any:
+        """The cloud's API (sim/cloudapi.py) in the vpc, on the metadata address: assign and
+        unassign private IPs, attach and detach ENIs; the VPC follows at once, metadata after
+        ``lag`` seconds.  Returns the CloudApi (its ``url``, its ``calls``)."""
+        from .sim.cloudapi import CloudApi
+
+        if self.cloud_api is None:
+            self.cloud_api = CloudApi(self, lag=lag)
+        self.cloud_api.lag = lag
+        return self.cloud_api
 
     def stop_metadata(self) -> None:
         """Stop the simulator (SIGTERM): a metadata outage, or to flush its stats."""

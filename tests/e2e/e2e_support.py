@@ -75,11 +75,25 @@ def start_agent(vm: SimVM, *args: str, **env: str) -> subprocess.Popen[str]:
 # ---------------------------------------------------------------------------- reading the guest
 
 
-def addr_protocols(vm: SimVM) -> dict[tuple[str, str], Optional[int]]:
-    """``{(ifname, "ip/plen"): IFA_PROTO or None}`` for every address in the guest."""
+def _iproute_in(ns: str) -> Any:
+    """pyroute2's IPRoute in a namespace: ``IPRoute(netns=)`` since 0.9, ``NetNS`` before
+    (0.7.2 is Debian 12's, which the agent supports too; importing the agent's netlink module
+    teaches 0.7.2's address message IFA_PROTO)."""
     from pyroute2 import IPRoute
 
-    with IPRoute(netns=vm.guest_ns) as ipr:
+    import eni_guest.netlink  # noqa: F401
+
+    try:
+        return IPRoute(netns=ns)
+    except TypeError:
+        from pyroute2 import NetNS
+
+        return NetNS(ns)
+
+
+def addr_protocols(vm: SimVM) -> dict[tuple[str, str], Optional[int]]:
+    """``{(ifname, "ip/plen"): IFA_PROTO or None}`` for every address in the guest."""
+    with _iproute_in(vm.guest_ns) as ipr:
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
         out: dict[tuple[str, str], Optional[int]] = {}
         for msg in ipr.get_addr():

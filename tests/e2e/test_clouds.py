@@ -28,6 +28,7 @@ from e2e_support import THIRD_MAC as THIRD  # eth2, a subnet of its own, dual-st
 
 from eni_guest.providers import detect
 from eni_guest_lab import scenarios
+from eni_guest_lab.json_schema import load_show_schema, problems
 from eni_guest_lab.testbed import (
     CONTAINER_V4,
     FAR_V4,
@@ -147,6 +148,10 @@ def test_show_is_a_dry_run_that_names_the_cloud(cloud: Cloud) -> None:
     assert out["unsettled"] == []
 
 
+def test_show_json_follows_its_documented_schema(cloud: Cloud) -> None:
+    assert problems(json.loads(cloud.show.stdout), load_show_schema()) == []
+
+
 def test_every_ip_leaves_through_its_own_eni(cloud: Cloud) -> None:
     vm = cloud.vm
     for mac, ip in ips(cloud.provider):
@@ -253,6 +258,36 @@ def test_auto_detects_the_cloud(cloud: Cloud) -> None:
         assert said in text.stdout, text.stdout
 
 
+def test_eni_table_mtu_and_openstacks_link_mtu(cloud: Cloud, tmp_path: Path) -> None:
+    """An [[eni]] mtu is set on every cloud; OpenStack's links[].mtu too (no other cloud
+    publishes one), the [[eni]] table winning over it."""
+    vm = cloud.vm
+    original = copy.deepcopy(vm.scenario)
+    changed = copy.deepcopy(original)
+    changed["enis"][2]["mtu"] = 1400  # THIRD: dual-stack, so at least 1280
+    changed["enis"][1]["mtu"] = 1450  # SECOND: its [[eni]] table says 1300
+    override = tmp_path / "mtu.toml"
+    override.write_text(f'[[eni]]\nmatch = "{SECOND}"\nmtu = 1300\n')
+    reset = tmp_path / "reset.toml"
+    reset.write_text("mtu = 1500\n")  # the global one, for ENIs that publish none
+
+    def mtu(mac: str) -> int:
+        (link,) = [x for x in vm.guest_links() if x.get("address") == mac]
+        return link["mtu"]
+
+    try:
+        vm.update_scenario(changed)
+        r = vm.agent("apply", "--config", str(override))
+        assert r.returncode == 0, r.stderr
+        third = 1400 if cloud.provider == "openstack" else 1500
+        assert (mtu(SECOND), mtu(THIRD), mtu(PRIMARY)) == (1300, third, 1500)
+    finally:
+        vm.update_scenario(original)
+        again = vm.agent("apply", "--config", str(reset))
+    assert again.returncode == 0, again.stderr
+    assert (mtu(SECOND), mtu(THIRD)) == (1500, 1500)
+
+
 # ---------------------------------------------------------------------------------------------
 # JD Cloud's DHCP probe at its edges
 
@@ -318,3 +353,35 @@ def test_jd_eni_whose_nic_is_not_attached_yet_waits(simvm: Any) -> None:
     r = vm.agent("apply", "--json")
     assert r.returncode == 0, r.stderr
     assert any(c.startswith("addr add 10.0.2.31/") for c in json.loads(r.stdout)["changes"])
+
+
+def test_jd_dhcp_once_per_boot_for_each_secondary_nic_and_never_the_primary(simvm: Any) -> None:
+    """Two reconciles (and a `show`): each secondary NIC's DHCP service is asked once (the
+    answer is kept under the lock file's directory for the boot), the primary's never (its
+    subnet and gateway come from its DHCP client's address and default route); unplugging a
+    NIC forgets its answer."""
+    vm = simvm(scenario("jdcloud"), dhcp=True, docker=False)
+
+    def acks() -> dict[str, int]:
+        out = {}
+        for mac in (PRIMARY, SECOND, THIRD):
+            log = vm.tmpdir / f"dnsmasq-{vm.vpc_if_of(mac)}.log"
+            out[mac] = log.read_text(errors="replace").count("DHCPACK(") if log.exists() else 0
+        return out
+
+    for command in ("apply", "show", "apply"):
+        r = vm.agent(command)
+        assert r.returncode == 0, r.stderr
+    assert acks() == {PRIMARY: 0, SECOND: 1, THIRD: 1}
+    kept = vm.lock_file.with_suffix(".dhcp")
+    assert sorted(p.name for p in kept.iterdir()) == sorted(
+        mac.replace(":", "-") for mac in (SECOND, THIRD)
+    )
+    routes = vm.guest_routes("all", 4)
+    assert ("eth0", "10.0.1.1") in {
+        (x.get("dev"), x.get("gateway")) for x in routes if x.get("protocol") == "229"
+    }
+    vm.detach(THIRD)
+    r = vm.agent("hotplug", "remove", "eth2")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in kept.iterdir()) == [SECOND.replace(":", "-")]

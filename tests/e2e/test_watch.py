@@ -10,7 +10,9 @@ Docker/CNI churn of veths neither changes anything nor fills the log.
 from __future__ import annotations
 
 import copy
+import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -212,3 +214,65 @@ def test_docker_veth_churn_changes_nothing_and_logs_nothing(
     reads = (vm.metadata_stats()["requests"] - before) / per_read
     assert 1 <= reads <= 10, f"{reads:.1f} metadata reads for 20 veths"
     stopped_cleanly(d)
+
+
+def test_systemd_notify_watchdog_and_the_metrics_file(
+    simvm: Factory, scenario_3eni: dict[str, Any], daemons: list[Daemon], tmp_path: Path
+) -> None:
+    """Type=notify: READY=1 and STATUS= over a real AF_UNIX datagram socket, WATCHDOG=1 at
+    half of WATCHDOG_USEC, STOPPING=1 on SIGTERM; and the Prometheus text file that `apply`
+    starts and the daemon carries on (its counters only grow, across the two processes)."""
+    vm = simvm(scenario_3eni, docker=False)
+    prom = tmp_path / "eni_guest.prom"
+    r = vm.agent("apply", env={"ENI_GUEST_METRICS_FILE": str(prom)})
+    assert r.returncode == 0, r.stderr
+    after_apply = scrape(prom)
+    assert after_apply['eni_guest_reconciles_total{result="success"}'] == 1
+    requests = after_apply["eni_guest_metadata_requests_total"]
+    assert requests > 0 and after_apply["eni_guest_netlink_requests_total"] > 0
+    for mac, name in ((PRIMARY_MAC, "eth0"), (SECOND_MAC, "eth1"), (THIRD_MAC, "eth2")):
+        key = next(k for k in after_apply if k.startswith("eni_guest_eni_in_sync") and mac in k)
+        assert f'interface="{name}"' in key and 'reason="in_sync"' in key, key
+        assert after_apply[key] == 1
+    assert [k for k in os.listdir(tmp_path) if k.startswith(".")] == []  # no temporary left
+
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(5)
+    env = {
+        "NOTIFY_SOCKET": str(tmp_path / "notify"),
+        "WATCHDOG_USEC": "400000",  # a ping every 0.2 s
+        "ENI_GUEST_METRICS_FILE": str(prom),
+    }
+    d = start(daemons, vm, "--interval", "0.5", env=env)
+    got: list[str] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (
+        got.count("WATCHDOG=1") < 3 or not any(m.startswith("STATUS=reconciled") for m in got)
+    ):
+        got += notify.recv(4096).decode().splitlines()
+    assert got[:2] == ["READY=1", "STATUS=watching; the first reconcile is under way"], got
+    assert got.count("WATCHDOG=1") >= 3, got
+    status = next(m for m in got if m.startswith("STATUS=reconciled"))
+    assert status.endswith(": 3 ENIs, 8 IPs, 0 changes"), status
+    wait_for("a daemon cycle in the file", lambda: scrape(prom).get(SUCCESS, 0) >= 3, 10)
+    stopped_cleanly(d)
+    while "STOPPING=1" not in got:
+        got += notify.recv(4096).decode().splitlines()
+    notify.close()
+    after = scrape(prom)
+    assert after["eni_guest_metadata_requests_total"] > requests  # the daemon's added
+    assert after["eni_guest_last_reconcile_success"] == 1
+
+
+SUCCESS = 'eni_guest_reconciles_total{result="success"}'
+
+
+def scrape(path: Path) -> dict[str, float]:
+    """The samples of a Prometheus text file, by series (name and labels as written)."""
+    out = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            out[series] = float(value)
+    return out

@@ -53,15 +53,18 @@ _FAILED = pytest.StashKey[bool]()
 def journal_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
     """When a test fails, the guest's journal goes into the report (and a file)."""
     yield
-    vm = request.node.funcargs.get("vm")
-    if vm is None or not request.node.stash.get(_FAILED, False):
+    if not request.node.stash.get(_FAILED, False):
         return
-    text = vm.journal()
-    out = Path(os.environ.get("ENI_GUEST_LAB_LOGS", "/tmp/eni-guest-lab-logs"))
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{request.node.name}.journal"
-    path.write_text(text)
-    print(f"--- guest journal ({path}), eni-guest and NetworkManager lines ---")
-    for line in text.splitlines():
-        if "eni-guest" in line or "NetworkManager" in line or "Failed" in line:
-            print(line)
+    for arg in ("vm", "vm_b"):  # vm_b: the migration test's second VM
+        vm = request.node.funcargs.get(arg)
+        if vm is None:
+            continue
+        text = vm.journal()
+        out = Path(os.environ.get("ENI_GUEST_LAB_LOGS", "/tmp/eni-guest-lab-logs"))
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{request.node.name}.{arg}.journal"
+        path.write_text(text)
+        print(f"--- {arg}: guest journal ({path}), eni-guest and NetworkManager lines ---")
+        for line in text.splitlines():
+            if "eni-guest" in line or "NetworkManager" in line or "Failed" in line:
+                print(line)

@@ -9,7 +9,10 @@ and the three ENIs of the e2e tests attached; then, in file order on that VM:
 * boot: eni-guest's boot unit has configured every ENI before network-online.target: a
   service ordered after it binds to a secondary ENI's IP; each private IPv4 reaches the far
   host through its own ENI (the VPC's source check would drop it anywhere else); the distro's
-  stack has left the secondary ENIs alone now (no DHCP client, no lease, one default route);
+  stack has left the secondary ENIs alone, from the start: no DHCP request from them ever
+  reached the VPC's DHCP server (udev marks every cloud NIC but the first unmanaged before any
+  eni-guest run), no lease, one default route; no eni-guest unit of the boot failed (the
+  hot-plug units udev starts for the NICs present at boot find them configured);
 * hot-plug a fourth ENI through QMP: udev starts the unit, the unit exits 0, its IPs reach
   the far host through it (the time from ``device_add`` is printed), and no DHCP client ever
   ran on it: the VPC's DHCP server heard nothing from its MAC;
@@ -20,11 +23,10 @@ and the three ENIs of the e2e tests attached; then, in file order on that VM:
 * metadata unassigns one secondary IP and assigns another, with no event in the guest: the
   watch daemon (under systemd) removes the old address (kernel 5.10 too: eni-guest recognises
   its addresses by their metric) and routes the new one through its ENI;
-* a second hot-plug, as the first.
-
-DHCP on secondary ENIs at boot is printed (``FINDING``), not asserted: the distro's stack takes
-every NIC present at boot before any eni-guest run has said which one is the primary (README,
-"Keeping the distro's network stack off the ENIs").
+* a second hot-plug, as the first;
+* (one flavour, see :func:`test_eni_migrates_to_another_vm`) that ENI migrates to a second VM
+  in the same VPC: it leaves this one (QMP ``device_del``) and arrives there with the same
+  MAC, metadata following.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import pytest
 
 from eni_guest_lab import scenarios
 from eni_guest_lab.realvm.bed import RealVM
-from eni_guest_lab.realvm.image import BIND_UNIT, FLAVOURS, Flavour
+from eni_guest_lab.realvm.image import BIND_UNIT, FLAVOURS, IFUPDOWN, NM, Flavour
 from eni_guest_lab.testbed import FAR_V4
 
 T = TypeVar("T")
@@ -69,6 +71,24 @@ SECOND_HOTPLUG_ENI: dict[str, Any] = {
 }
 #: The installed configuration, with a shorter periodic reconcile (60 s by default).
 CONFIG = "watch_interval = 15\n"
+#: VM B of the migration test: another instance in the same VPC, its primary ENI only.
+B_PRIMARY_MAC = "0e:00:00:00:01:c3"
+B_SCENARIO: dict[str, Any] = {
+    "provider": "aws",
+    "primary_mac": B_PRIMARY_MAC,
+    "instance_id": "i-0fedcba9876543210",
+    "enis": [
+        {
+            "mac": B_PRIMARY_MAC,
+            "interface-id": "eni-000000000000001b0",
+            "device-number": 0,
+            "local-ipv4s": ["10.0.1.50"],
+            "subnet-ipv4-cidr-block": "10.0.1.0/24",
+        }
+    ],
+}
+#: The migration runs with VM A of this flavour only, to VM B of the other: see its test.
+MIGRATION_A, MIGRATION_B = NM, IFUPDOWN
 
 
 def wait_for(what: str, check: Callable[[], Optional[T]], timeout: float, step: float = 0.2) -> T:
@@ -82,7 +102,15 @@ def wait_for(what: str, check: Callable[[], Optional[T]], timeout: float, step: 
         time.sleep(step)
 
 
-@pytest.fixture(scope="module", params=list(FLAVOURS), ids=list(FLAVOURS))
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every scenario on a VM of every flavour; the migration on MIGRATION_A's only."""
+    if "vm" in metafunc.fixturenames:
+        migration = metafunc.function is test_eni_migrates_to_another_vm
+        names = [MIGRATION_A.name] if migration else list(FLAVOURS)
+        metafunc.parametrize("vm", names, ids=names, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
 def vm(request: pytest.FixtureRequest) -> Iterator[RealVM]:
     files = {"/etc/systemd/system/lab-bind.service": BIND_UNIT.format(ip=BIND_IP)}
     with RealVM(
@@ -122,11 +150,11 @@ def stack_leaves_alone(vm: RealVM, ifname: str) -> Optional[str]:
     return None
 
 
-def assert_left_alone(vm: RealVM, mac: str) -> None:
+def assert_left_alone(vm: RealVM, mac: str, primary: str = PRIMARY_MAC) -> None:
     ifname = vm.ifname_of(mac) or "?"
     problem = stack_leaves_alone(vm, ifname)
     assert problem is None, problem
-    assert [r["dev"] for r in default_routes(vm)] == [vm.ifname_of(PRIMARY_MAC)], default_routes(vm)
+    assert [r["dev"] for r in default_routes(vm)] == [vm.ifname_of(primary)], default_routes(vm)
 
 
 def dhcp_ran(vm: RealVM, mac: str) -> bool:
@@ -193,6 +221,12 @@ def assert_boot_apply_succeeded(vm: RealVM) -> None:
     ), env
 
 
+def assert_no_unit_failed(vm: RealVM, pattern: str = "eni-guest*") -> None:
+    units = f"journalctl -b --no-pager -o cat -u '{pattern}'"
+    failed = vm.sh(f"{units} | grep -a 'Failed with' || true").stdout
+    assert not failed.strip(), failed + unit_journal(vm, pattern)
+
+
 def test_boot_configures_three_enis(vm: RealVM) -> None:
     assert_boot_apply_succeeded(vm)
     bind = vm.sh("systemctl show -p Result -p ExecMainStatus lab-bind.service").stdout
@@ -204,14 +238,13 @@ def test_boot_configures_three_enis(vm: RealVM) -> None:
         assert p.ok and p.exit_iface == mac and not p.dropped_by_rpf, p
     for mac in (SECOND_MAC, THIRD_MAC):
         assert_left_alone(vm, mac)
-        if dhcp_ran(vm, mac):
-            print(f"{tag(vm)} FINDING (boot): a DHCP client ran on secondary ENI {mac}")
-    # Every unit of the boot: the boot apply is asserted above; udev's hot-plug units for the
-    # NICs present at boot are reported (they wait for the boot apply's lock).
-    units = "journalctl -b --no-pager -o cat -u 'eni-guest*'"
-    failed = vm.sh(f"{units} | grep -a 'Failed with' || true")
-    for line in failed.stdout.splitlines():
-        print(f"{tag(vm)} FINDING (boot): {line}")
+        # not even for a moment at boot: the VPC's DHCP server never heard from it
+        assert not dhcp_ran(vm, mac), f"a DHCP client ran on secondary ENI {mac}: " + vm.dhcp_log(
+            mac
+        )
+    # Every eni-guest unit of the boot exited 0: the boot apply (asserted above) and udev's
+    # hot-plug units for the NICs present at boot, which find them configured.
+    assert_no_unit_failed(vm)
     kernel = vm.sh("uname -r").stdout.strip()
     python = vm.sh("python3 -V").stdout.strip()
     print(f"{tag(vm)} kernel {kernel}, {python}, {vm.flavour.stack}")
@@ -315,3 +348,74 @@ def test_second_hotplug(vm: RealVM) -> None:
     # amazon-ec2-net-utils sent 86-130 metadata requests for it (issue 11)
     total = vm.sim.metadata_stats().get("requests", 0)
     print(f"{tag(vm)} metadata requests since boot: {total}")
+
+
+@pytest.fixture(scope="module")
+def vm_b(vm: RealVM) -> Iterator[RealVM]:
+    """VM B: another instance (its primary ENI only) in VM A's VPC, booted for the migration."""
+    with RealVM(B_SCENARIO, flavour=MIGRATION_B, config=CONFIG, join=vm) as machine:
+        yield machine
+
+
+def test_eni_migrates_to_another_vm(vm: RealVM, vm_b: RealVM) -> None:
+    """ENI migration (failover): the second hot-plugged ENI leaves VM A (QMP ``device_del``)
+    and arrives at VM B in the same VPC with the same MAC (``device_add``); A's metadata stops
+    listing it and B's lists it, at B's device number 1.  B sends the ENI's IPs through it
+    (the VPC's source check drops them anywhere else) with no DHCP ever run on it; A keeps
+    nothing of it (no rule, no route in its table, no address) and its units exit 0.
+
+    Once, not per flavour: B costs a boot (about a minute under TCG), and what a migration adds
+    to the hot-plug and unplug every flavour already proves is the cloud's side (the same MAC
+    on another instance, metadata following) rather than the stack's.  So A is the
+    NetworkManager VM (the stack that races hardest for a new NIC) and B the Debian 11 one
+    (kernel 5.10, Python 3.9, ifupdown; the quickest boot): the ENI crosses distros too.
+    """
+    mac, ips = SECOND_HOTPLUG_ENI["mac"], SECOND_HOTPLUG_ENI["local-ipv4s"]
+    assert reaches_far_host(vm, mac, ips[0])  # A has it (test_second_hotplug)
+    a_ifname = vm.ifname_of(mac)
+    table = str(10000 + int(SECOND_HOTPLUG_ENI["device-number"]))
+    unplug_took, t0 = vm.move_eni(mac, vm_b)
+    took = wait_for(
+        "traffic through the migrated ENI in B",
+        lambda: time.monotonic() - t0 if reaches_far_host(vm_b, mac, ips[0]) else None,
+        timeout=120.0,
+    )
+    vm_b.timings["migration"] = took
+    print(
+        f"{tag(vm)} -> {tag(vm_b)} migration: device_del in A to DEVICE_DELETED "
+        f"{unplug_took:.1f} s; device_add in B to traffic through the ENI: {took:.1f} s"
+    )
+    for ip in ips:
+        p = vm_b.ping(ip, FAR_V4)
+        assert p.ok and p.exit_iface == mac and not p.dropped_by_rpf, p
+    assert f"from {ips[0]} lookup 10001" in vm_b.sh("ip -4 rule show").stdout
+    journal = hotplug_unit_journal(vm_b, vm_b.ifname_of(mac))
+    assert "Failed" not in journal and "status=" not in journal, journal
+    assert_left_alone(vm_b, mac, primary=B_PRIMARY_MAC)
+    assert not dhcp_ran(vm_b, mac), vm_b.dhcp_log(mac)
+    p = vm_b.ping("10.0.1.50", FAR_V4)
+    assert p.ok and p.exit_iface == B_PRIMARY_MAC, p
+
+    def a_forgot() -> bool:
+        rules = vm.sh("ip -4 rule show").stdout
+        routes = vm.sh(f"ip -4 route show table {table}").stdout
+        addrs = vm.sh("ip -4 -o addr show").stdout
+        return not any(ip in rules or ip in addrs for ip in ips) and not routes.strip()
+
+    wait_for("A to keep nothing of the ENI", a_forgot, timeout=60.0)
+    assert vm.ifname_of(mac) is None
+    assert not vm.ping(ips[0], FAR_V4, count=1, wait=1.0).ok  # nothing in A sends from it
+
+    def finished() -> Optional[str]:
+        j = unit_journal(vm, f"eni-guest-unplug@{a_ifname}.service")
+        return j if unit_done(j) else None
+
+    journal = wait_for("A's unplug unit to finish", finished, timeout=60.0)
+    assert "Failed" not in journal, journal
+    assert_no_unit_failed(vm)
+    # B's hot-plug and unplug units (its boot is the boot test's subject, on every flavour)
+    for pattern in ("eni-guest-hotplug@*", "eni-guest-unplug@*"):
+        assert_no_unit_failed(vm_b, pattern)
+    for mac_, ip in BOOT_IPS[:5]:  # A's other ENIs (10.0.2.31 was unassigned above)
+        p = vm.ping(ip, FAR_V4)
+        assert p.ok and p.exit_iface == mac_ and not p.dropped_by_rpf, p

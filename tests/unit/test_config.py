@@ -284,6 +284,12 @@ def test_overlay_keys_are_read_checked_and_normalised(tmp_path: Path) -> None:
     hash(cfg)  # still a frozen, hashable value (the watch daemon compares configs)
 
 
+def test_eni_table_mtu_is_read(tmp_path: Path) -> None:
+    cfg = load(write(tmp_path, '[[eni]]\nmatch = "eni-1"\nmtu = 9001\n'), environ={})
+    assert cfg.eni[0].mtu == 9001
+    assert load(write(tmp_path, '[[eni]]\nmatch = "eni-1"\n'), environ={}).eni[0].mtu is None
+
+
 def test_overlay_lookups() -> None:
     cfg = load(
         environ={
@@ -357,6 +363,10 @@ def test_eni_tables_cannot_come_from_the_environment() -> None:
         ('[[eni]]\nmatch = "eni-1"\nadd_ipv4s = ["224.0.0.1"]', "not a unicast IPv4 address"),
         ('[[eni]]\nmatch = "eni-1"\nadd_ipv6s = ["10.0.2.5"]', "not a unicast IPv6 address"),
         ('[[eni]]\nmatch = "eni-1"\nadd_ipv4s = "10.0.2.5"', "must be a list of strings"),
+        ('[[eni]]\nmatch = "eni-1"\nmtu = 67', "eni[1].mtu = 67: must be an integer in 68..65535"),
+        ('[[eni]]\nmatch = "eni-1"\nmtu = 65536', "eni[1].mtu = 65536: must be an integer"),
+        ('[[eni]]\nmatch = "eni-1"\nmtu = "9001"', "eni[1].mtu = '9001': must be an integer"),
+        ('[[eni]]\nmatch = "eni-1"\nmtu = true', "eni[1].mtu = True: must be an integer"),
         (
             '[[eni]]\nmatch = "eni-1"\nipv4_subnet = "10.0.2.1/24"',
             "eni[1].ipv4_subnet = '10.0.2.1/24': not a network: host bits are set",

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from eni_guest import distro
-from eni_guest.distro_hotplug import DISTRO_NICS, MARKER, NETWORKD_HOTPLUG, mark_new_nics
+from eni_guest.distro_hotplug import (
+    DISTRO_KEEPS,
+    DISTRO_NICS,
+    MARKER,
+    NETWORKD_HOTPLUG,
+    mark_new_nics,
+)
 
 # nothing reaches this machine's NetworkManager, networkd or /run (conftest.py)
 pytestmark = pytest.mark.usefixtures("no_real_runner", "pending_in_tmp")
@@ -42,6 +48,17 @@ def test_the_marker_never_exists_without_the_primarys_exception(tmp_path: Path) 
     assert not (tmp_path / MARKER).exists()
     assert not (tmp_path / NETWORKD_HOTPLUG).exists()
     assert list((tmp_path / DISTRO_NICS).iterdir()) == []
+
+
+def test_switched_off_the_boot_time_marking_stays_off_for_nics_appearing_later(
+    tmp_path: Path,
+) -> None:
+    """manage_distro_network = false: the udev rule's boot-time clause (every cloud NIC but the
+    first, before any run) is off once a run wrote DISTRO_KEEPS; switched on again, it goes."""
+    mark_new_nics(PRIMARY, [], tmp_path, enabled=False)
+    assert (tmp_path / DISTRO_KEEPS).exists() and not (tmp_path / MARKER).exists()
+    mark_new_nics(PRIMARY, [], tmp_path)
+    assert not (tmp_path / DISTRO_KEEPS).exists() and (tmp_path / MARKER).exists()
 
 
 def test_an_eni_no_longer_excluded_loses_its_exception(tmp_path: Path) -> None:

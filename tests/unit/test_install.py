@@ -18,7 +18,9 @@ from eni_guest import install as inst
 from eni_guest.cli import main
 from eni_guest.errors import ConfigError
 from eni_guest.install import (
+    BOOT_HELPER,
     CONFIG_FILE,
+    NETWORKD_BOOT,
     RT_PROTOS,
     RULE,
     UNITS,
@@ -38,7 +40,7 @@ from eni_guest.install_cloudinit import (
     render_module,
     set_module_lines,
 )
-from eni_guest.templating import TEMPLATE_DIR
+from eni_guest.templating import TEMPLATE_DIR, render_template
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = "/opt/eni-guest/bin/eni-guest"
@@ -125,6 +127,7 @@ def test_install_places_every_file_with_the_absolute_command(tmp_path: Path) -> 
     files = files_under(tmp_path)
     expected = {RULE, RT_PROTOS, CONFIG_FILE} | {f"etc/systemd/system/{u}" for u in UNITS}
     expected |= {f"{WANTS_DIR}/eni-guest-boot.service", f"{WANTS_DIR}/eni-guest-watch.service"}
+    expected |= {BOOT_HELPER, NETWORKD_BOOT}
     assert set(files) == expected
     assert len(report.changed) == len(expected)
     for name in UNITS:
@@ -138,6 +141,21 @@ def test_install_places_every_file_with_the_absolute_command(tmp_path: Path) -> 
     assert files[CONFIG_FILE] == default_config_text()
     assert "eni-guest-hotplug@$name.service" in files[RULE]
     assert any("cloud-init not found" in n for n in report.notes)
+
+
+def test_boot_marking_is_installed_only_while_the_settings_keep_the_distro_off(
+    tmp_path: Path,
+) -> None:
+    install(tmp_path, binary=BIN)
+    rule = (tmp_path / RULE).read_text()
+    assert f'PROGRAM=="/bin/sh /{BOOT_HELPER} %p", RESULT=="secondary"' in rule
+    assert "Property=ENI_GUEST_UNMANAGED=1" in (tmp_path / NETWORKD_BOOT).read_text()
+    (tmp_path / CONFIG_FILE).write_text("manage_distro_network = false\n")
+    install(tmp_path, binary=BIN)
+    assert "PROGRAM" not in (tmp_path / RULE).read_text()
+    # what an earlier install placed stays until uninstall (inert: nothing marks a NIC)
+    uninstall(tmp_path)
+    assert not (tmp_path / BOOT_HELPER).exists() and not (tmp_path / NETWORKD_BOOT).exists()
 
 
 def test_second_install_changes_nothing(tmp_path: Path) -> None:
@@ -373,6 +391,7 @@ def reference_files() -> dict[str, str]:
     context = unit_context([DEFAULT_BINARY])
     context["systemctl"] = "/usr/bin/systemctl"
     out = {"udev/90-eni-guest.rules": render_rule(context)}
+    out["udev/boot-secondary-nic"] = render_template("boot-secondary-nic.sh.j2", context)
     for name, text in render_units(context).items():
         out[f"systemd/{name}"] = text
     out["cloud-init/cc_eni_guest.py"] = render_module([DEFAULT_BINARY])

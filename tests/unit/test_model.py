@@ -657,3 +657,26 @@ def test_the_gateway_metadata_names_is_refused_as_an_ip_and_other_clouds_keep_le
     assert "'10.0.1.253': the gateway of subnet 10.0.1.0/24" in bad.reason
     raw.enis.pop()
     assert build_instance(raw).enis[0].ipv4s[1] == IPv4Address("10.0.1.2")  # AWS's, not Alibaba's
+
+
+# ---------------------------------------------------------------- per-ENI MTU
+
+
+def test_eni_table_mtu_beats_metadata_and_ipv6_needs_1280(tmp_path: Path) -> None:
+    config, where = overlay_config(tmp_path, '[[eni]]\nmatch = "eni-0e0000000003"\nmtu = 9001\n')
+    eni = with_overlay(config, primary(), third(mtu="1500")).by_mac(MAC3)
+    assert eni is not None and eni.mtu == 9001
+    assert with_overlay(Config(), primary(), third(mtu="1450")).enis[1].mtu == 1450
+    assert with_overlay(Config(), primary(), third()).enis[1].mtu is None
+    config, where = overlay_config(tmp_path, '[[eni]]\nmatch = "eni-0e0000000003"\nmtu = 1000\n')
+    v6 = {"ipv6s": ["2600:1f18:1:2::10"], "ipv6_subnets": ["2600:1f18:1:2::/64"]}
+    assert with_overlay(config, primary(), third()).enis[1].mtu == 1000  # IPv4 only: fine
+    assert overlay_invalid(config, primary(), third(**v6)) == (
+        f"{where}: eni[1].mtu = '1000': not an MTU in 1280..65535 (the ENI has IPv6)"
+    )
+
+
+@pytest.mark.parametrize("mtu", ["67", "65536", "15OO", "", "-1"])
+def test_metadata_mtu_out_of_range_refuses_the_eni_naming_the_key(mtu: str) -> None:
+    message = invalid(primary(), third(mtu=mtu))
+    assert message == f"metadata {MACS}{MAC3}/mtu = {mtu!r}: not an MTU in 68..65535"

@@ -117,7 +117,8 @@ def applied(state: KernelState, changes: Iterable[Change], proto: int = PROTO) -
     """The kernel state after `changes`, as the kernel would hold it (adds of what exists fail)."""
     links = {link.index: link for link in state.links}
     addrs = {(a.index, a.ip): a for a in state.addrs}
-    routes = {(r.family, r.table, r.dst): r for r in state.routes}
+    # the kernel tells routes of a table apart by destination and metric
+    routes = {(r.family, r.table, r.dst, r.metric): r for r in state.routes}
     rules = list(state.rules)
     for c in changes:
         if isinstance(c, LinkChange):
@@ -137,13 +138,13 @@ def applied(state: KernelState, changes: Iterable[Change], proto: int = PROTO) -
                 assert key in addrs, f"deletes an address that does not exist: {c.describe()}"
                 del addrs[key]
         elif isinstance(c, RouteChange):
-            key = (c.family, c.table, c.dst)
+            key = (c.family, c.table, c.dst, c.metric)
             if c.op == "add":
                 assert key not in routes, f"adds a route that exists: {c.describe()}"
-                routes[key] = Route(c.family, c.table, c.dst, c.oif, c.gateway)
+                routes[key] = Route(c.family, c.table, c.dst, c.oif, c.gateway, c.metric, c.prefsrc)
             elif c.op == "replace":
                 assert key in routes, f"replaces a route that is not ours: {c.describe()}"
-                routes[key] = Route(c.family, c.table, c.dst, c.oif, c.gateway)
+                routes[key] = Route(c.family, c.table, c.dst, c.oif, c.gateway, c.metric, c.prefsrc)
             else:
                 assert key in routes, f"deletes a route that does not exist: {c.describe()}"
                 del routes[key]
@@ -553,6 +554,31 @@ def test_ipv6_disabled_plans_no_ipv6_changes() -> None:
 
 def _v6_addr(c: Change) -> bool:
     return isinstance(c, AddrChange) and c.ip.version == 6
+
+
+def test_eni_mtu_beats_the_global_one_and_the_primary_keeps_its_own() -> None:
+    p = plan(vm(replace(P, mtu=1500), replace(B, mtu=1450), C), Config(mtu=9001), BOOT_STATE)
+    assert {c.ifname: c.mtu for c in of(p, LinkChange)} == {
+        "eth0": None,  # 9001 stays: the primary's MTU is its DHCP client's
+        "eth1": 1450,
+        "eth2": 9001,
+    }
+    assert [w for w in p.warnings if "MTU" in w] == [
+        "primary ENI eth0 has MTU 9001, its metadata or [[eni]] table says 1500: left alone, "
+        "the primary's MTU is its DHCP client's (set it in the distro's network configuration)"
+    ]
+
+
+def test_global_mtu_below_1280_is_not_set_on_an_eni_with_ipv6() -> None:
+    p = plan(vm(P, B, C6), Config(mtu=1200), BOOT_STATE)
+    assert {c.ifname: c.mtu for c in of(p, LinkChange)} == {
+        "eth0": None,
+        "eth1": 1200,
+        "eth2": None,
+    }
+    assert f"mtu = 1200 is not set on eth2 ({C6.eni_id}): it has IPv6 addresses" in (
+        " ".join(p.warnings)
+    )
 
 
 def test_mtu_is_set_on_secondaries_only() -> None:

@@ -168,6 +168,40 @@ def test_dhcp_probe_fills_in_what_the_overlay_lacks(server, tmp_path):
     assert instance.enis[0].ipv4_subnets == (ip_network("10.0.128.0/20"),)
 
 
+def test_the_primarys_subnet_and_gateway_come_from_the_kernel_not_a_probe(server, tmp_path):
+    """The primary's DHCP client holds its lease: its address and default route say it all."""
+    cfg = config(server, tmp_path / "none.toml")
+    asked: list[str] = []
+
+    def probe(link: Link) -> tuple[str, str]:
+        asked.append(link.mac)
+        return (
+            ("10.0.128.0/20", "10.0.128.1")
+            if link.mac == MAC_1
+            else ("10.0.160.0/19", "10.0.160.1")
+        )
+
+    def lease(link: Link, ip: str) -> Optional[tuple[str, str]]:
+        return ("10.0.128.0/20", "10.0.128.1") if (link.mac, ip) == (MAC_1, "10.0.128.6") else None
+
+    provider = JdcloudProvider(cfg, dhcp_probe=probe)
+    provider.kernel_lease = lease
+    try:
+        instance = read_from(provider, cfg, lambda: LINKS)
+    finally:
+        provider.close()
+    assert asked == [MAC_2]
+    assert instance.enis[0].ipv4_subnets == (ip_network("10.0.128.0/20"),)
+    assert instance.enis[0].ipv4_gateway == ip_address("10.0.128.1")
+    provider = JdcloudProvider(cfg, dhcp_probe=probe)
+    provider.kernel_lease = lambda link, ip: None  # no lease in the kernel (a static address)
+    try:
+        read_from(provider, cfg, lambda: LINKS)
+    finally:
+        provider.close()
+    assert asked == [MAC_2, MAC_1, MAC_2]  # then the primary is probed like the others
+
+
 def test_config_overlay_spares_dhcp_and_excluded_enis_are_not_probed(server, tmp_path):
     # The [[eni]] tables of eni-guest.toml are applied after the read (model.apply_overlay),
     # but JD already knows to spare DHCP for what they give, and for what they exclude.

@@ -140,6 +140,19 @@ def test_reads_links_and_their_networks(serve):
     assert second.ipv6_gateway == ip_address("fe80::f816:3eff:fe00:1")
 
 
+def test_link_mtu_is_the_enis_mtu(serve):
+    doc = copy.deepcopy(DOC)
+    instance, _ = read_instance(config(serve(doc)))
+    assert [e.mtu for e in instance.enis] == [1450, None]  # null: the network does not say
+    doc["links"][1]["mtu"] = 9000
+    assert read_instance(config(serve(doc)))[0].enis[1].mtu == 9000
+    doc["links"][1]["mtu"] = 1000  # this port has IPv6: at least 1280
+    (refused,) = read_instance(config(serve(doc)))[0].invalid  # the others are configured
+    assert refused.reason == (
+        f"metadata {PATH} links[1].mtu = '1000': not an MTU in 1280..65535 (the ENI has IPv6)"
+    )
+
+
 def test_vlan_and_bond_links_are_left_alone(serve, caplog):
     doc = copy.deepcopy(DOC)
     doc["links"].append(

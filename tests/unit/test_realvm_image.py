@@ -44,3 +44,33 @@ def test_nics_sit_in_fixed_pci_slots() -> None:
     assert "mac=0e:00:00:00:00:02,id=dev-n1,addr=0x11" in cmd
     assert nics[0].ifname == PRIMARY_IFNAME
     assert "user" not in cmd.split("-netdev")[1]  # taps only, never user-mode networking
+
+
+def test_the_deb_image_has_debians_python_packages_and_no_pip() -> None:
+    from eni_guest_lab.realvm.image import BOOKWORM_DEB, DEB
+
+    assert DEB.package == "deb" and DEB.recipe is BOOKWORM_DEB
+    assert not BOOKWORM_DEB.dependency_wheels and "python3-pip" not in BOOKWORM_DEB.packages
+    for dep in ("python3-pyroute2", "python3-click", "python3-jinja2"):
+        assert dep in BOOKWORM_DEB.packages
+    assert "python3-requests" not in BOOKWORM_DEB.packages  # no HTTP library (providers/http.py)
+    assert DEB.name not in FLAVOURS  # its own tests: tests/realvm/test_realvm_deb.py
+    # Set away from its default, the field changes the key (at its default it is left out).
+    wheels = {"a.whl": "1"}
+    with_field = Recipe(**{**BOOKWORM.__dict__, "dependency_wheels": False})
+    assert BOOKWORM.key(wheels) != with_field.key(wheels)
+
+
+def test_a_field_at_its_default_keeps_the_key_images_were_built_under() -> None:
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from eni_guest_lab.realvm.image import BUILDER_VERSION
+
+    wheels = {"a.whl": "1"}
+    before = {k: v for k, v in asdict(BOOKWORM).items() if k != "dependency_wheels"}
+    blob = json.dumps(
+        {"recipe": before, "builder": BUILDER_VERSION, "wheels": wheels}, sort_keys=True
+    )
+    assert BOOKWORM.key(wheels) == hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -5,6 +5,7 @@ reconcile, what left with its link).  No netlink socket is opened."""
 
 from __future__ import annotations
 
+import struct
 from ipaddress import ip_address, ip_network
 from typing import Any
 
@@ -13,10 +14,10 @@ import pytest
 from eni_guest import restore
 from eni_guest.changes import AddrChange, RouteChange, RuleChange
 from eni_guest.config import Config
-from eni_guest.kernel import Gone, LinkMonitor
+from eni_guest.kernel import Gone, LinkMonitor, MainRouteEvent
 from eni_guest.netlink import NL, RTM_DELADDR, RTM_DELROUTE, RTM_DELRULE, RTM_NEWROUTE
 from eni_guest.netlink_decode import route_protocol
-from eni_guest.state import Addr, Route, Rule
+from eni_guest.state import Addr, Link, Route, Rule
 
 CFG = Config(provider="aws")
 P, PRIO, TABLE, GROUP = CFG.protocol, CFG.priority_base, CFG.table_base, CFG.interface_group
@@ -185,12 +186,24 @@ def test_route_deletions_are_told_by_their_header_before_decoding() -> None:
         {"family": 2, "dst_len": 24, "table": 254, "proto": 2, "type": 1},
         [("RTA_DST", "10.0.9.0"), ("RTA_OIF", ENI_LINK)],
     )
+    elsewhere = _message(
+        NL.rtmsg,
+        RTM_DELROUTE,
+        {"family": 2, "dst_len": 24, "table": 100, "proto": 2, "type": 1},
+        [("RTA_DST", "10.0.9.0"), ("RTA_OIF", ENI_LINK)],
+    )
     assert route_protocol(ours_) == P and route_protocol(other) == 2
     assert route_protocol(b"\0" * 10) == -1
     assert monitor()._decode(RTM_DELROUTE, ours_) == Gone(DEFAULT, P)
-    assert monitor()._decode(RTM_DELROUTE, other) is None  # not even decoded
-    assert monitor(None)._decode(RTM_DELROUTE, other) is not None
+    assert monitor()._decode(RTM_DELROUTE, elsewhere) is None  # not even decoded
+    assert monitor(None)._decode(RTM_DELROUTE, elsewhere) is not None
     assert monitor()._decode(RTM_NEWROUTE, ours_) is None  # additions need no answer
+    # someone else's main-table route through a link, added or deleted: decoded for the
+    # mirrors (mirror.py), whose reconcile follows it
+    main = Route(4, 254, ip_network("10.0.9.0/24"), ENI_LINK)
+    assert monitor()._decode(RTM_DELROUTE, other) == MainRouteEvent(main, False)
+    new = other[:4] + struct.pack("=H", RTM_NEWROUTE) + other[6:]
+    assert monitor()._decode(RTM_NEWROUTE, new) == MainRouteEvent(main, True)
 
 
 def test_rule_and_address_deletions_are_decoded() -> None:
@@ -279,3 +292,17 @@ def test_reload_forgets_the_metadata_read_made_with_the_old_configuration() -> N
     w._instance = object()  # type: ignore[assignment]
     w.reload()
     assert w._instance is None
+
+
+def test_a_main_table_route_through_an_eni_link_is_followed_like_a_deletion() -> None:
+    """An administrator's route through an ENI comes or goes: the daemon reconciles soon
+    (its copy in the ENI's table follows, mirror.py); through another link, never."""
+    links = {ENI_LINK: Link(ENI_LINK, "eth1", "0e:00:00:00:00:02", GROUP, True, 1500)}
+    links[OTHER_LINK] = Link(OTHER_LINK, "docker0", "02:42:00:00:00:01", 0, True, 1500)
+    admin = Route(4, 254, ip_network("10.50.0.0/16"), ENI_LINK, ip_address("10.0.1.5"))
+    docker = Route(4, 254, ip_network("172.18.0.0/16"), OTHER_LINK)
+    seen = restore.collect([MainRouteEvent(admin, True)], CFG, links)
+    assert list(seen.values()) == [ENI_LINK]
+    assert restore.collect([MainRouteEvent(docker, True)], CFG, links) == {}
+    schedule = restore.Schedule(lambda: 10.0)
+    assert schedule.deleted(seen.items()) and schedule.due == 10.0 + restore.DEBOUNCE

@@ -7,10 +7,11 @@ from ipaddress import ip_address, ip_network
 
 from eni_guest.agent import Result
 from eni_guest.config import Config
-from eni_guest.model import Eni, Excluded, Instance
+from eni_guest.model import Eni, Excluded, Instance, Unsettled
 from eni_guest.plan import plan
-from eni_guest.show import render_json, render_text
+from eni_guest.show import SCHEMA_VERSION, render_json, render_text
 from eni_guest.state import KernelState, Link
+from eni_guest_lab.json_schema import load_show_schema, problems
 
 MAC1, MAC2, MAC3 = "0e:00:00:00:00:01", "0e:00:00:00:00:02", "0e:00:00:00:00:03"
 STATE = KernelState(
@@ -89,3 +90,36 @@ def test_nothing_excluded_shows_as_before() -> None:
     assert "excluded" not in render_text(res)
     (row,) = json.loads(render_json(res))["enis"]
     assert row["excluded"] is None and row["in_sync"] is False
+
+
+# ---------------------------------------------------------------- the --json schema
+
+
+def test_json_follows_its_documented_schema() -> None:
+    """docs/show.schema.json lists every key of this schema_version, with its type."""
+    schema = load_show_schema()
+    assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION == 1
+    unsettled = Instance(
+        "jdcloud",
+        "i-1",
+        MAC1,
+        (eni(MAC1, 0, ["10.0.1.10"], mtu=9001), eni(MAC2, 1, ["10.0.1.20"])),
+        unsettled=(Unsettled(MAC3, "no local-ipv4 yet"),),
+        invalid=(Excluded(MAC3, "eni-2", "metadata x = 'y': not an address", (), (), 2),),
+        chosen_because="metadata probe: JD Cloud's listing",
+    )
+    for res in (
+        result(Config(exclude_interfaces=("eth1",))),
+        result(Config()),
+        Result(unsettled, plan(unsettled, Config(), STATE), STATE),
+    ):
+        doc = json.loads(render_json(res))
+        assert problems(doc, schema) == []
+    doc["enis"][0]["mtu"] = 1.5
+    doc["enis"][1]["new_key"] = True
+    del doc["notes"]
+    assert problems(doc, schema) == [
+        "$: 'notes' missing",
+        "$.enis[0].mtu: 1.5 is not of type integer/null",
+        "$.enis[1]: 'new_key' is not in the schema",
+    ]

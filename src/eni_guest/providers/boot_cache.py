@@ -60,7 +60,7 @@ def load(config: Config, boot: Optional[str]) -> Optional[tuple[str, str]]:
     if boot is None or path is None:
         return None
     try:
-        data = json.loads(_read_ours(path))
+        data = json.loads(read_ours(path))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:  # unreadable, not ours, not JSON, not UTF-8
@@ -73,7 +73,7 @@ def load(config: Config, boot: Optional[str]) -> Optional[tuple[str, str]]:
     return data["provider"], data["why"]
 
 
-def _read_ours(path: Path) -> str:
+def read_ours(path: Path, limit: int = MAX_SIZE) -> str:
     """The file's text if it is a regular file (not a symlink) owned by root or by us and
     writable by nobody else: an answer anyone could have planted is no answer."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -83,7 +83,7 @@ def _read_ours(path: Path) -> str:
             raise ValueError("not a regular file")
         if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
             raise ValueError("owned or writable by someone else")
-        return f.read(MAX_SIZE).decode()
+        return f.read(limit).decode()
 
 
 def _problem(data: object, config: Config, boot: str) -> Optional[str]:

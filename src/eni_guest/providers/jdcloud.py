@@ -7,8 +7,11 @@ secondary IP.  So each ENI's subnet and gateway come from, in this order:
 
 1. the static ENI file (config.static_file, see providers/static.py), matched by MAC or ENI
    id, which is also the only source of secondary IPs;
-2. a DHCP probe on that interface (`dhcp_probe`, injected: NIC -> (subnet CIDR, gateway);
-   get_provider passes eni_guest.dhcp's), asked only for ENIs that still lack one of them.
+2. for the primary ENI, the kernel: its DHCP client's address and default route
+   (`kernel_lease`, injected; dhcp_known.py);
+3. a DHCP probe on that interface (`dhcp_probe`, injected: NIC -> (subnet CIDR, gateway);
+   get_provider passes eni_guest.dhcp's, whose answer is kept for the boot: dhcp_known.py),
+   asked only for ENIs that still lack one of them.
 
 So the read is in two steps.  `read()` is HTTP only, and marks every ENI `subnet_from_dhcp`.
 The run's scope (scope.py) then decides, from the kernel's links and the configuration,
@@ -51,6 +54,9 @@ META = "/metadata/latest/"
 # wait no longer than the read's metadata deadline, and raise MetadataUnavailable when no
 # answer comes in time.
 DhcpProbe = Callable[[Link], "tuple[str, str]"]
+# The primary ENI's subnet and gateway as its DHCP client configured them in the kernel: its
+# NIC and primary IP -> (subnet CIDR, gateway), or None when the kernel does not show both.
+KernelLease = Callable[[Link, str], "Optional[tuple[str, str]]"]
 
 
 class JdcloudProvider(MetadataProvider):
@@ -60,6 +66,7 @@ class JdcloudProvider(MetadataProvider):
     def __init__(self, config: Config, dhcp_probe: Optional[DhcpProbe] = None) -> None:
         super().__init__(config)
         self.dhcp_probe = dhcp_probe
+        self.kernel_lease: Optional[KernelLease] = None
         self._static: Optional[StaticFile] = None
 
     def _overlay(self) -> Optional[StaticFile]:
@@ -144,7 +151,8 @@ class JdcloudProvider(MetadataProvider):
             if given and given.ipv4_subnet and given.ipv4_gateway:
                 s = None  # the configuration gives both: no DHCP needed
             if s is not None and s.status == MANAGED and not (r.ipv4_subnets and r.ipv4_gateway):
-                r = self._probe(copy.deepcopy(r), s.link, self._static)
+                primary = mac == normalize_mac(raw.primary_mac)
+                r = self._probe(copy.deepcopy(r), s.link, self._static, primary)
             enis.append(r)
         return replace(raw, enis=enis)
 
@@ -173,8 +181,16 @@ class JdcloudProvider(MetadataProvider):
             if not eni.ipv6_gateway:
                 raise MetadataInvalid(f"{eni.where}ipv6_gateway: missing (the ENI has ipv6s)")
 
-    def _probe(self, raw: RawEni, link: Optional[Link], overlay: Optional[StaticFile]) -> RawEni:
+    def _probe(
+        self, raw: RawEni, link: Optional[Link], overlay: Optional[StaticFile], primary: bool
+    ) -> RawEni:
         mac = normalize_mac(raw.mac)
+        if primary and link is not None and raw.ipv4s and self.kernel_lease is not None:
+            lease = self.kernel_lease(link, raw.ipv4s[0])  # its DHCP client's, in the kernel
+            if lease is not None:
+                return self._fill(
+                    raw, lease, "(from the kernel) address", "(from the kernel) route"
+                )
         if self.dhcp_probe is None or link is None:
             where = overlay.path if overlay is not None else self.config.static_file
             raise MetadataUnavailable(
@@ -182,11 +198,16 @@ class JdcloudProvider(MetadataProvider):
                 f"no DHCP probe is available: describe it in {where} "
                 f'([[eni]] mac = "{mac}", subnet = "...", gateway = "...")'
             )
-        subnet, gateway = self.dhcp_probe(link)
+        return self._fill(raw, self.dhcp_probe(link), "(from DHCP) subnet", "(from DHCP) router")
+
+    @staticmethod
+    def _fill(raw: RawEni, answer: tuple[str, str], subnet_key: str, gateway_key: str) -> RawEni:
+        """What the ENI still lacks, from a DHCP answer; its keys then say where it came from."""
+        subnet, gateway = answer
         if not raw.ipv4_subnets:
             raw.ipv4_subnets = [subnet]
-            raw.keys["ipv4_subnets"] = "(from DHCP) subnet"
+            raw.keys["ipv4_subnets"] = subnet_key
         if not raw.ipv4_gateway:
             raw.ipv4_gateway = gateway
-            raw.keys["ipv4_gateway"] = "(from DHCP) router"
+            raw.keys["ipv4_gateway"] = gateway_key
         return raw

@@ -16,7 +16,8 @@ networks of type ipv4_dhcp / ipv6_dhcp / ipv6_slaac that publish no address (Nov
 for subnets with DHCP enabled: the address is only known to the DHCP server).  A secondary
 port with no published address is not managed; a primary port without one stops the read.
 There are no device numbers: table slots come from the MAC (model.assign_table_slots), and
-the ENI id is the link id.  Extra (non-default) routes and `mtu` are not used yet.
+the ENI id is the link id, and a link's `mtu` (Neutron's network MTU: 1450 on a VXLAN
+network, say) is the ENI's link MTU.  Extra (non-default) routes are not used yet.
 """
 
 from __future__ import annotations
@@ -107,6 +108,10 @@ class OpenstackProvider(MetadataProvider):
             has_device_numbers=False,
             keys={"eni_id": f"links[{i}].id"},
         )
+        mtu = link.get("mtu")
+        if mtu is not None:  # null: the network does not say
+            raw.mtu = str(mtu)  # validated with the ENI (validate.py): 68..65535, 1280 for IPv6
+            raw.keys["mtu"] = f"links[{i}].mtu"
         gateways: dict[int, Optional[str]] = {4: None, 6: None}
         for j, net in enumerate(networks):
             if net.get("link") != link_id:

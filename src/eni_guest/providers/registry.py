@@ -111,12 +111,16 @@ def _tencent(config: Config) -> Provider:
 
 def _jdcloud(config: Config) -> Provider:
     from ..dhcp import make_probe
+    from ..dhcp_known import cached, kernel_lease
     from .jdcloud import JdcloudProvider
 
     # JD publishes no subnet or gateway: the VPC's DHCP service on each NIC tells them, within
-    # what is left of the read's deadline (the one its metadata HTTP client keeps).
+    # what is left of the read's deadline (the one its metadata HTTP client keeps), once per
+    # NIC and boot; the primary's come from its DHCP client's lease in the kernel (dhcp_known).
     provider = JdcloudProvider(config)
-    provider.dhcp_probe = make_probe(config, time_left=provider.service.http.time_left)
+    probe = make_probe(config, time_left=provider.service.http.time_left)
+    provider.dhcp_probe = cached(config, probe)
+    provider.kernel_lease = kernel_lease(config)
     return provider
 
 

@@ -8,7 +8,13 @@ the VM here but the hypervisor: QEMU runs inside it, and every ENI is wired ther
     vpc ns: <prefix>v<N>  ==veth==  e<N> -[ bridge br<N> ]- tap<N>  ==QEMU==  guest NIC (ENI MAC)
 
 The veth end on the bridge gets a MAC of its own (the guest NIC carries the ENI's), so the
-bridge forwards the guest's frames instead of taking them for itself. Probes run ``ping`` in
+bridge forwards the guest's frames instead of taking them for itself.
+
+A second VM joins the first one's VPC (``join=``): its hypervisor namespace is another guest of
+the same SimVM, with metadata of its own (its simulator listens on a port of its own; the vpc
+sends the metadata requests arriving on the VM's primary ENI there), and an ENI can migrate
+between the two (:meth:`RealVM.move_eni`: the same MAC and the same veth, as a cloud moves an
+ENI). Probes run ``ping`` in
 the guest through the guest agent and read the vpc's per-veth counters, which say which ENI
 the packets left through, before the source check.
 """
@@ -22,16 +28,20 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
+from .. import scenarios
 from ..probes import Probe, Prober
-from ..shell import SimVMError, ip_batch
+from ..shell import SimVMError, ip_batch, nft
+from ..topology.addresses import METADATA_V4, METADATA_V6
+from ..topology.guests import Guest
 from ..vm import SimVM
 from .image import (
     NM,
     BaseImage,
     Flavour,
     base_image,
+    build_checkout_deb,
     build_checkout_wheel,
     prepare_disk,
 )
@@ -60,8 +70,10 @@ class RealVM:
 
     ``flavour``: the image and its network stack; ``config``: the image's
     /etc/eni-guest/eni-guest.toml (``None``: as installed); ``files``: more files for the
-    image (path -> content), ``enable``: units of those to enable. Use as a context manager;
-    :meth:`close` kills QEMU and deletes every namespace and temporary file.
+    image (path -> content), ``enable``: units of those to enable; ``join``: a running
+    RealVM whose VPC this one joins, as another instance (``scenario`` is then this VM's own
+    metadata). Use as a context manager; :meth:`close` kills QEMU and deletes every namespace
+    and temporary file (a joined VM's namespace goes with the VPC it joined).
     """
 
     def __init__(
@@ -73,6 +85,7 @@ class RealVM:
         config: Optional[str] = None,
         files: Optional[Mapping[str, str]] = None,
         enable: Sequence[str] = (),
+        join: Optional[RealVM] = None,
     ) -> None:
         self.scenario = scenario
         self.flavour = flavour
@@ -81,7 +94,12 @@ class RealVM:
         self.enable = tuple(enable)
         macs = [e["mac"] for e in scenario["enis"]] if boot_macs is None else list(boot_macs)
         self._boot_macs = [m.lower() for m in macs]
-        self.sim = SimVM(scenario, attached=(), docker=False, dhcp=True)
+        self._joined = join is not None
+        if join is not None:
+            self.sim = join.sim
+        else:
+            self.sim = SimVM(scenario, attached=(), docker=False, dhcp=True)
+        self.guest: Optional[Guest] = None  # the namespace QEMU runs in
         self.attached: dict[str, Attached] = {}
         self.timings: dict[str, float] = {}
         self.image: Optional[BaseImage] = None
@@ -103,23 +121,31 @@ class RealVM:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def start(self, boot_timeout: float = 400.0) -> None:
+    def start(self, boot_timeout: float = 600.0) -> None:
         t0 = time.monotonic()
         self.image = base_image(self.flavour.recipe)
         self.timings["image"] = time.monotonic() - t0
-        self.sim.start()
+        if self._joined:
+            self.guest = self.sim.add_guest(self.scenario, attach=False)
+        else:
+            self.guest = self.sim.start().main_guest
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"{self.sim.prefix}-vm"))
         t1 = time.monotonic()
-        wheel = build_checkout_wheel(self.run_dir / "wheel")
-        self.timings["wheel"] = time.monotonic() - t1
+        if self.flavour.package == "deb":
+            package = build_checkout_deb(self.run_dir / "deb")
+        else:
+            package = build_checkout_wheel(self.run_dir / "wheel")
+        self.timings[self.flavour.package] = time.monotonic() - t1
         disk = self.run_dir / "disk.raw"
         steps = prepare_disk(
-            self.image, wheel, disk, self.flavour, self.config, self.files, self.enable
+            self.image, package, disk, self.flavour, self.config, self.files, self.enable
         )
         self.timings.update({f"prepare_{k}": v for k, v in steps.items()})
         self._prober = Prober(self.sim.vpc_ns, self._mac_of_vpc_if)
         nics = [self._wire(mac, hotplugged=False).nic for mac in self._boot_macs]
-        self.qemu = Qemu(self.sim.guest_ns, self.run_dir)
+        if self._joined:
+            self._route_metadata()
+        self.qemu = Qemu(self.ns, self.run_dir)
         self.qemu.start(self.image.kernel, self.image.initrd, disk, nics)
         self.timings["boot_to_ready"] = self.qemu.wait_ready(boot_timeout)
         _log(
@@ -132,23 +158,37 @@ class RealVM:
         if self.qemu is not None:
             self.qemu.stop()
             self.qemu = None
-        self.sim.close()
+        if not self._joined:
+            self.sim.close()
         if self.run_dir is not None:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             self.run_dir = None
 
+    @property
+    def ns(self) -> str:
+        """The namespace QEMU runs in (the VM's taps and bridges are there)."""
+        assert self.guest is not None, "the RealVM is not started"
+        return self.guest.ns
+
     # ---- wiring ENIs
 
-    def _wire(self, mac: str, *, hotplugged: bool) -> Attached:
+    def _wire(
+        self, mac: str, *, hotplugged: bool, arrive: Optional[Callable[[str], Any]] = None
+    ) -> Attached:
         """Attach the ENI in the cloud (metadata lists it, the vpc routes it) and wire its veth
-        to a new tap through a bridge in QEMU's namespace."""
+        to a new tap through a bridge in QEMU's namespace.  ``arrive(veth_name)`` brings the
+        veth into that namespace (default: a new attach; a migration moves it there)."""
         n = self._n
         self._n += 1
         veth, br, tap = f"e{n}", f"br{n}", f"tap{n}"
-        self.sim.attach(mac, veth)
-        own_mac = f"02:ee:00:00:{n // 256:02x}:{n % 256:02x}"
+        if arrive is None:
+            self.sim.attach(mac, veth, guest=self.guest)
+        else:
+            arrive(veth)
+        tag = self.sim.guests.index(self.guest) if self.guest in self.sim.guests else 0
+        own_mac = f"02:ee:{tag:02x}:00:{n // 256:02x}:{n % 256:02x}"
         ip_batch(
-            self.sim.guest_ns,
+            self.ns,
             [
                 f"link set {veth} address {own_mac}",
                 f"link add {br} type bridge stp_state 0 forward_delay 0 mcast_snooping 0",
@@ -170,13 +210,46 @@ class RealVM:
     def _unwire(self, mac: str) -> None:
         a = self.attached.pop(mac)
         self.sim.detach(mac)  # the veth pair goes with it
-        ip_batch(self.sim.guest_ns, [f"link del {a.nic.tap}", f"link del {a.bridge}"], force=True)
+        ip_batch(self.ns, [f"link del {a.nic.tap}", f"link del {a.bridge}"], force=True)
+
+    def _route_metadata(self) -> None:
+        """A joined VM asks the cloud's metadata address, port 80, like any instance: the vpc
+        sends what arrives on its primary ENI to its own simulator (``guest.metadata_port``)."""
+        assert self.guest is not None and self.guest.metadata_port is not None
+        v = self.sim.vpc_if_of(scenarios.macs(dict(self.scenario))[0])
+        port = self.guest.metadata_port
+        nft(
+            self.sim.vpc_ns,
+            f"""
+table inet lab_metadata_{self.guest.name} {{
+    chain dstnat {{
+        type nat hook prerouting priority -100; policy accept;
+        iifname "{v}" ip daddr {METADATA_V4} tcp dport 80 dnat ip to {METADATA_V4}:{port}
+        iifname "{v}" ip6 daddr {METADATA_V6} tcp dport 80 dnat ip6 to [{METADATA_V6}]:{port}
+    }}
+}}
+""",
+        )
 
     def hotplug(self, mac: str) -> float:
         """Attach an ENI to the running VM (QMP device_add); returns the device_add time."""
         assert self.qemu is not None
         a = self._wire(mac.lower(), hotplugged=True)
         return self.qemu.hotplug(a.nic)
+
+    def move_eni(self, mac: str, to: RealVM) -> tuple[float, float]:
+        """Migrate an ENI to ``to`` (a VM in the same VPC), as a cloud does: ``device_del``
+        here until DEVICE_DELETED, then the cloud moves it (this VM's metadata stops listing
+        it, ``to``'s lists it; the vpc side stays), then ``device_add`` with the same MAC in
+        ``to``.  Returns (seconds the unplug took, ``time.monotonic()`` of the device_add)."""
+        mac = mac.lower()
+        assert self.qemu is not None and to.qemu is not None and to.sim is self.sim
+        a = self.attached[mac]
+        took = self.qemu.unplug(a.nic)
+        del self.attached[mac]
+        ip_batch(self.ns, [f"link del {a.nic.tap}", f"link del {a.bridge}"], force=True)
+        b = to._wire(mac, hotplugged=True, arrive=lambda name: self.sim.move(mac, to.guest, name))
+        return took, to.qemu.hotplug(b.nic)
 
     def unplug(self, mac: str) -> float:
         """Detach an ENI (QMP device_del, DEVICE_DELETED); the cloud forgets it. Seconds."""

@@ -56,11 +56,20 @@ class Recipe:
     packages: tuple[str, ...]
     files: Mapping[str, str] = field(default_factory=dict)  # path in the image -> content
     disk_size: str = "3G"
+    #: eni-guest's dependencies from PyPI's wheels (pip, in the chroot); False: from the
+    #: recipe's Debian packages only (the Debian package's image).
+    dependency_wheels: bool = True
 
     def key(self, wheels: Mapping[str, str]) -> str:
-        """Content hash of the recipe, the builder version and the dependency wheels' hashes."""
+        """Content hash of the recipe, the builder version and the dependency wheels' hashes.
+
+        A field added later counts only when set away from its default, so adding one
+        rebuilds no existing image."""
+        recipe = asdict(self)
+        if recipe["dependency_wheels"]:
+            del recipe["dependency_wheels"]
         blob = json.dumps(
-            {"recipe": asdict(self), "builder": BUILDER_VERSION, "wheels": dict(wheels)},
+            {"recipe": recipe, "builder": BUILDER_VERSION, "wheels": dict(wheels)},
             sort_keys=True,
         )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -120,7 +129,23 @@ BULLSEYE = Recipe(
     files=dict(_COMMON_FILES),
 )
 
-RECIPES = {r.name: r for r in (BOOKWORM, BULLSEYE)}
+#: Debian 12 for the Debian package (debian/): eni-guest's dependencies are Debian's own
+#: python3 packages (python3-pyroute2 0.7.2, ...), no pip; the .deb is installed per run.
+BOOKWORM_DEB = Recipe(
+    name="bookworm-deb",
+    suite="bookworm",
+    python="3.11",
+    packages=(
+        *(p for p in BOOKWORM.packages if p != "python3-pip"),
+        "python3-pyroute2",
+        "python3-click",
+        "python3-jinja2",
+    ),
+    files=dict(_COMMON_FILES),
+    dependency_wheels=False,
+)
+
+RECIPES = {r.name: r for r in (BOOKWORM, BULLSEYE, BOOKWORM_DEB)}
 
 #: The guest's name of the primary ENI (the bed plugs it into PCI slot 16).
 PRIMARY_IFNAME = "ens16"
@@ -156,6 +181,8 @@ class Flavour:
     disable: tuple[str, ...] = ()
     mask: tuple[str, ...] = ()
     reactivate_primary: str = ""  # a command in the guest: the stack re-configures the primary
+    #: How eni-guest gets in: "wheel" (pip + ``eni-guest install``) or "deb" (``dpkg -i``).
+    package: str = "wheel"
 
 
 _NO_CLOUD_INIT = {"/etc/cloud/cloud-init.disabled": ""}
@@ -234,6 +261,23 @@ IFUPDOWN = Flavour(
 )
 
 FLAVOURS = {f.name: f for f in (NM, NETWORKD, NETPLAN, IFUPDOWN)}
+
+#: The Debian package on systemd-networkd with cloud-init running its module, as NETWORKD:
+#: the package's units, udev rule and cloud-init module (with the drop-in its postinst wrote)
+#: at their packaged places.  Its own tests (tests/realvm/test_realvm_deb.py), not FLAVOURS'.
+DEB = Flavour(
+    name="bookworm-deb",
+    recipe=BOOKWORM_DEB,
+    stack=f"Debian package; {NETWORKD.stack}",
+    files=NETWORKD.files,
+    enable=NETWORKD.enable,
+    disable=NETWORKD.disable,
+    mask=NETWORKD.mask,
+    reactivate_primary=NETWORKD.reactivate_primary,
+    package="deb",
+)
+#: The file listing of a deb image before the package went in (for the purge test).
+FILES_BEFORE_DEB = "/var/lib/lab/files-before-deb.txt"
 
 
 @dataclass(frozen=True)
@@ -343,13 +387,26 @@ def build_checkout_wheel(dest: Path) -> Path:
     return found[-1]
 
 
+def build_checkout_deb(dest: Path) -> Path:
+    """The Debian package of this checkout: ``ENI_GUEST_LAB_DEB`` when it names one
+    (tests/run.sh builds it once, in the background), else tools/build-deb.sh into ``dest``
+    (dpkg-buildpackage and lintian, about 15 s)."""
+    given = os.environ.get("ENI_GUEST_LAB_DEB")
+    if given:
+        if not Path(given).is_file():
+            raise SimVMError(f"ENI_GUEST_LAB_DEB={given}: no such file")
+        return Path(given)
+    cp = run(["bash", str(REPO_ROOT / "tools/build-deb.sh"), str(dest)], timeout=600)
+    return Path(cp.stdout.strip().splitlines()[-1])
+
+
 # ------------------------------------------------------------------------------ base image
 
 
 def base_image(recipe: Recipe) -> BaseImage:
     """The cached base image of ``recipe``; built (debootstrap, ~2-3 min) when missing."""
-    wheels = dependency_wheels(recipe)
-    key = recipe.key(_wheel_hashes(wheels))
+    wheels = dependency_wheels(recipe) if recipe.dependency_wheels else None
+    key = recipe.key(_wheel_hashes(wheels) if wheels else {})
     d = cache_dir() / f"{recipe.name}-{key}"
     built_in: Optional[float] = None
     with _locked(cache_dir() / f".{recipe.name}-{key}.lock"):
@@ -389,7 +446,7 @@ def _remove_stale_builds(recipe: Recipe) -> None:
             _remove_tree(d)
 
 
-def _build(recipe: Recipe, wheels: Path, dest: Path) -> None:
+def _build(recipe: Recipe, wheels: Optional[Path], dest: Path) -> None:
     """debootstrap, configure, install the dependency wheels, write the ext4 disk."""
     work = Path(tempfile.mkdtemp(prefix=f".build-{recipe.name}-", dir=cache_dir()))
     try:
@@ -413,15 +470,8 @@ def _build(recipe: Recipe, wheels: Path, dest: Path) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text)
         run(["chroot", str(root), "passwd", "-d", "root"])
-        shutil.copytree(wheels, root / "tmp/wheels")
-        deps = [p.name.split("-")[0] for p in wheels.glob("*.whl")]
-        run(
-            ["chroot", str(root), "python3", "-m", "pip", "install", "-q", "--no-index",
-             *_pip_system_flag(recipe), "--disable-pip-version-check",
-             "--no-warn-script-location", "--find-links", "/tmp/wheels", *deps],
-            timeout=600,
-        )  # fmt: skip
-        shutil.rmtree(root / "tmp/wheels")
+        if wheels is not None:
+            _install_wheels(recipe, wheels, root)
         for junk in (root / "var/cache/apt/archives").glob("*.deb"):
             junk.unlink()
         work_out = work / "out"
@@ -445,6 +495,18 @@ def _build(recipe: Recipe, wheels: Path, dest: Path) -> None:
         _remove_tree(work)
 
 
+def _install_wheels(recipe: Recipe, wheels: Path, root: Path) -> None:
+    shutil.copytree(wheels, root / "tmp/wheels")
+    deps = [p.name.split("-")[0] for p in wheels.glob("*.whl")]
+    run(
+        ["chroot", str(root), "python3", "-m", "pip", "install", "-q", "--no-index",
+         *_pip_system_flag(recipe), "--disable-pip-version-check",
+         "--no-warn-script-location", "--find-links", "/tmp/wheels", *deps],
+        timeout=600,
+    )  # fmt: skip
+    shutil.rmtree(root / "tmp/wheels")
+
+
 # ------------------------------------------------------------------------------- per run
 
 
@@ -464,15 +526,16 @@ def _mounted(disk: Path) -> Iterator[Path]:
 
 def prepare_disk(
     base: BaseImage,
-    wheel: Path,
+    package: Path,
     dest: Path,
     flavour: Flavour,
     config: Optional[str] = None,
     files: Optional[Mapping[str, str]] = None,
     enable: Sequence[str] = (),
 ) -> dict[str, float]:
-    """A copy of the base disk set up as ``flavour``, with ``wheel`` installed and ``eni-guest
-    install`` run.
+    """A copy of the base disk set up as ``flavour``, with eni-guest installed from ``package``:
+    a wheel (pip, then ``eni-guest install``) or, for a "deb" flavour, the Debian package
+    (``dpkg -i``: its maintainer scripts enable the units and write cloud-init's drop-in).
 
     ``config`` is written as /etc/eni-guest/eni-guest.toml (``None``: the installed default);
     ``files`` (path -> content) are written too, and the units ``enable`` enabled.  Returns
@@ -483,26 +546,83 @@ def prepare_disk(
     subprocess.run(["cp", "--sparse=always", str(base.disk), str(dest)], check=True)
     times["copy"] = time.monotonic() - t0
     with _mounted(dest) as mnt:
-        t1 = time.monotonic()
-        shutil.copy2(wheel, mnt / "tmp" / wheel.name)
-        run(
-            ["chroot", str(mnt), "python3", "-m", "pip", "install", "-q", "--no-index",
-             "--no-deps", *_pip_system_flag(base.recipe), "--disable-pip-version-check",
-             "--no-warn-script-location", f"/tmp/{wheel.name}"],
-            timeout=300,
-        )  # fmt: skip
-        (mnt / "tmp" / wheel.name).unlink()
-        times["pip"] = time.monotonic() - t1
-        t2 = time.monotonic()
-        # In the chroot /run/systemd/system does not exist: install reloads nothing.
-        run(["chroot", str(mnt), "/usr/local/bin/eni-guest", "install"], timeout=300)
-        times["install"] = time.monotonic() - t2
+        if flavour.package == "deb":
+            _install_deb(mnt, package, times)
+        else:
+            _install_wheel(mnt, base.recipe, package, times)
         if config is not None:
             (mnt / "etc/eni-guest/eni-guest.toml").write_text(config)
         t3 = time.monotonic()
         _apply_flavour(mnt, flavour, files or {}, enable)  # after install: it may disable ours
         times["flavour"] = time.monotonic() - t3
     return times
+
+
+def _install_wheel(mnt: Path, recipe: Recipe, wheel: Path, times: dict[str, float]) -> None:
+    t1 = time.monotonic()
+    shutil.copy2(wheel, mnt / "tmp" / wheel.name)
+    run(
+        ["chroot", str(mnt), "python3", "-m", "pip", "install", "-q", "--no-index",
+         "--no-deps", *_pip_system_flag(recipe), "--disable-pip-version-check",
+         "--no-warn-script-location", f"/tmp/{wheel.name}"],
+        timeout=300,
+    )  # fmt: skip
+    (mnt / "tmp" / wheel.name).unlink()
+    times["pip"] = time.monotonic() - t1
+    t2 = time.monotonic()
+    # In the chroot /run/systemd/system does not exist: install reloads nothing.
+    run(["chroot", str(mnt), "/usr/local/bin/eni-guest", "install"], timeout=300)
+    times["install"] = time.monotonic() - t2
+
+
+def _install_deb(mnt: Path, deb: Path, times: dict[str, float]) -> None:
+    """``dpkg -i`` in the chroot, after writing the image's file list (FILES_BEFORE_DEB).
+
+    Every dependency must already be in the image (the recipe's packages): dpkg fails
+    otherwise, which is the check that the package's Depends are Debian's own packages."""
+    t1 = time.monotonic()
+    listing = mnt / FILES_BEFORE_DEB.lstrip("/")
+    listing.parent.mkdir(parents=True, exist_ok=True)
+    listing.write_text("".join(f"{p}\n" for p in file_list(mnt)))
+    shutil.copy2(deb, mnt / "tmp" / deb.name)
+    run(["chroot", str(mnt), "dpkg", "-i", f"/tmp/{deb.name}"], timeout=300)
+    (mnt / "tmp" / deb.name).unlink()
+    times["dpkg"] = time.monotonic() - t1
+
+
+def deb_install_and_purge(base: BaseImage, deb: Path, disk: Path) -> dict[str, list[str]]:
+    """The file lists of a copy of ``base``'s disk (at ``disk``, a chroot, nothing booted)
+    "before" the package, after ``dpkg -i`` ("installed") and after ``dpkg --purge``
+    ("purged")."""
+    subprocess.run(["cp", "--sparse=always", str(base.disk), str(disk)], check=True)
+    lists: dict[str, list[str]] = {}
+    with _mounted(disk) as mnt:
+        lists["before"] = file_list(mnt)
+        shutil.copy2(deb, mnt / "tmp" / deb.name)
+        run(["chroot", str(mnt), "dpkg", "-i", f"/tmp/{deb.name}"], timeout=300)
+        (mnt / "tmp" / deb.name).unlink()
+        lists["installed"] = file_list(mnt)
+        run(["chroot", str(mnt), "dpkg", "--purge", "eni-guest"], timeout=300)
+        lists["purged"] = file_list(mnt)
+    return lists
+
+
+#: What changes in a Debian system without any package's doing (logs, caches, dpkg's own
+#: books), left out of the purge test's file lists.
+UNLISTED = ("tmp", "var/log", "var/cache", "var/lib/dpkg", "var/lib/apt", "var/tmp",
+            "proc", "sys", "dev", "run", "var/lib/lab")  # fmt: skip
+
+
+def file_list(root: Path) -> list[str]:
+    """Every path under ``root`` (as "/etc/..."), but for the UNLISTED trees."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        rel = "" if rel == "." else rel
+        dirnames[:] = [d for d in dirnames if os.path.join(rel, d) not in UNLISTED]
+        for name in (*dirnames, *filenames):
+            out.append("/" + os.path.join(rel, name))
+    return sorted(out)
 
 
 def _apply_flavour(

@@ -261,7 +261,7 @@ def _render_openstack(
                 "id": link_id,
                 "vif_id": link_id,
                 "type": "ovs",
-                "mtu": 1500,
+                "mtu": eni.mtu,
                 "ethernet_mac_address": eni.mac.lower(),
             }
         )

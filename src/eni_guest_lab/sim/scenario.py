@@ -80,7 +80,7 @@ _ENI_LISTS: dict[str, v.Check] = {
     "vpc-ipv6-cidr-blocks": v.NET6,
 }
 
-_ENI_SPECIAL = ("mac", "device-number", "network-card", "ipv4-associations", "lag")
+_ENI_SPECIAL = ("mac", "device-number", "network-card", "ipv4-associations", "lag", "mtu")
 _ENI_KEYS = frozenset(_ENI_SPECIAL) | frozenset(_ENI_SCALARS) | frozenset(_ENI_LISTS)
 
 _TOP_KEYS = frozenset(
@@ -127,6 +127,8 @@ class Eni:
     #: Elastic IPs as ``(public, private)`` pairs, in file order.
     ipv4_associations: tuple[tuple[str, str], ...] = ()
     values: dict[str, Union[str, list[str]]] = field(default_factory=dict)
+    #: The link MTU OpenStack's network_data.json publishes (links[].mtu); other clouds none.
+    mtu: int = 1500
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,7 @@ def _parse_eni(raw: Any, where: str) -> Eni:
     if "network-card" in data:
         network_card = v.count(data["network-card"], f"{where}.network-card")
     lag = v.number(data.get("lag", 0), f"{where}.lag")
+    mtu = v.count(data.get("mtu", 1500), f"{where}.mtu")
 
     associations: list[tuple[str, str]] = []
     raw_assoc = v.mapping(data.get("ipv4-associations", {}), f"{where}.ipv4-associations")
@@ -187,6 +190,7 @@ def _parse_eni(raw: Any, where: str) -> Eni:
         lag=lag,
         ipv4_associations=tuple(associations),
         values=values,
+        mtu=mtu,
     )
 
 

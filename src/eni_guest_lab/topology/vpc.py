@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from ..shell import SimVMError, ip_batch, nft, run, sysctl
 from ..sim.scenario import METADATA_ADDRESSES
 from ..sim.tree import ipv4_gateway, ipv6_gateway
+from . import appliance
 from .addresses import (
     FAR_V4,
     FAR_V6,
@@ -31,6 +32,7 @@ from .addresses import (
     as_list,
     neighbour_of,
 )
+from .appliance import Appliance
 from .guests import Guest
 from .namespaces import NS_PREFIX, Namespaces
 
@@ -277,6 +279,12 @@ mld-listener-report, mld2-listener-report, mld-listener-done }} accept
         src.links.pop(mac, None)
         p.guest, p.ifname = dst, name
         dst.links[mac] = name
+
+    def add_appliance(self, mac: str, address: str) -> Appliance:
+        """An inspection appliance at ``address`` (``10.0.2.5/24``) on the wire of ENI
+        ``mac``, forwarding to a far network of its own (appliance.py)."""
+        vpc_if = self.ports[mac].vpc_if
+        return appliance.build(self._namespaces, self.ns, vpc_if, address, NFT_TABLE)
 
     def forget_links(self) -> None:
         """After the namespaces are gone: no veth exists, nothing is attached."""
