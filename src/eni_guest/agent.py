@@ -139,9 +139,8 @@ def reconcile(
         for warning in (*p.warnings, *(c.warning for c in p.captures)) if log_warnings else ():
             log.warning("warning: %s", warning)
         result = Result(instance, p, state, metadata_requests=requests, scope=scope)
-        result.timings = {"metadata": t1 - t0, "kernel_read": t2 - t1, "plan": 0.0, "apply": 0.0}
         t3 = time.monotonic()
-        result.timings["plan"] = t3 - t2
+        result.timings = dict(metadata=t1 - t0, kernel_read=t2 - t1, plan=t3 - t2, apply=0.0)
         if not dry_run and _keep_distro_off(instance, config, scope, state):
             # NetworkManager took NICs down as it let go of them: plan from what is there now.
             state = kernel.read_state()

@@ -65,61 +65,23 @@ CONFIG_FILE = "etc/eni-guest/eni-guest.toml"
 BOOT_HELPER = "etc/eni-guest/boot-secondary-nic"
 NETWORKD_BOOT = "etc/systemd/network/" + distro_hotplug.NETWORKD_HOTPLUG.name
 
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
 # Drivers of the NICs that carry ENIs: AWS (ena; ixgbevf and Xen's netfront "vif" on older
 # instance types), Alibaba/Tencent/JD Cloud/OpenStack (virtio_net), GCP (gve), SR-IOV
 # virtual functions some OpenStack and bare-metal clouds hand out (iavf, i40evf, mlx5_core,
 # mlx4: mlx4_en is the ethtool name, mlx4_core the PCI driver).
-NIC_DRIVERS = (
-    "ena",
-    "ixgbevf",
-    "vif",
-    "virtio_net",
-    "gve",
-    "iavf",
-    "i40evf",
-    "mlx5_core",
-    "mlx4_en",
-    "mlx4_core",
-)
+NIC_DRIVERS = _words("ena ixgbevf vif virtio_net gve iavf i40evf mlx5_core mlx4_en mlx4_core")
 # Names of software interfaces, a guard in addition to the driver match.
-EXCLUDED_NAMES = (
-    "lo",
-    "veth*",
-    "docker*",
-    "br-*",
-    "virbr*",
-    "vnet*",
-    "cni*",
-    "flannel*",
-    "cali*",
-    "cilium*",
-    "lxc*",
-    "kube-*",
-    "weave*",
-    "vxlan*",
-    "tun*",
-    "tap*",
-    "wg*",
-    "tailscale*",
-    "zt*",
-    "bond*",
-    "team*",
-    "dummy*",
-    "ifb*",
+EXCLUDED_NAMES = _words(
+    "lo veth* docker* br-* virbr* vnet* cni* flannel* cali* cilium* lxc* kube-* "
+    "weave* vxlan* tun* tap* wg* tailscale* zt* bond* team* dummy* ifb*"
 )
-EXCLUDED_DEVTYPES = (
-    "bridge",
-    "bond",
-    "team",
-    "vlan",
-    "macvlan",
-    "macvtap",
-    "ipvlan",
-    "vxlan",
-    "geneve",
-    "wireguard",
-    "wlan",
-    "wwan",
+EXCLUDED_DEVTYPES = _words(
+    "bridge bond team vlan macvlan macvtap ipvlan vxlan geneve wireguard wlan wwan"
 )
 _UNSAFE = re.compile(r"[\s\"'\\%$;`]")
 

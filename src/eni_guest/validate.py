@@ -30,6 +30,7 @@ from .model import (
     assign_table_slots,
 )
 from .overlay import Merged, lenient, merge
+from .reserved import cloud_reserves, reserved
 from .scope import EXCLUDED, MANAGED, Scope, decide
 
 
@@ -119,7 +120,7 @@ def _family(raw: Merged, version: int) -> tuple[tuple, tuple, Optional[IPAddress
             # The VPC router is the subnet's first host address on AWS (.1 in a /24).
             gateway = nets[0].network_address + 1
         for addr in ips:
-            why = _reserved(addr, next(n for n in nets if addr in n), gateway, raw.cloud_reserves)
+            why = reserved(addr, next(n for n in nets if addr in n), gateway, raw.cloud_reserves)
             if why is not None:
                 raise _bad(raw, ips_name, str(addr), why)
     for pfx in prefixes:
@@ -128,28 +129,6 @@ def _family(raw: Merged, version: int) -> tuple[tuple, tuple, Optional[IPAddress
                 raw, pfx_name, str(pfx), f"outside the ENI's subnets {_join(raw, nets_name, nets)}"
             )
     return tuple(ips), nets, gateway, prefixes
-
-
-def _reserved(
-    addr: IPAddress, net: IPNetwork, gateway: Optional[IPAddress], cloud: tuple[str, int, int]
-) -> Optional[str]:
-    """Why `addr` can never be an ENI's IP in `net`, or None.  Such an address in metadata (or
-    the config) would make the kernel refuse the ENI's routes on every run."""
-    if addr == gateway:
-        return f"the gateway of subnet {net}"
-    if net.num_addresses > 2 and addr == net.network_address:
-        return f"the network address of subnet {net}"
-    if net.version == 4 and net.num_addresses > 2 and addr == net.broadcast_address:
-        return f"the broadcast address of subnet {net}"
-    name, head, tail = cloud
-    if net.num_addresses > head + tail and (
-        int(addr) - int(net.network_address) < head or int(net.broadcast_address) - int(addr) < tail
-    ):
-        return (
-            f"reserved by {name} in subnet {net} (the first {head} and the last {tail} "
-            "addresses of every subnet)"
-        )
-    return None
 
 
 def _join(raw: Merged, nets_name: str, nets: tuple) -> str:
@@ -268,15 +247,6 @@ def _with_table_slots(
     return enis, table_slots
 
 
-def _cloud_reserves(provider: str) -> tuple[str, int, int]:
-    """(cloud, first, last): the addresses of every subnet the cloud keeps (its registry
-    entry, providers/registry.py); none known for a name the registry does not have."""
-    from .providers.registry import BY_NAME
-
-    cloud = BY_NAME.get(provider)
-    return (provider, cloud.reserved_head, cloud.reserved_tail) if cloud else (provider, 0, 0)
-
-
 def _by_mac(merged: list[Merged], reserves: tuple[str, int, int]) -> dict[str, Merged]:
     """The ENIs by MAC, in listing order, each told what its cloud reserves; a MAC that is
     not one, or listed twice, is refused."""
@@ -339,7 +309,7 @@ def build(raw: RawInstance, config: Config, scope: Optional[Scope]) -> Instance:
     excluded_raws: list[tuple[str, RawEni, str]] = []
     invalid_raws: list[tuple[str, RawEni, str]] = []
     hashed: list[str] = []  # MACs of ENIs whose cloud publishes no device number
-    raws = _by_mac(merged, _cloud_reserves(raw.provider))
+    raws = _by_mac(merged, cloud_reserves(raw.provider))
     for mac, r in raws.items():
         if not r.has_device_numbers:
             # excluded ENIs too: excluding one must never move another ENI to a new table

@@ -40,7 +40,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from . import hotplug, restore, sdnotify, settle, textfile
@@ -50,29 +49,9 @@ from .mirror import mirror_metric
 from .model import Instance
 from .providers import memo
 from .state import ForeignRule, Link
+from .watch_inbox import Inbox, Waiting, status_text
 
 log = logging.getLogger("eni_guest")
-
-
-@dataclass
-class _Waiting:
-    """A link that appeared and waits for metadata to list its MAC as a settled ENI."""
-
-    link: Link
-    deadline: float
-
-
-@dataclass
-class _Inbox:
-    """What the main thread hands to the worker (guarded by Watcher._cond)."""
-
-    appeared: dict[int, Link] = field(default_factory=dict)
-    left: set[int] = field(default_factory=set)
-    unplug: bool = False
-    reconcile: bool = False
-    gone: dict[tuple, int] = field(default_factory=dict)  # ours deleted: key -> its ifindex
-    lost: bool = False  # events were dropped: deletions may have been among them
-    floating: Optional[float] = None  # when a floating address came or went (floating.py)
 
 
 class Watcher:
@@ -89,9 +68,9 @@ class Watcher:
         self.config = config if config is not None else load_config()
         self._clock = clock
         self._cond = threading.Condition()
-        self._inbox = _Inbox()
+        self._inbox = Inbox()
         self._stopping = False
-        self._waiting: dict[int, _Waiting] = {}  # worker-owned, keyed by ifindex
+        self._waiting: dict[int, Waiting] = {}  # worker-owned, keyed by ifindex
         self._backoff = settle.Backoff()
         self._poll_at = 0.0
         self._next_full = 0.0  # the first cycle runs at once
@@ -238,18 +217,7 @@ class Watcher:
 
     def _status(self, done: Optional[tuple]) -> None:
         """What `systemctl status` shows: the last full reconcile's outcome."""
-        at = time.strftime("%H:%M:%S")
-        if done is not None:
-            enis = done[0].enis
-            ips = sum(len(e.ips) for e in enis)
-            text = (
-                f"reconciled at {at}: {len(enis)} ENIs, {ips} IPs, {len(done[1].applied)} changes"
-            )
-        elif self._outage is not None:
-            text = f"metadata unavailable at {at}, changing nothing: {self._outage}"
-        else:
-            text = f"reconcile failed at {at}: {self._failed}"
-        self.notify.send(f"STATUS={text}")
+        self.notify.send(f"STATUS={status_text(done, self._outage, self._failed)}")
 
     def _watchdog(self) -> None:
         """WATCHDOG=1 when due, and only while the main thread (kernel events, signals) is
@@ -327,14 +295,14 @@ class Watcher:
         except EniGuestError as e:
             log.error("%s", e)
 
-    def _take(self, box: _Inbox) -> None:
+    def _take(self, box: Inbox) -> None:
         """Act on what the main thread passed on (called without holding the condition)."""
         now = self._clock()
         for index in box.left:
             self._waiting.pop(index, None)
         if box.appeared:
             for index, link in box.appeared.items():
-                self._waiting[index] = _Waiting(link, now + self.config.hotplug_timeout)
+                self._waiting[index] = Waiting(link, now + self.config.hotplug_timeout)
             self._backoff.reset()
             self._poll_at = now
         if box.unplug:
@@ -365,7 +333,7 @@ class Watcher:
                     self._cond.wait(left if ping is None else min(left, ping or 1.0))
                 if self._stopping:
                     return
-                box, self._inbox = self._inbox, _Inbox()
+                box, self._inbox = self._inbox, Inbox()
             try:
                 self._take(box)
                 now = self._clock()
@@ -382,10 +350,7 @@ class Watcher:
                 self._next_full = self._clock() + self.config.watch_interval
 
     def _has_mail(self) -> bool:
-        b = self._inbox
-        return bool(b.appeared or b.left or b.unplug or b.reconcile or b.gone or b.lost) or (
-            b.floating is not None
-        )
+        return self._inbox.has_mail()
 
     # ------------------------------------------------------------ the main thread
 
@@ -402,19 +367,7 @@ class Watcher:
         if appeared is not None or left is not None:
             memo.forget()  # an ENI detached and attached again has a new device number
         with self._cond:
-            box = self._inbox
-            if appeared is not None:
-                box.appeared[appeared.index] = appeared
-                box.left.discard(appeared.index)
-            if left is not None:
-                box.appeared.pop(left.index, None)
-                box.left.add(left.index)
-                box.unplug |= left.group == self.config.interface_group
-            box.reconcile |= reconcile
-            box.gone.update(gone or {})
-            box.lost |= lost
-            if floating is not None and box.floating is None:
-                box.floating = floating
+            self._inbox.put(appeared, left, reconcile, gone, lost, floating, self.config)
             self._cond.notify()
 
     def stop(self) -> None:

@@ -661,3 +661,26 @@ def test_cli_invalid_scenario_exits_2(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_an_accept_with_nothing_pending_returns_so_stop_never_hangs() -> None:
+    """serve_forever accepts after select() said a connection waits; a client that reset it
+    in between (its deadline cut the connection) left a blocking accept() waiting for good,
+    and MetadataSimulator.stop() with it (seen as a hung CI run).  The listening socket is
+    non-blocking: an accept with nothing pending returns at once."""
+    import socket
+
+    from eni_guest_lab.sim.listener import Listener
+
+    server = Listener(("127.0.0.1", 0), socket.AF_INET, None)  # type: ignore[arg-type]
+    try:
+        done = threading.Event()
+
+        def accept_once() -> None:
+            server._handle_request_noblock()  # what serve_forever calls after select()
+            done.set()
+
+        threading.Thread(target=accept_once, daemon=True).start()
+        assert done.wait(2.0), "accept() blocked with no connection pending"
+    finally:
+        server.server_close()

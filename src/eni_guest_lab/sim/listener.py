@@ -101,6 +101,10 @@ class Listener(ThreadingHTTPServer):
         # HTTPServer.server_bind would call socket.getfqdn(), a reverse DNS lookup that can
         # stall start-up for seconds in a namespace without DNS.
         socketserver.TCPServer.server_bind(self)
+        # Non-blocking accept: a client that connects and resets before serve_forever's
+        # accept() (a client's deadline cutting its connection) otherwise leaves accept()
+        # blocked for good, and shutdown() waiting for it.
+        self.socket.setblocking(False)
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = int(port)
