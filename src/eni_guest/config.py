@@ -78,8 +78,8 @@ class Config:
     exclude_enis: tuple[str, ...] = ()
     exclude_interfaces: tuple[str, ...] = ()
     exclude_ips: tuple[str, ...] = ()  # normalised networks ("10.0.2.50/32")
-    # Floating IPs (floating.py): addresses another program (keepalived) adds and removes on
-    # an ENI's link; eni-guest never adds or removes them, their rules follow their presence.
+    # Floating IPs (floating.py): VIPs another program (keepalived) adds and removes on an
+    # ENI's link; eni-guest never adds or removes them (any unmarked address's rule follows it).
     floating_ips: tuple[str, ...] = ()  # normalised networks ("10.0.2.100/32")
     # ...and the [[eni]] tables: IPs to add to an ENI, its subnet or gateway to override.
     eni: tuple[EniOverlay, ...] = ()

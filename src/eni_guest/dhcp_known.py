@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from . import metrics
 from .config import Config
-from .providers.boot_cache import boot_id, read_ours
+from .providers.boot_cache import boot_id, read_json, read_ours
 from .state import Link
 
 if TYPE_CHECKING:
@@ -117,12 +117,8 @@ def load(config: Config, link: Link, boot: Optional[str]) -> Optional[tuple[str,
     path = _path(config, link.mac)
     if boot is None or path is None:
         return None
-    try:
-        data = json.loads(read_ours(path))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:  # unreadable, not ours, not JSON, not UTF-8
-        log.debug("ignoring %s: %s", path, e)
+    data = read_json(path)
+    if data is None:
         return None
     problem = _problem(data, link, boot)
     if problem is not None:

@@ -1,24 +1,25 @@
-"""Floating IPs: addresses that another program moves between VMs (keepalived, a HaVip agent).
+"""Addresses other programs put on ENI links, and floating IPs (keepalived, a HaVip agent).
 
-A VRRP pair keeps a virtual IP (VIP) on whichever VM is master: keepalived adds the address to
-an ENI's link when it becomes master and deletes it when it steps down, and a notify script
-asks the cloud to route the IP to that ENI.  Metadata follows later (seconds, on some clouds
-a minute).  Until the VIP has its `from VIP lookup <ENI table>` rule its replies leave through
-the primary's table and the VPC's source check drops them, so the rule must follow the
-address, not metadata.
+An address someone else adds on an ENI's link (no eni-guest mark, docs/routing.md "Marks"),
+inside one of that ENI's subnets, is one the VPC routes to that ENI: keepalived's VIP, a
+HaVip agent's, an administrator's `ip addr add`.  Until it has its `from IP lookup <ENI
+table>` rule its replies leave through the primary's table and the VPC's source check drops
+them, so the rule follows the address, not metadata.  Always, with no setting:
 
-The networks of the `floating_ips` setting say which addresses are such VIPs.  For them:
+* such an address gets the ENI's per-IP rule (priority_base + 1 + slot, the ENI's table)
+  while it is there, whether metadata lists it or not, and loses it when it goes.  The watch
+  daemon follows address events and reconciles at once (watch_floating.py); `eni-guest
+  apply` finds it in the kernel.  Not when exclude_ips covers it, nor when metadata lists it
+  on another ENI of this VM (metadata decides where it belongs), nor outside the subnets;
+* the address itself is never removed: only marked addresses are eni-guest's (plan.py).
 
-* an address inside them on a configured ENI's link, inside that ENI's subnet, gets the ENI's
-  per-IP rule (priority_base + 1 + slot, the ENI's table) while it is there, whether metadata
-  lists it or not, and loses it when it goes.  The watch daemon follows address events and
-  reconciles at once (watch_floating.py); `eni-guest apply` finds it in the kernel;
-* the address itself is never added and never removed by eni-guest, whether metadata lists it
-  or not, marked or not: keepalived decides where it is.  A VIP that metadata still lists on
-  the old master (metadata lags) is not put back there.
+The networks of the `floating_ips` setting say which addresses are VIPs that move between
+VMs.  For them, in addition, the address is never added by eni-guest either, and never
+removed even when it carries eni-guest's marks (an earlier run added it): keepalived decides
+where it is.  A VIP that metadata still lists on the old master (metadata lags) is then not
+put back there, and its rule needs the address.
 
-An IP that metadata lists on another ENI of this VM is left to metadata.  Pure: desired state in,
-desired state out; plan.py calls `want` once per configured ENI.
+Pure: desired state in, desired state out; plan.py calls `want` once per configured ENI.
 """
 
 from __future__ import annotations
@@ -44,43 +45,58 @@ def is_floating(ip: IPAddress, config: Config) -> bool:
     return any(ip in n for n in networks(config.floating_ips))
 
 
+def _keep_vips_to_keepalived(
+    d: Desired, eni: Eni, link: Link, state: KernelState, config: Config
+) -> None:
+    """floating_ips: listed VIPs lose their address (never ours to add) and keep their rule
+    only while the address is on the link."""
+    table, prio = table_of(eni, config), priority_of(eni, config)
+    here = {a.ip for a in state.addrs if a.index == link.index}
+    for key in [k for k in d.addrs if k[0] == link.index and is_floating(k[1], config)]:
+        del d.addrs[key]  # keepalived's to add and remove
+    for ip in eni.ips:
+        if is_floating(ip, config) and ip not in here:
+            d.rules.pop(RuleChange("add", ip.version, prio, table, host(ip)).key(), None)
+
+
 def want(
     d: Desired,
     eni: Eni,
     link: Link,
     state: KernelState,
     config: Config,
-    listed_elsewhere: Iterable[IPAddress],
+    elsewhere: Iterable[IPNetwork],
+    excluded: Iterable[IPNetwork] = (),
 ) -> list[str]:
-    """Adjust what one configured ENI wants for the floating IPs; returns notes.
+    """Adjust what one configured ENI wants for others' addresses on its link; returns notes.
 
-    Listed floating IPs lose their address (never ours to add) and keep their rule only while
-    the address is on the link; unlisted floating addresses on the link inside the ENI's
-    subnet get the ENI's rule.
+    `elsewhere`: the IPs (host networks) and prefixes metadata lists on this VM's other ENIs;
+    `excluded`: the networks of exclude_ips.  Unlisted addresses on the link inside the ENI's
+    subnets that are not eni-guest's (or are floating IPs) get the ENI's rule.
     """
-    if not config.floating_ips:
-        return []
+    if config.floating_ips:
+        _keep_vips_to_keepalived(d, eni, link, state, config)
     table, prio = table_of(eni, config), priority_of(eni, config)
-    here = {a.ip for a in state.addrs if a.index == link.index}
-    notes = []
-    for key in [k for k in d.addrs if k[0] == link.index and is_floating(k[1], config)]:
-        del d.addrs[key]  # keepalived's to add and remove
-    for ip in eni.ips:
-        if is_floating(ip, config) and ip not in here:
-            d.rules.pop(RuleChange("add", ip.version, prio, table, host(ip)).key(), None)
-    elsewhere = set(listed_elsewhere)
+    elsewhere, excluded = tuple(elsewhere), tuple(excluded)
     tables = {(fam, t) for fam, t, _ in d.routes}
+    notes = []
     for a in state.addrs:
-        if a.index != link.index or a.ip in eni.ips or not is_floating(a.ip, config):
-            continue
+        if a.index != link.index or a.ip in eni.ips or any(a.ip in n for n in eni.prefixes):
+            continue  # not on this link, or metadata's: want_eni gave it its rule
+        floating = is_floating(a.ip, config)
+        if a.marked(config.protocol) and not floating:
+            continue  # ours and unlisted: it is removed, and no rule
         fam = a.ip.version
         subnets = eni.ipv4_subnets if fam == 4 else eni.ipv6_subnets
         if not any(a.ip in n for n in subnets) or (fam, table) not in tables:
             continue  # not in its subnet, or the ENI has no table for the family
-        if a.ip in elsewhere:
-            notes.append(f"floating IP {a.ip} on {link.name}: metadata lists it on another ENI")
+        if any(a.ip in n for n in excluded):
+            continue  # exclude_ips: left alone, rule and all
+        what = "floating IP" if floating else "address (not eni-guest's)"
+        if any(a.ip in n for n in elsewhere):
+            notes.append(f"{what} {a.ip} on {link.name}: metadata lists it on another ENI")
             continue
         rule = RuleChange("add", fam, prio, table, host(a.ip), eni=eni.mac)
         d.rules.setdefault(rule.key(), rule)
-        notes.append(f"floating IP {a.ip} on {link.name}: routed through table {table}")
+        notes.append(f"{what} {a.ip} on {link.name}: routed through table {table}")
     return notes

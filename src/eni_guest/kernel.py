@@ -308,7 +308,7 @@ class MainRouteEvent:
 @dataclass(frozen=True)
 class Added:
     """An address the kernel added (or updated): decoded only when the monitor's
-    `addresses_added` is set, for floating IPs (watch_floating.py)."""
+    `addresses_added` is set: others' addresses on ENI links (watch_floating.py)."""
 
     addr: Addr
 
@@ -333,7 +333,7 @@ class LinkMonitor:
     def __init__(self, *, objects: bool = False, protocol: Optional[int] = None) -> None:
         groups = (RTNLGRP_LINK,) + (OBJECT_GROUPS if objects else ())
         self.protocol = protocol
-        self.addresses_added = False  # decode RTM_NEWADDR too (floating IPs)
+        self.addresses_added = False  # decode RTM_NEWADDR too (watch_floating.py)
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.bind((0, sum(1 << (g - 1) for g in groups)))

@@ -46,6 +46,8 @@ RULE = "usr/lib/udev/rules.d/90-eni-guest.rules"
 UNIT_DIR = "usr/lib/systemd/system"
 CLOUD_MODULE_DIR = "usr/lib/python3/dist-packages/cloudinit/config"
 CONFIG_FILE = "etc/eni-guest/eni-guest.toml"
+BOOT_HELPER = "usr/lib/eni-guest/boot-secondary-nic"
+NETWORKD_BOOT = "usr/lib/systemd/network/" + NETWORKD_HOTPLUG.name
 #: What the agent and its cloud-init module write outside the package's file list; the postrm
 #: removes them (the settings cloud-init kept, on purge only).
 RUNTIME_FILES = (
@@ -65,7 +67,12 @@ def package_files() -> dict[str, str]:
     """Path (relative to the package's root) -> content of every file rendered for it."""
     context = unit_context([BINARY], Path("/nonexistent"))
     context["systemctl"] = "/usr/bin/systemctl"  # not the build machine's
+    # Secondary ENIs attached at boot are kept from the distro's DHCP before any run
+    # (distro_hotplug.py): the rule's helper, and networkd's side of its mark.
+    context["boot_helper"] = "/" + BOOT_HELPER
     files = {RULE: render_rule(context)}
+    files[BOOT_HELPER] = render_template("boot-secondary-nic.sh.j2", context)
+    files[NETWORKD_BOOT] = render_template("networkd-hotplug.network.j2", {"installed": True})
     files.update({f"{UNIT_DIR}/{name}": text for name, text in render_units(context).items()})
     files[f"{CLOUD_MODULE_DIR}/{CLOUD_MODULE}"] = render_module([BINARY])
     files[RT_PROTOS] = render_template("rt_protos.conf.j2", {"protocol": Config().protocol})

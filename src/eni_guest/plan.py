@@ -139,7 +139,9 @@ def _place_enis(
     `p`.  Returns the ENIs' places and the links now matched to an ENI."""
     eni_plans = []
     matched: set[int] = set()
-    listed = {ip for e in instance.enis for ip in e.ips}
+    listed = {e.mac: [*map(host, e.ips), *e.prefixes] for e in instance.enis}
+    for x in (*instance.excluded, *instance.invalid):  # ENIs left alone: still this VM's
+        listed[x.mac] = listed.get(x.mac, []) + [*map(host, x.ips), *x.prefixes]
     for eni in instance.enis:
         s = scope.eni(eni.mac) or EniScope(eni.mac, MANAGED)
         link = state.link(s.link.index) if s.link is not None else None
@@ -154,7 +156,8 @@ def _place_enis(
         if link is not None and why is None:
             matched.add(link.index)
             want_eni(d, eni, link, config)
-            notes += floating.want(d, eni, link, state, config, listed - set(eni.ips))
+            elsewhere = [n for mac, nets in listed.items() if mac != eni.mac for n in nets]
+            notes += floating.want(d, eni, link, state, config, elsewhere, instance.excluded_ips)
             continue
         p.ips(eni.ips, eni.prefixes)
         p.tables.add(table_of(eni, config))

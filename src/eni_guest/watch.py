@@ -16,9 +16,9 @@ Two threads:
   interfaces costs one metadata read per poll, not one per interface, and a slow wait never
   blocks events, the periodic reconcile or a detach.  What someone else deleted is put back
   by a reconcile with the last complete metadata read, within a second, no metadata read
-  needed (also during a metadata outage: the deletion was not metadata's doing).  A floating
-  IP (floating_ips) coming or going on an ENI link is answered the same way, at once, with no
-  debounce: keepalived just became master or stepped down (watch_floating.py).
+  needed (also during a metadata outage: the deletion was not metadata's doing).  Someone
+  else's address (a floating IP) coming or going on an ENI link is answered the same way, at
+  once, with no debounce: keepalived just became master or stepped down (watch_floating.py).
 
 While metadata fails nothing is changed (reconcile reads metadata before the kernel), and the
 outage is logged once when it starts and once when it ends.  Cleaning up after a detach needs
@@ -49,7 +49,7 @@ from .mirror import mirror_metric
 from .model import Instance
 from .providers import memo
 from .state import ForeignRule, Link
-from .watch_inbox import Inbox, Waiting, status_text
+from .watch_inbox import Inbox, Waiting, judge_waiting, status_text, watchdog
 
 log = logging.getLogger("eni_guest")
 
@@ -80,6 +80,7 @@ class Watcher:
         self._detected: Optional[tuple[Config, Config]] = None
         self._restore = restore.Schedule(clock)
         self._instance: Optional[Instance] = None  # the last complete metadata read
+        self._floating_retry = False  # the last floating reconcile failed: once more
         self._floating_at: Optional[float] = None  # a floating address came or went then
         self.notify = sdnotify.Notifier()  # systemd: READY, STATUS, WATCHDOG (Type=notify)
         self.main_seen = clock()  # when the main thread last woke (watch_loop), for WATCHDOG
@@ -128,7 +129,7 @@ class Watcher:
         self.cycles += 1
 
     def _cycle_done(self, done: Optional[tuple]) -> bool:
-        self._status(done)
+        self.notify.send(f"STATUS={status_text(done, self._outage, self._failed)}")
         if done is None:
             return False
         self._instance = done[0]
@@ -157,7 +158,15 @@ class Watcher:
         if self._instance is None:
             self._next_full = self._clock()
             return
-        done = self._reconcile(lambda: self._instance, quiet=self._floating_again)
+        # Its check may lose a race with keepalived flapping the address before that event
+        # is even read: the first failure is followed by one more try at once, quietly.
+        first, self._floating_retry = not self._floating_retry, False
+        done = self._reconcile(
+            lambda: self._instance, quiet=lambda: first or self._floating_again()
+        )
+        if done is None and first:
+            self._floating_retry, self._floating_at = True, at
+            return
         if done is not None and done[1].applied and at is not None:
             took = (time.monotonic() - at) * 1000
             log.info("floating IPs followed (%.0f ms after the address event)", took)
@@ -215,43 +224,16 @@ class Watcher:
                 log.warning("warning: %s", c.warning)
         return instance, result
 
-    def _status(self, done: Optional[tuple]) -> None:
-        """What `systemctl status` shows: the last full reconcile's outcome."""
-        self.notify.send(f"STATUS={status_text(done, self._outage, self._failed)}")
-
-    def _watchdog(self) -> None:
-        """WATCHDOG=1 when due, and only while the main thread (kernel events, signals) is
-        alive too: it wakes at least once per watchdog interval (watch_loop.py)."""
-        interval = self.notify.interval
-        if interval is not None and self._clock() - self.main_seen <= 2 * interval + 1:
-            self.notify.ping()
-
     def _judge_waiting(self, instance: Optional[Instance], *, configured: bool = True) -> bool:
-        """Judge every waiting link after one metadata read (None: it failed); forget the
-        decided ones, saying why where it matters.  True when one of them is to be configured.
-        configured=False keeps those waiting: the reconcile that configures them is yet to run
-        (and if it fails, the next poll tries again).
-        """
-        now = self._clock()
-        configure = False
-        for index, w in list(self._waiting.items()):
-            verdict = settle.judge(
-                w.link,
-                instance,
-                error=self._outage,
-                time_left=w.deadline - now,
-                timeout=self.config.hotplug_timeout,
-            )
-            if verdict.action == settle.WAIT or (
-                verdict.action == settle.CONFIGURE and not configured
-            ):
-                configure |= verdict.action == settle.CONFIGURE
-                continue
-            del self._waiting[index]
-            configure |= verdict.action == settle.CONFIGURE
-            if verdict.why:
-                log.log(verdict.level, "%s", verdict.why)
-        return configure
+        """Judge every waiting link after one metadata read (watch_inbox.judge_waiting)."""
+        return judge_waiting(
+            self._waiting,
+            instance,
+            error=self._outage,
+            now=self._clock(),
+            timeout=self.config.hotplug_timeout,
+            configured=configured,
+        )
 
     def _poll(self) -> None:
         """One metadata read for the waiting links, under the run lock; as soon as one has
@@ -325,7 +307,7 @@ class Watcher:
         while True:
             with self._cond:
                 while not self._stopping and not self._has_mail():
-                    self._watchdog()
+                    watchdog(self.notify, self._clock() - self.main_seen)
                     left = self._due() - self._clock()
                     if left <= 0:
                         break

@@ -5,8 +5,8 @@ before the first dump of the links, so a link appearing in between is not missed
 the links that exist (bounded by them, so memory stays flat), passes on a new, renamed or
 readdressed link and the departure of an ENI link, the deletions of eni-guest's objects
 and the changes of main-table routes through ENI links (restore.collect, mirror.py), and
-floating addresses coming and going (watch_floating.py).  Events the kernel had to drop
-(a full socket buffer) mean: re-read every link and reconcile.  Signals arrive through a
+others' addresses on ENI links coming and going (watch_floating.py).  Events the kernel had
+to drop (a full socket buffer) mean: re-read every link and reconcile.  Signals arrive through a
 pipe, so select() wakes for them: SIGTERM and SIGINT stop, SIGHUP reloads the
 configuration.  It never busy-loops: it sleeps in select(), at most one watchdog interval
 under systemd (sdnotify.py), so the worker's WATCHDOG=1 pings also vouch for this thread.
@@ -50,7 +50,7 @@ def run(w: Watcher) -> int:
     previous[signal.SIGINT] = signal.signal(signal.SIGINT, on_signal)
     # Subscribe before the first dump: a link appearing in between is then not missed.
     monitor = LinkMonitor(objects=True, protocol=w.config.protocol)
-    monitor.addresses_added = watch_floating.wanted(w.config)
+    monitor.addresses_added = True  # others' addresses on ENI links (watch_floating.py)
     known: dict[int, Link] = {}
 
     def resync(startup: bool) -> None:
@@ -105,7 +105,7 @@ def _serve(
     while True:
         w.main_seen = w._clock()  # the worker's WATCHDOG=1 pings check that this loop runs
         try:
-            # with a watchdog, wake at least once per interval (watch.Watcher._watchdog)
+            # with a watchdog, wake at least once per interval (watch_inbox.watchdog)
             ready, _, _ = select.select([monitor, wake_r], [], [], w.notify.interval)
         except InterruptedError:  # pragma: no cover - PEP 475 retries for us
             continue
@@ -131,7 +131,6 @@ def _events(
     from .kernel import EventsLost
 
     monitor.protocol = w.config.protocol  # SIGHUP may have changed it
-    monitor.addresses_added = watch_floating.wanted(w.config)
     try:
         events = monitor.read_events()
     except EventsLost:

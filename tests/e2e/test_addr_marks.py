@@ -96,9 +96,13 @@ def test_metric_without_protocol_is_ours_and_removed_when_unlisted(
     protos, shown = addr_protocols(vm), metrics(vm)
     assert [(protos[k], shown[k]) for k in ours_by_metric] == [(None, METRIC), (None, METRIC)]
     out = apply_json(vm)
+    # ours by the metric go; someone else's inside eth1's subnet stay and get eth1's rule
+    # (floating.py), the one outside it (10.0.9.1/24) none
     assert sorted(out["changes"]) == [
         "addr del 10.0.1.22/32 dev eth1",
         "addr del 2001:db8:2::33/128 dev eth2",
+        "rule add from 10.0.1.23 lookup 10001 priority 10002",
+        "rule add from 10.0.1.24 lookup 10001 priority 10002",
     ]
     assert "10.0.1.22/32" not in vm.guest_ips("eth1")
     assert "2001:db8:2::33/128" not in vm.guest_ips("eth2")

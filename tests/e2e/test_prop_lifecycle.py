@@ -169,6 +169,7 @@ def test_property7_agent_objects_recognisable_from_kernel_alone(
     vm = simvm(scenario_3eni)
     for cmd in _FOREIGN:
         vm.guest(cmd)
+    vm.guest(["ip", "addr", "add", "198.51.100.9/32", "dev", "eth2"])  # outside its subnets
     foreign = foreign_view(vm)
     foreign_rules = foreign["rules4"] + foreign["rules6"]
     apply_json(vm)
@@ -180,7 +181,12 @@ def test_property7_agent_objects_recognisable_from_kernel_alone(
                 continue
             assert rule.get("protocol") == OURS, rule
             assert rule["priority"] in PRIO_RANGE, rule
-    assert len(agent_rules(vm)) == 2 + 8  # shared rule per family + one per private IP
+    # shared rule per family + one per private IP + one per hand-made address inside its
+    # ENI's subnet (10.0.1.99 on eth1, 10.0.1.98 on eth0: floating.py); none for one outside
+    srcs = sorted((r["src"], r["table"]) for r in agent_rules(vm) if r.get("src"))
+    assert ("10.0.1.99", "10001") in srcs and ("10.0.1.98", "10000") in srcs, srcs
+    assert "198.51.100.9" not in {src for src, _ in srcs}
+    assert len(agent_rules(vm)) == 2 + 8 + 2
 
     # Routes in the agent's tables: the agent's protocol, unless foreign.
     ours_tables = set()

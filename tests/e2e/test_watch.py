@@ -276,3 +276,41 @@ def scrape(path: Path) -> dict[str, float]:
             series, value = line.rsplit(" ", 1)
             out[series] = float(value)
     return out
+
+
+def test_someone_elses_address_gets_its_rule_at_once_without_any_setting(
+    simvm: Factory, scenario_3eni: dict[str, Any], daemons: list[Daemon]
+) -> None:
+    """No floating_ips: `ip addr add 10.0.2.77/32 dev eth2`, an IP metadata does not list
+    (the cloud routes it to eth2's ENI; metadata lags far behind), gets eth2's rule within
+    100 ms, answers through the VPC's source check, is never removed, and its rule goes with
+    it (floating.py, watch_floating.py)."""
+    from eni_guest_lab.ha import Client, Responder, address_to_rule
+
+    vm = simvm(scenario_3eni, docker=False)
+    api = vm.start_cloud_api(lag=600.0)  # metadata does not list it during the test
+    api.call("assign-private-ip", {"eni": THIRD_MAC, "ip": "10.0.2.77"})
+    d = start(daemons, vm)
+    wait_for("initial reconcile", lambda: "10.0.2.31" in sources(vm), 10)
+    time.sleep(1.0)  # the daemon answers address events after its first reconcile's end
+    ns = vm.main_guest.ns
+    responder, client = Responder(ns, "10.0.2.77", "eth2"), Client(vm, "10.0.2.77")
+    try:
+        took = address_to_rule(ns, "eth2", "10.0.2.77")
+        print(f"\nsomeone else's address: address to rule {took * 1000:.1f} ms (no setting)")
+        assert took < 0.1, f"address to rule took {took * 1000:.0f} ms"
+        assert (10003, "10.0.2.77", "10002") in rules(vm)
+        since = time.time()
+        wait_for("an answer from 10.0.2.77", lambda: client.first_from("eth2", since), 2)
+        r = vm.agent("apply")
+        assert r.returncode == 0, r.stderr
+        assert "10.0.2.77/32" in vm.guest_ips("eth2", 4)  # never removed
+        assert (10003, "10.0.2.77", "10002") in rules(vm)
+        gone = address_to_rule(ns, "eth2", "10.0.2.77", add=False)
+        print(f"someone else's address: address gone to rule gone {gone * 1000:.1f} ms")
+        assert "10.0.2.77" not in sources(vm)
+    finally:
+        client.close()
+        responder.close()
+    assert "rror" not in d.log() and "Traceback" not in d.log()
+    stopped_cleanly(d)

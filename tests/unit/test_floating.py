@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from ipaddress import ip_network
 
 import pytest
 from test_plan import (
@@ -25,6 +26,7 @@ from test_plan import (
 
 from eni_guest.config import Config, load
 from eni_guest.errors import ConfigError
+from eni_guest.model import Excluded
 from eni_guest.plan import AddrChange, RuleChange, plan
 from eni_guest.state import Addr
 
@@ -85,8 +87,9 @@ def test_metadata_listed_ip_keepalived_added_without_our_marks_is_not_touched() 
     assert not of(p, AddrChange)
     assert rule_keys(of(p, RuleChange)) == {(10003, 10002, h(VIP), None)}
     p = plan(vm(P, B, C), Config(), converged(vm(P, B, c_vip), Config(), state))
-    assert not of(p, AddrChange)  # unlisted again: its rule goes, the address stays
-    assert [(c.op, c.src) for c in p.changes] == [("del", h(VIP))]
+    # unlisted again: an address on the link inside the ENI's subnet that is not ours keeps
+    # its rule while it is there (floating.py), and the address stays
+    assert p.changes == ()
 
 
 def test_floating_address_outside_the_enis_subnet_or_listed_elsewhere_gets_nothing() -> None:
@@ -96,8 +99,10 @@ def test_floating_address_outside_the_enis_subnet_or_listed_elsewhere_gets_nothi
     # 10.0.1.10 is the primary's, listed there: on eth1 metadata decides, not presence
     on_eth1 = with_addrs(state, keepalived("10.0.1.10", 3))
     assert plan(vm(P, B, C), CFG, on_eth1).changes == ()
-    # an address outside floating_ips on an ENI link: nothing (an administrator's)
-    assert plan(vm(P, B, C), CFG, with_addrs(state, keepalived("10.0.2.99"))).changes == ()
+    # an address outside floating_ips on an ENI link (an administrator's), inside the
+    # subnet: its rule all the same, never an address change
+    p = plan(vm(P, B, C), CFG, with_addrs(state, keepalived("10.0.2.99")))
+    assert [(c.op, c.src) for c in p.changes] == [("add", h("10.0.2.99"))]
 
 
 def test_floating_ips_setting_is_checked() -> None:
@@ -128,3 +133,49 @@ def test_ipv6_floating_address_gets_its_rule_in_the_enis_ipv6_table() -> None:
         with_addrs(converged(vm(P, B, C), cfg, BOOT_STATE), Addr(ETH2.index, ip(vip6), 128, None)),
     )
     assert p.changes == ()
+
+
+# --- with no floating_ips setting: every address someone else adds on an ENI link
+
+
+def test_without_the_setting_someone_elses_address_in_the_subnet_gets_its_rule() -> None:
+    cfg = Config()
+    state = converged(vm(P, B, C), cfg, BOOT_STATE)
+    here = with_addrs(state, keepalived("10.0.2.77"))
+    p = plan(vm(P, B, C), cfg, here)
+    assert [(c.op, c.priority, c.table, c.src) for c in p.changes] == [
+        ("add", 10003, 10002, h("10.0.2.77"))
+    ]
+    assert any("address (not eni-guest's) 10.0.2.77 on eth2" in n for n in p.notes)
+    after = converged(vm(P, B, C), cfg, here)
+    assert plan(vm(P, B, C), cfg, after).changes == ()  # never an address change
+    gone = replace(after, addrs=tuple(a for a in after.addrs if a.ip != ip("10.0.2.77")))
+    assert [(c.op, c.src) for c in plan(vm(P, B, C), cfg, gone).changes] == [
+        ("del", h("10.0.2.77"))
+    ]
+
+
+def test_without_the_setting_ours_unlisted_goes_and_others_outside_or_excluded_get_nothing() -> (
+    None
+):
+    cfg = Config()
+    state = converged(vm(P, B, C), cfg, BOOT_STATE)
+    # one of ours that metadata no longer lists: removed, no rule
+    ours = Addr(ETH2.index, ip("10.0.2.77"), 32, PROTO, PROTO)
+    p = plan(vm(P, B, C), cfg, with_addrs(state, ours))
+    assert [(type(c).__name__, c.op) for c in p.changes] == [("AddrChange", "del")]
+    # outside the ENI's subnets: nothing
+    assert plan(vm(P, B, C), cfg, with_addrs(state, keepalived("192.0.2.7"))).changes == ()
+    # exclude_ips covers it: nothing
+    excluded = replace(vm(P, B, C), excluded_ips=(ip_network("10.0.2.64/26"),))
+    assert plan(excluded, cfg, with_addrs(state, keepalived("10.0.2.77"))).changes == ()
+
+
+def test_without_the_setting_an_address_listed_on_an_excluded_eni_is_left_to_metadata() -> None:
+    cfg = Config()
+    state = converged(vm(P, B, C), cfg, BOOT_STATE)
+    other = Excluded("0e:ee:00:00:00:09", "eni-x", "exclude_enis 'eni-x'", (ip("10.0.2.77"),))
+    instance = replace(vm(P, B, C), excluded=(other,))
+    p = plan(instance, cfg, with_addrs(state, keepalived("10.0.2.77")))
+    assert not of(p, RuleChange)
+    assert any("10.0.2.77 on eth2: metadata lists it on another ENI" in n for n in p.notes)

@@ -34,8 +34,12 @@ def test_the_package_ships_every_file_at_its_packaged_place() -> None:
             "usr/lib/python3/dist-packages/cloudinit/config/cc_eni_guest.py",
             RT_PROTOS,
             "etc/eni-guest/eni-guest.toml",
+            # the boot-time marking of secondary ENIs (the rule's helper, networkd's side)
+            "usr/lib/eni-guest/boot-secondary-nic",
+            "usr/lib/systemd/network/04-eni-guest-hotplug.network",
         ]
     )
+    assert 'PROGRAM=="/bin/sh /usr/lib/eni-guest/boot-secondary-nic %p"' in files[packaging.RULE]
     unit = files["usr/lib/systemd/system/eni-guest-hotplug@.service"]
     assert "ExecStart=/usr/bin/eni-guest hotplug add %i\n" in unit
     assert "ProtectHome=yes\n" in unit
@@ -50,6 +54,7 @@ def test_the_package_renders_what_install_renders() -> None:
     """Same templates, same content, for the same command: only the places differ."""
     context = unit_context(["/usr/bin/eni-guest"])
     context["systemctl"] = "/usr/bin/systemctl"
+    context["boot_helper"] = "/usr/lib/eni-guest/boot-secondary-nic"  # the package's place
     files = packaging.package_files()
     assert files[packaging.RULE] == render_rule(context)
     for name, text in render_units(context).items():

@@ -229,16 +229,16 @@ CASES = [
         [],
     ),
     Case(
-        "someone else's address on an ENI (no protocol 229) is never removed",
+        "someone else's address on an ENI (no protocol 229) is never removed, and has its rule",
         (*CONVERGED, "addr 10.0.1.99/32 dev eth1"),
         (PRIMARY, SECOND),
-        [],
+        ["rule add from 10.0.1.99 lookup 10001 priority 10002"],
     ),
     Case(
         "an address with our metric but another protocol is someone else's",
         (*CONVERGED, "addr 10.0.1.99/32 dev eth1 proto 4 metric 229"),
         (PRIMARY, SECOND),
-        [],
+        ["rule add from 10.0.1.99 lookup 10001 priority 10002"],
     ),
     # --- a kernel that keeps no address protocols: the metric marks eni-guest's addresses
     Case(
@@ -290,20 +290,25 @@ CASES = [
             "addr 10.0.1.99/32 dev eth1",
         ),
         (PRIMARY, SECOND),
-        [],
+        [
+            "rule add from 10.0.1.98 lookup 10001 priority 10002",
+            "rule add from 10.0.1.99 lookup 10001 priority 10002",
+        ],
     ),
     Case(
         "no address protocols: our metric on a subnet address is not ours (we add host ones)",
         (*CONVERGED_NO_ADDR_PROTO, "addr 10.0.1.99/24 dev eth1 metric 229"),
         (PRIMARY, SECOND),
-        [],
+        ["rule add from 10.0.1.99 lookup 10001 priority 10002"],
     ),
     # --- addresses with neither mark: never ours, whoever added them
     Case(
-        "neither mark, an IP unassigned: its rule goes, its address stays",
+        # an address without marks is someone else's: while it is on the link inside the
+        # subnet it keeps its rule (floating.py), listed or not
+        "neither mark, an IP unassigned: its address stays, and so does its rule",
         CONVERGED_UNMARKED,
         (eni(MAC0, 0, "10.0.1.10", "10.0.1.0/24"), SECOND),
-        ["rule del from 10.0.1.11 lookup 10000 priority 10001"],
+        [],
     ),
     Case(
         "neither mark, converged: the listed addresses are used as they are, not re-added",

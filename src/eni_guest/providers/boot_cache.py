@@ -54,17 +54,25 @@ def boot_id(source: Optional[Path] = None) -> Optional[str]:
     return text or None
 
 
+def read_json(path: Path) -> Optional[object]:
+    """The JSON in a file of ours (read_ours), or None when it is missing or not to be
+    trusted (logged at debug: a file of the boot that is wrong is asked again, not fatal)."""
+    try:
+        return json.loads(read_ours(path))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:  # unreadable, not ours, not JSON, not UTF-8
+        log.debug("ignoring %s: %s", path, e)
+        return None
+
+
 def load(config: Config, boot: Optional[str]) -> Optional[tuple[str, str]]:
     """(provider, why) kept earlier this boot for this configuration, or None."""
     path = path_for(config)
     if boot is None or path is None:
         return None
-    try:
-        data = json.loads(read_ours(path))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:  # unreadable, not ours, not JSON, not UTF-8
-        log.debug("ignoring %s: %s", path, e)
+    data = read_json(path)
+    if data is None:
         return None
     problem = _problem(data, config, boot)
     if problem is not None:
