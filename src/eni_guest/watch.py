@@ -73,6 +73,7 @@ class Watcher:
         self._waiting: dict[int, Waiting] = {}  # worker-owned, keyed by ifindex
         self._backoff = settle.Backoff()
         self._poll_at = 0.0
+        self._polled_at = float("-inf")  # when the waiting links' last read was
         self._next_full = 0.0  # the first cycle runs at once
         self._outage: Optional[str] = None
         self._warnings: frozenset[str] = frozenset()
@@ -256,7 +257,8 @@ class Watcher:
         done = self._reconcile(read_and_judge, recorded=False)
         if settled:
             self._cycle_done(done)
-        self._poll_at = self._clock() + self._backoff.next()
+        self._polled_at = self._clock()
+        self._poll_at = self._polled_at + self._backoff.next()
 
     def _configured_meanwhile(self) -> bool:
         """Forget the waiting links another run (udev's `hotplug add`) configured meanwhile
@@ -286,7 +288,9 @@ class Watcher:
             for index, link in box.appeared.items():
                 self._waiting[index] = Waiting(link, now + self.config.hotplug_timeout)
             self._backoff.reset()
-            self._poll_at = now
+            # At once, but reads for waiting links stay FIRST_DELAY apart: a burst of links
+            # (Docker starting 20 containers) costs a read per FIRST_DELAY, not one per link.
+            self._poll_at = max(now, self._polled_at + settle.FIRST_DELAY)
         if box.unplug:
             self._unplug()
         if box.reconcile:
