@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -57,6 +56,8 @@ Runner = Callable[[list[str]], tuple[int, str]]
 
 
 def _run(argv: list[str]) -> tuple[int, str]:
+    import subprocess  # only when NetworkManager or networkd is asked something
+
     try:
         cp = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
     except FileNotFoundError:

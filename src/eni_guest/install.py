@@ -31,7 +31,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-from dataclasses import dataclass, field, fields
+from dataclasses import field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -46,6 +46,7 @@ from .install_cloudinit import (
     cloud_init_files,
     cloudinit_module_dirs,
 )
+from .record import record
 from .templating import render_template
 
 RULE = "etc/udev/rules.d/90-eni-guest.rules"
@@ -86,7 +87,7 @@ EXCLUDED_DEVTYPES = _words(
 _UNSAFE = re.compile(r"[\s\"'\\%$;`]")
 
 
-@dataclass
+@record
 class Report:
     """What a run did, one line per path, for the command line and the tests."""
 

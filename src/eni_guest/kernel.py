@@ -23,7 +23,6 @@ import errno
 import os
 import socket
 import struct
-from dataclasses import dataclass
 from typing import Callable, Iterable, Optional, Union
 
 from . import metrics
@@ -58,6 +57,7 @@ from .netlink_decode import (
     rule_of,
 )
 from .netlink_encode import RTN_UNICAST, Encoder
+from .record import record
 from .state import Addr, ForeignRule, KernelState, Link, MainRoute, Route, Rule, addr_metric
 
 # Dump and get requests, packed: ifinfomsg (family, type, index, flags, change), ifaddrmsg
@@ -286,7 +286,7 @@ RTNLGRP_LINK = 1
 OBJECT_GROUPS = (5, 7, 8, 9, 11, 19)  # IPV4_IFADDR, IPV4_ROUTE, IPV4_RULE, IPV6_{IFADDR,ROUTE,RULE}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Gone:
     """An address, rule or route the kernel deleted: anyone's (the watch daemon tells ours
     with our_rule, our_route and the address's protocol).  proto is None for an address on a
@@ -296,7 +296,7 @@ class Gone:
     proto: Optional[int]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MainRouteEvent:
     """Someone else's main-table unicast route through a link appeared, changed or went
     (mirror.py copies those through an ENI into its table): the watch daemon reconciles."""
@@ -305,7 +305,7 @@ class MainRouteEvent:
     present: bool
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Added:
     """An address the kernel added (or updated): decoded only when the monitor's
     `addresses_added` is set: others' addresses on ENI links (watch_floating.py)."""

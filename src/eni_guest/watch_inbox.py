@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Optional
 
 from . import settle
 from .config import Config
 from .model import Instance
+from .record import record
 from .state import Link
 
 log = logging.getLogger("eni_guest")
 
 
-@dataclass
+@record
 class Waiting:
     """A link that appeared and waits for metadata to list its MAC as a settled ENI."""
 
@@ -25,7 +26,7 @@ class Waiting:
     deadline: float
 
 
-@dataclass
+@record
 class Inbox:
     """What the main thread hands to the worker (guarded by Watcher._cond)."""
 

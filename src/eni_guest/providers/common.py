@@ -12,10 +12,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..errors import MetadataDisabled, MetadataInvalid, MetadataUnavailable
+from ..record import record
 from . import memo
 from .http import HttpClient, NotFound
 
@@ -111,7 +111,7 @@ def subnet_of(ip: str, ip_key: str, mask: str, mask_key: str) -> str:
     return str(ipaddress.ip_interface(f"{addr}/{length}").network)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TokenRules:
     """An IMDSv2-style session (AWS; Alibaba's hardened mode): PUT `path` with a TTL header
     returns a token that every GET carries; a 401 means it expired (one new token, one retry).

@@ -32,11 +32,11 @@ import socket
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from ..errors import MetadataUnavailable
+from ..record import record
 
 MAX_BODY = 256 * 1024  # metadata leaves are tiny; anything bigger is not a metadata service
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -44,7 +44,7 @@ MAX_HEAD = 64 * 1024  # status line and headers
 READ = 64 * 1024  # bytes asked of one recv()
 
 
-@dataclass
+@record
 class Response:
     status: int
     text: str
@@ -177,7 +177,9 @@ class HttpClient:
     def _connect(self, key: tuple[str, str, int]) -> _Connection:
         scheme, host, port = key
         timeout = min(self.timeout, self._left())
-        sock = socket.create_connection((host, port), timeout=timeout)
+        # A str host makes getaddrinfo load the idna codec (~3 ms); an address needs none.
+        name: Any = host.encode("ascii") if host.isascii() else host
+        sock = socket.create_connection((name, port), timeout=timeout)
         if scheme == "https":
             import ssl  # only for an https metadata_url
 
