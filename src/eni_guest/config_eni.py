@@ -9,11 +9,10 @@ Errors name the table as `eni[N]`, N counting from 1 as in the file.
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any, Optional
 
 from .errors import ConfigError
-from .record import record
+from .record import fields, record
 from .syntax import address, eni_ref, network
 
 MTU_MIN, MTU_MAX = 68, 65535  # IPv4's minimum (RFC 791) and the largest the kernel takes

@@ -10,14 +10,13 @@ would create it, keyed the way the kernel tells objects apart.
 
 from __future__ import annotations
 
-from dataclasses import field
 from ipaddress import IPv4Network, IPv6Network
 
 from .changes import ALL_ENIS, MAIN_TABLE, AddrChange, LinkChange, RouteChange, RuleChange
 from .config import Config
 from .config_eni import MTU_MIN_IPV6
 from .model import Eni, IPAddress, IPNetwork
-from .record import record
+from .record import field, record
 from .state import Link, Rule, addr_metric
 
 DEFAULT4 = IPv4Network("0.0.0.0/0")

@@ -43,7 +43,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
 from . import settle
@@ -53,6 +52,7 @@ from .errors import MetadataDisabled, MetadataError, MetadataUnavailable
 from .model import Instance
 from .providers.detect import MAX_WINDOW, TOTAL_TIMEOUT
 from .providers.registry import AUTO
+from .record import replace
 from .settle import Backoff
 from .state import KernelState, Link
 

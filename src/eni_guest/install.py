@@ -31,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-from dataclasses import field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -46,7 +45,7 @@ from .install_cloudinit import (
     cloud_init_files,
     cloudinit_module_dirs,
 )
-from .record import record
+from .record import field, fields, record
 from .templating import render_template
 
 RULE = "etc/udev/rules.d/90-eni-guest.rules"

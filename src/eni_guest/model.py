@@ -10,13 +10,12 @@ kernel is touched.  The validated model is immutable.
 
 from __future__ import annotations
 
-from dataclasses import field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Iterable, Optional, Union
 
 from .config import MAX_DEVICE_NUMBER, SLOTS, Config, normalize_mac
 from .errors import MetadataInvalid
-from .record import record
+from .record import field, record
 
 if TYPE_CHECKING:
     from .scope import Scope

@@ -16,14 +16,13 @@ from __future__ import annotations
 import copy
 import ipaddress
 import logging
-from dataclasses import field, fields
 from ipaddress import IPv4Network, IPv6Network
 from typing import Iterable
 
 from .config import Config, EniOverlay, normalize_mac
 from .errors import MetadataInvalid
 from .model import RawEni, RawInstance
-from .record import record
+from .record import field, fields, record
 
 log = logging.getLogger("eni_guest")
 

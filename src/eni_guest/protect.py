@@ -9,13 +9,12 @@ what eni-guest was told, or cannot yet prove, it must not manage.
 
 from __future__ import annotations
 
-from dataclasses import field
 from typing import Optional
 
 from .config import Config
 from .desired import host
 from .model import Excluded, Instance, IPNetwork
-from .record import record
+from .record import field, record
 from .scope import Scope
 from .state import Addr, KernelState, Link, Route, Rule
 

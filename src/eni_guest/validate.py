@@ -11,7 +11,6 @@ route.  Excluded and unsettled ENIs are not validated: eni-guest does not act on
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import replace
 from ipaddress import IPv4Network, IPv6Network
 from typing import Optional
 
@@ -30,6 +29,7 @@ from .model import (
     assign_table_slots,
 )
 from .overlay import Merged, lenient, merge
+from .record import replace
 from .reserved import cloud_reserves, reserved
 from .scope import EXCLUDED, MANAGED, Scope, decide
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import field
 from typing import Any, Optional
 
 from . import settle
 from .config import Config
 from .model import Instance
-from .record import record
+from .record import field, record
 from .state import Link
 
 log = logging.getLogger("eni_guest")

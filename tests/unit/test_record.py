@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
+import subprocess
+import sys
 from dataclasses import field
 from typing import Any, Callable, Optional
 
@@ -89,3 +91,36 @@ def test_methods_a_class_defines_itself_are_kept() -> None:
             return 7
 
     assert repr(Own(1)) == "mine" and hash(Own(1)) == 7 and Own(1) == Own(1)
+
+
+def test_own_helpers_inheritance_and_no_dataclasses_import() -> None:
+    from eni_guest import record as rec
+
+    @record
+    class Base:
+        a: int
+        tags: list = rec.field(default_factory=list)
+
+    @record
+    class Child(Base):
+        b: str = "x"
+
+    c = Child(1)
+    assert [f.name for f in rec.fields(c)] == ["a", "tags", "b"]
+    assert [f.name for f in dataclasses.fields(c)] == ["a", "tags", "b"]  # made on demand
+    assert rec.replace(c, b="y") == Child(1, [], "y") == dataclasses.replace(c, b="y")
+    assert dataclasses.asdict(c) == {"a": 1, "tags": [], "b": "x"}
+    assert Child.__match_args__ == ("a", "tags", "b")
+    with pytest.raises(TypeError, match="non-default argument"):
+
+        @record
+        class Wrong:
+            a: int = 0
+            b: int
+
+    code = (
+        "import sys, eni_guest.agent, eni_guest.hotplug, eni_guest.kernel; "
+        "print('dataclasses' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert out.strip() == "False"  # nor inspect, ast and dis with it

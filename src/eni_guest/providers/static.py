@@ -24,14 +24,13 @@ of the [[eni]] tables does not matter and editing one ENI never moves another to
 from __future__ import annotations
 
 import sys
-from dataclasses import field
 from pathlib import Path
 from typing import Any, Optional
 
 from ..config import MAX_DEVICE_NUMBER, Config
 from ..errors import MetadataInvalid, MetadataUnavailable
 from ..model import RawEni, RawInstance, normalize_mac
-from ..record import record
+from ..record import field, record
 
 TOP_KEYS = ("primary_mac", "eni")
 STRING_KEYS = ("mac", "id", "subnet", "gateway", "ipv6_subnet", "ipv6_gateway")
