@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 from . import metrics
@@ -18,6 +17,7 @@ from .config import Config
 from .errors import KernelError, MetadataError, MetadataInvalid
 from .model import Instance, build_instance
 from .plan import Change, Plan, plan
+from .record import field, record, replace
 from .scope import Scope, decide, of_instance
 from .state import KernelState, Link
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("eni_guest")
 
 
-@dataclass
+@record
 class Result:
     instance: Instance
     plan: Plan

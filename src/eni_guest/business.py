@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
 from itertools import product
 from typing import Any, Optional, Union
 
 from .errors import ConfigError
+from .record import record
 from .syntax import address, eni_ref, network
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -48,7 +48,7 @@ Selector = tuple[
 ]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Business:
     """One `[[business]]` table, syntax-checked and normalised."""
 

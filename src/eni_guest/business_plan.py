@@ -19,7 +19,6 @@ configuration error (`check`, exit 2) raised before the kernel is read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import TYPE_CHECKING, Optional
 
@@ -29,6 +28,7 @@ from .config import SLOTS, Config
 from .desired import DEFAULT4, DEFAULT6, Desired
 from .errors import ConfigError
 from .model import Eni, Instance, IPAddress
+from .record import record
 
 if TYPE_CHECKING:
     from .plan import EniPlan, Plan
@@ -58,7 +58,7 @@ def tag_of_table(config: Config, table: int) -> str:
     return tag(config.business[n]) if table in band and n < len(config.business) else ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class BusinessPlan:
     """Where one business lives, or why it waits (for `show`)."""
 

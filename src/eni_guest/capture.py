@@ -27,10 +27,10 @@ a capturing rule: `show` reports it (SYNC "captured"), `apply` warns about it on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
 from .model import IPAddress
+from .record import record
 from .state import ForeignRule
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ LOCAL_TABLE = 255
 DECIDING = frozenset({"lookup", "blackhole", "unreachable", "prohibit"})
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Capture:
     """One foreign rule and the ENI IPs whose traffic it takes: (ENI MAC, IP) each."""
 

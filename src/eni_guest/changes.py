@@ -8,18 +8,18 @@ rule every ENI relies on, "" for cleanup that belongs to no listed ENI).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional, Union
 
 from .business import PROTO_NAMES
 from .model import IPAddress, IPNetwork
+from .record import record
 from .state import Rule
 
 MAIN_TABLE = 254
 ALL_ENIS = "*"  # the `eni` tag of changes every ENI depends on
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LinkChange:
     index: int
     ifname: str
@@ -40,7 +40,7 @@ class LinkChange:
         return " ".join(parts)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class AddrChange:
     op: str  # "add" | "del"
     index: int
@@ -58,7 +58,7 @@ class AddrChange:
         return f"addr {self.op} {self.ip}/{self.prefixlen} dev {self.ifname}{extra}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RouteChange:
     op: str  # "add" (none of ours at this table+destination) | "replace" (ours differs) | "del"
     table: int
@@ -86,7 +86,7 @@ class RouteChange:
         )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RuleChange:
     op: str  # "add" | "del"
     family: int

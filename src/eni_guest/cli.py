@@ -1,5 +1,8 @@
 """Command line: parse options, call the agent, print, map errors to exit codes.  Nothing more.
 
+The bodies of the commands the systemd units run live in commands.py (entry.py runs them
+without click for the units' exact command lines).
+
 Exit codes (README "Exit codes"): 0 done (changed or not), 1 internal error, 2 usage or
 configuration, 3 metadata unavailable/disabled/invalid (nothing changed), 4 kernel refused a
 change, 5 lock wait timed out, 6 not root.
@@ -9,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -17,33 +19,11 @@ from typing import Any, Callable, Optional
 
 import click
 
-from . import __version__
-from .errors import EXIT_INTERNAL, EniGuestError, NotPermitted
+from . import __version__, commands
+from .commands import log  # noqa: F401  (the "eni_guest" logger, for tests)
+from .commands import run as _run
+from .errors import NotPermitted
 from .providers import registry
-
-log = logging.getLogger("eni_guest")
-
-
-class LineFormatter(logging.Formatter):
-    """`eni-guest: ` before every line, also of a record that logs a stage's many changes."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return "\n".join(f"eni-guest: {line}" for line in super().format(record).splitlines())
-
-
-def _setup_logging(verbose: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LineFormatter())
-    log.handlers[:] = [handler]
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
-    log.propagate = False
-
-
-def _config(opts: dict[str, Any]):
-    from .config import load
-
-    path = opts.pop("config_file", None)
-    return load(Path(path) if path else None, options=opts)
 
 
 def provider_options(f: Callable) -> Callable:
@@ -70,31 +50,12 @@ def provider_options(f: Callable) -> Callable:
     return wrapper
 
 
-def _run(fn: Callable[[], Optional[int]]) -> None:
-    """Run a command body; every expected failure becomes one line and its exit code."""
-    try:
-        code = fn() or 0
-    except EniGuestError as e:
-        click.echo(f"eni-guest: {e}", err=True)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        click.echo("eni-guest: interrupted", err=True)
-        sys.exit(130)
-    except Exception:
-        import traceback
-
-        traceback.print_exc()
-        click.echo("eni-guest: internal error (a bug): please report the trace above", err=True)
-        sys.exit(EXIT_INTERNAL)
-    sys.exit(code)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="eni-guest")
 @click.option("-v", "--verbose", count=True, help="Also log why nothing was done.")
 def main(verbose: int) -> None:
     """Configure cloud ENIs and per-IP source routing from instance metadata."""
-    _setup_logging(verbose)
+    commands.setup_logging(verbose)
 
 
 @main.command()
@@ -105,26 +66,7 @@ def apply(dry_run: bool, as_json: bool, **opts: Any) -> None:
     """Reconcile every ENI with metadata (addresses, tables, rules)."""
 
     def body() -> int:
-        from . import textfile
-        from .agent import reconcile
-        from .lock import run_lock
-
-        config = _config(opts)
-        if dry_run:
-            result = reconcile(config, dry_run=True)
-        else:
-            if os.geteuid() != 0:
-                raise NotPermitted(
-                    "eni-guest apply changes addresses and routes and must run as root "
-                    "(try sudo, or --dry-run to only see the plan)"
-                )
-            with run_lock(config.lock_file, config.lock_timeout):
-                try:
-                    result = reconcile(config)
-                except EniGuestError as e:
-                    textfile.record(config, error=e)  # metrics_file, if set (README "Metrics")
-                    raise
-                textfile.record(config, result)
+        result = commands.apply(opts, dry_run=dry_run)
         changes = result.plan.changes if dry_run else result.applied
         if as_json:
             click.echo(
@@ -162,16 +104,11 @@ def show(as_json: bool, **opts: Any) -> None:
         from .agent import reconcile
         from .show import render_json, render_text
 
-        result = reconcile(_config(opts), dry_run=True, fail_on_invalid=False)
+        result = reconcile(commands.config(opts), dry_run=True, fail_on_invalid=False)
         click.echo(render_json(result) if as_json else render_text(result))
         return 0
 
     _run(body)
-
-
-def _need_root(what: str) -> None:
-    if os.geteuid() != 0:
-        raise NotPermitted(f"eni-guest {what} changes addresses and routes and must run as root")
 
 
 @main.group()
@@ -193,14 +130,7 @@ def hotplug_add(iface: str, timeout: Optional[float], **opts: Any) -> None:
     Exit 0 also when IFACE is gone or is not an ENI of this instance (a bridge, a Docker veth).
     """
 
-    def body() -> int:
-        from .hotplug import add
-
-        config = _config({**opts, "hotplug_timeout": timeout})
-        _need_root("hotplug add")
-        return add(config, iface)
-
-    _run(body)
+    _run(lambda: commands.hotplug_add(iface, opts, timeout))
 
 
 @hotplug.command("remove")
@@ -209,14 +139,7 @@ def hotplug_add(iface: str, timeout: Optional[float], **opts: Any) -> None:
 def hotplug_remove(iface: str, **opts: Any) -> None:
     """Clean up the rules and routes left by IFACE, which is already gone (no metadata needed)."""
 
-    def body() -> int:
-        from .hotplug import remove
-
-        config = _config(opts)
-        _need_root("hotplug remove")
-        return remove(config, iface)
-
-    _run(body)
+    _run(lambda: commands.hotplug_remove(iface, opts))
 
 
 @main.command()
@@ -229,17 +152,7 @@ def hotplug_remove(iface: str, **opts: Any) -> None:
 def watch(interval: Optional[float], **opts: Any) -> None:
     """Daemon: follow link events (attach, detach, rename) and reconcile every interval."""
 
-    def body() -> int:
-        from .watch import Watcher
-
-        def load() -> Any:
-            return _config({**opts, "watch_interval": interval})
-
-        watcher = Watcher(load, load())
-        _need_root("watch")
-        return watcher.run()
-
-    _run(body)
+    _run(lambda: commands.watch(opts, interval))
 
 
 @main.command()

@@ -19,7 +19,6 @@ import ipaddress
 import math
 import os
 import sys
-from dataclasses import dataclass, fields, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -29,6 +28,7 @@ from .config_eni import OVERLAY_KEYS as OVERLAY_KEYS  # (re-exported)
 from .config_eni import EniOverlay as EniOverlay
 from .config_eni import coerce_overlays
 from .errors import ConfigError
+from .record import fields, record, replace
 from .route_config import StaticRoute, coerce_routes
 from .syntax import ENI_ID as ENI_ID  # (re-exported: the agent imports these from config)
 from .syntax import MAC as MAC
@@ -46,7 +46,7 @@ MAX_U32 = 2**32 - 1
 RESERVED_TABLES = range(252, 256)  # compat, default, main, local
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Config:
     """Validated settings.  See README "Configuration" for what each one is for."""
 

@@ -9,17 +9,17 @@ Errors name the table as `eni[N]`, N counting from 1 as in the file.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from typing import Any, Optional
 
 from .errors import ConfigError
+from .record import fields, record
 from .syntax import address, eni_ref, network
 
 MTU_MIN, MTU_MAX = 68, 65535  # IPv4's minimum (RFC 791) and the largest the kernel takes
 MTU_MIN_IPV6 = 1280  # RFC 8200: a link carrying IPv6 must take at least this
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class EniOverlay:
     """One `[[eni]]` table of the configuration file: what to add to or change on one ENI.
 

@@ -10,13 +10,13 @@ would create it, keyed the way the kernel tells objects apart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Network, IPv6Network
 
 from .changes import ALL_ENIS, MAIN_TABLE, AddrChange, LinkChange, RouteChange, RuleChange
 from .config import Config
 from .config_eni import MTU_MIN_IPV6
 from .model import Eni, IPAddress, IPNetwork
+from .record import field, record
 from .state import Link, Rule, addr_metric
 
 DEFAULT4 = IPv4Network("0.0.0.0/0")
@@ -24,8 +24,11 @@ DEFAULT6 = IPv6Network("::/0")
 
 
 def host(ip: IPAddress) -> IPNetwork:
-    """The host network of an address (10.0.1.20/32): what a per-IP rule matches."""
-    return ip_network(f"{ip}/{ip.max_prefixlen}")
+    """The host network of an address (10.0.1.20/32): what a per-IP rule matches.  Built
+    from the integer (~6 us) rather than from text (~25 us): a plan asks for 1500 of them."""
+    if ip.version == 4:
+        return IPv4Network((int(ip), 32))
+    return IPv6Network((int(ip), 128))
 
 
 def table_of(eni: Eni, config: Config) -> int:
@@ -36,7 +39,7 @@ def priority_of(eni: Eni, config: Config) -> int:
     return config.priority_base + 1 + eni.slot
 
 
-@dataclass
+@record
 class Desired:
     """What the configured ENIs want, one mapping per object kind (key -> the add)."""
 

@@ -8,19 +8,19 @@ one step); what is ours and no longer desired is removed, unless `Protected` say
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from typing import Callable
 
 from .changes import AddrChange, Change, LinkChange, RouteChange, rule_change
 from .config import Config
 from .desired import Desired
 from .protect import Protected
+from .record import record, replace
 from .state import KernelState
 
 EniOf = Callable[[int], str]  # table -> the MAC of the ENI it belongs to ("" for none)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Diff:
     """Changes for one object kind: the adds (or in-place sets) and the removals."""
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -48,6 +47,8 @@ NETWORKD_FILE = Path("run/systemd/network/05-eni-guest.network")
 # 60-: a "local" drop-in (systemd's advice: 10-40 for /usr, 60-90 for /etc and /run), so an
 # administrator's drop-in sorting after it can still turn the switches back on.
 NETWORKD_FOREIGN = Path("run/systemd/networkd.conf.d/60-eni-guest.conf")
+#: The drop-ins' last renders, reused while the ENIs stay the same (templating.cached_in).
+RENDERED = Path("run/eni-guest/rendered.json")
 
 # (argv) -> (exit code, combined output); replaced by tests, which must never reach a real
 # NetworkManager or networkd.
@@ -55,6 +56,8 @@ Runner = Callable[[list[str]], tuple[int, str]]
 
 
 def _run(argv: list[str]) -> tuple[int, str]:
+    import subprocess  # only when NetworkManager or networkd is asked something
+
     try:
         cp = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False)
     except FileNotFoundError:
@@ -237,10 +240,14 @@ def keep_off(
     distro.  Returns the paths that changed.  Only when something changed and ``root`` is ``/``
     are the running managers asked to reload; image builders and tests pass another root.
     """
+    from .templating import cached_in
+
     root = Path(root)
     macs = _normalise(secondary_macs, primary_mac) if enabled else []
     changed = []
-    for rel, content in render(macs, enabled).items():
+    with cached_in(root / RENDERED, root):
+        files = render(macs, enabled)
+    for rel, content in files.items():
         path = root / rel
         if write_if_changed(path, content, root=root):  # no link followed below root
             changed.append(str(path))

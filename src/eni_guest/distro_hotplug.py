@@ -103,7 +103,11 @@ def mark_new_nics(
     left[primary_mac.strip().lower()] = "the primary ENI"
     # Order matters, for a udev event that comes in between: the marker is written last and
     # removed first, so it never exists without the primary's exception.
-    files = render(left if enabled else {}, enabled)
+    from .distro import RENDERED
+    from .templating import cached_in
+
+    with cached_in(root / RENDERED, root):
+        files = render(left if enabled else {}, enabled)
     folder = root / DISTRO_NICS
     gone = {DISTRO_NICS / p.name: None for p in folder.iterdir()} if folder.is_dir() else {}
     for rel in files:

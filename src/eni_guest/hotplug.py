@@ -5,11 +5,15 @@ watch daemon runs the same logic in-process.  Both must be quick and must never 
 
 * `add` waits, without holding the run lock, until metadata lists the interface's MAC as a
   settled ENI (right after a hot attach AWS may list it with device-number 0 and no IPs for a
-  few seconds; configuring it then would put two ENIs in one table).  It then takes the lock,
-  reads metadata once more and runs a normal full reconcile.  The second read is deliberate:
-  with eight ENIs attached at once, eight `add`s queue on the lock, and a read taken before
-  the wait may predate an ENI that a run in between configured; reconciling with it would
-  remove that ENI again.  A read taken under the lock is never older than the kernel state.
+  few seconds; configuring it then would put two ENIs in one table).  It then takes the lock
+  and runs a normal full reconcile.  If it had to wait for the lock, or its read is older
+  than a second, it reads metadata once more under the lock: with eight ENIs attached at
+  once, eight `add`s queue on the lock, and a read taken before the wait may predate an ENI
+  that a run in between configured; reconciling with it would remove that ENI again.  A read
+  taken under the lock is never older than the kernel state.  Otherwise (the lock was free,
+  the read is fresh) it reconciles with the read it has: the metadata service is rate limited
+  per ENI.  When the lock is free as the NIC appears, the first read is taken holding it, and
+  an ENI settled by then is configured with that one read.
 * With `provider = auto`, which cloud this is is part of the wait: a NIC may appear before
   the metadata service answers, or while the guest is too slow for the probes' first window,
   so detection is retried with the metadata reads' backoff (and a longer window each time)
@@ -17,9 +21,9 @@ watch daemon runs the same logic in-process.  Both must be quick and must never 
   (providers/boot_cache.py), so the next `add` of the same boot does not probe again.
 * A NIC some other run has configured since it appeared (it is in eni-guest's interface
   group, where a new NIC starts in group 0, and routed by its tables) needs nothing more:
-  once metadata lists it as settled, `add` exits 0 without taking the lock or reconciling.
-  That is the case of every NIC present at boot, whose units udev starts beside the boot
-  apply (the units are ordered after it; cloud-init's module runs alongside them).  While
+  once metadata lists it as settled, `add` exits 0 without reconciling or waiting for the
+  lock.  That is the case of every NIC present at boot, whose units udev starts beside the
+  boot apply (the units are ordered after it; cloud-init's module runs alongside them).  While
   `add` waits for the run lock it keeps checking the same, and it waits for the lock up to
   what is left of `hotplug_timeout` (at least `lock_timeout`): a slow boot apply holding the
   lock does not fail the units queued behind it (exit 5) when it configures their NICs.
@@ -39,8 +43,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import replace
-from typing import Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
 from . import settle
 from .changes import Change
@@ -49,8 +52,12 @@ from .errors import MetadataDisabled, MetadataError, MetadataUnavailable
 from .model import Instance
 from .providers.detect import MAX_WINDOW, TOTAL_TIMEOUT
 from .providers.registry import AUTO
+from .record import replace
 from .settle import Backoff
 from .state import KernelState, Link
+
+if TYPE_CHECKING:
+    from .kernel import Kernel
 
 log = logging.getLogger("eni_guest")
 
@@ -61,6 +68,8 @@ class Settled(NamedTuple):
 
     link: Link
     config: Config
+    instance: Optional[Instance] = None  # the read that found it settled
+    read_at: float = 0.0  # when that read ended (time.monotonic)
 
 
 def resolve_provider(config: Config, window: float = TOTAL_TIMEOUT) -> Config:
@@ -134,7 +143,7 @@ def wait_until_settled(
         left = deadline - clock()
         verdict = settle.judge(link, instance, error=error, time_left=left, timeout=timeout)
         if verdict.action == settle.CONFIGURE:
-            return Settled(link, config)
+            return Settled(link, config, instance, clock())
         if verdict.action == settle.GIVE_UP:
             if verdict.failed:
                 raise MetadataUnavailable(verdict.why)
@@ -166,6 +175,8 @@ def add(config: Config, ifname: str) -> int:
             log.log(verdict.level, "%s", verdict.why)
             return 0
         start = time.monotonic()
+        if _configured_at_once(config, link, kernel):
+            return 0
         settled = wait_until_settled(
             config, link, config.hotplug_timeout, relookup=kernel.link_by_index
         )
@@ -185,10 +196,39 @@ def add(config: Config, ifname: str) -> int:
         def done() -> bool:
             return configured(kernel.read_state(), link.index, config)
 
-        reconcile_unless_done(settled.config, wait, done, name=settled.link.name)
+        reconcile_unless_done(settled.config, wait, done, name=settled.link.name, settled=settled)
     finally:
         kernel.close()
     return 0
+
+
+def _configured_at_once(config: Config, link: Link, kernel: Kernel) -> bool:
+    """The common case in one read: when the run lock is free now, read metadata holding it
+    and, if the ENI has settled, reconcile with that read (or do nothing, when another run
+    has configured the NIC already).  False (nothing done) when the lock is busy, the cloud is
+    not known yet or the ENI has not settled: then the wait."""
+    from .agent import reconcile
+    from .errors import LockTimeout
+    from .lock import run_lock
+
+    try:
+        with run_lock(config.lock_file, 0.0):
+            if config.provider == AUTO:
+                config = resolve_provider(config)  # the answer kept for the boot, or probes
+            instance = _read(config, config.metadata_deadline)
+            verdict = settle.judge(link, instance, time_left=1.0, timeout=config.hotplug_timeout)
+            if verdict.action != settle.CONFIGURE:
+                return False
+            if configured(kernel.read_state(), link.index, config):
+                log.debug("%s is configured already (by a run since it appeared)", link.name)
+                return True
+            log.debug("%s (%s) settled in metadata", link.name, link.mac)
+            reconcile(config, instance=instance, fail_on_invalid=False)
+            return True
+    except (LockTimeout, MetadataDisabled):
+        return False  # busy; or switched off, which the wait reports
+    except MetadataError:
+        return False  # not answering yet: the wait retries with backoff
 
 
 def configured(state: KernelState, index: int, config: Config) -> bool:
@@ -202,13 +242,34 @@ def configured(state: KernelState, index: int, config: Config) -> bool:
     return any(r.oif == index for r in state.routes)
 
 
+def configured_now(index: int, config: Config) -> bool:
+    """`configured`, with the kernel read now (the watch daemon's waiting links)."""
+    from .kernel import Kernel
+
+    kernel = Kernel(config)
+    try:
+        return configured(kernel.read_state(), index, config)
+    finally:
+        kernel.close()
+
+
+FRESH = 1.0  # seconds: a read this young, with the lock free at once, is reused (see above)
+
+
 def reconcile_unless_done(
-    config: Config, wait: float, done: Callable[[], bool], *, name: str, step: float = 0.5
+    config: Config,
+    wait: float,
+    done: Callable[[], bool],
+    *,
+    name: str,
+    step: float = 0.5,
+    settled: Optional[Settled] = None,
 ) -> None:
-    """A full reconcile under the run lock, with metadata read under the lock (see above),
-    the lock waited for up to `wait` seconds.  While it is held, and once it is taken,
-    `done()` says whether the holder has configured the NIC meanwhile: then nothing is left
-    to do.  LockTimeout (exit 5) only when neither happened in time.
+    """A full reconcile under the run lock, the lock waited for up to `wait` seconds.  While
+    it is held, and once it is taken, `done()` says whether the holder has configured the NIC
+    meanwhile: then nothing is left to do.  LockTimeout (exit 5) only when neither happened in
+    time.  The reconcile uses the `settled` read when the lock was free at once and that read
+    is fresh; otherwise it reads metadata again, under the lock (see above).
 
     Another ENI whose metadata is refused does not fail a hot-plug: it is logged, and this
     NIC, which settled, is configured (its unit did its job)."""
@@ -217,15 +278,22 @@ def reconcile_unless_done(
     from .lock import run_lock
 
     deadline = time.monotonic() + wait
+    waited = False
     while True:
         try:
-            with run_lock(config.lock_file, min(step, max(0.0, deadline - time.monotonic()))):
+            timeout = min(step, max(0.0, deadline - time.monotonic()))
+            with run_lock(config.lock_file, timeout) as waited_now:
                 if done():
                     log.debug("%s was configured by the run before this one", name)
                     return
-                reconcile(config, log_warnings=True, fail_on_invalid=False)
+                instance = None  # read again, under the lock
+                fresh = settled is not None and time.monotonic() - settled.read_at <= FRESH
+                if settled is not None and fresh and not (waited or waited_now):
+                    instance = settled.instance
+                reconcile(config, instance=instance, log_warnings=True, fail_on_invalid=False)
                 return
         except LockTimeout:
+            waited = True
             if done():
                 log.info("%s is configured by the run holding the lock", name)
                 return

@@ -31,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -46,6 +45,7 @@ from .install_cloudinit import (
     cloud_init_files,
     cloudinit_module_dirs,
 )
+from .record import field, fields, record
 from .templating import render_template
 
 RULE = "etc/udev/rules.d/90-eni-guest.rules"
@@ -86,7 +86,7 @@ EXCLUDED_DEVTYPES = _words(
 _UNSAFE = re.compile(r"[\s\"'\\%$;`]")
 
 
-@dataclass
+@record
 class Report:
     """What a run did, one line per path, for the command line and the tests."""
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from dataclasses import dataclass
+import struct
 from typing import Callable, Iterable, Optional, Union
 
 from . import metrics
@@ -31,7 +31,6 @@ from .changes import MAIN_TABLE, Change, RouteChange, RuleChange
 from .config import SLOTS, Config
 from .errors import KernelError
 from .netlink import (
-    NL,
     RTM_DELADDR,
     RTM_DELLINK,
     RTM_DELROUTE,
@@ -44,7 +43,6 @@ from .netlink import (
     RTM_NEWLINK,
     RTM_NEWROUTE,
     Netlink,
-    fields,
     messages,
 )
 from .netlink_decode import (
@@ -59,7 +57,26 @@ from .netlink_decode import (
     rule_of,
 )
 from .netlink_encode import RTN_UNICAST, Encoder
+from .record import record
 from .state import Addr, ForeignRule, KernelState, Link, MainRoute, Route, Rule, addr_metric
+
+# Dump and get requests, packed: ifinfomsg (family, type, index, flags, change), ifaddrmsg
+# (family, prefixlen, flags, scope, index), and the rtmsg / fib_rule_hdr layout (family,
+# dst_len, src_len, tos, table, protocol or res1, scope or res2, type or action, flags).
+_IFINFOMSG = struct.Struct("=BxHiII")
+_IFADDRMSG = struct.Struct("=BBBBI")
+_RTMSG = struct.Struct("=BBBBBBBBI")
+IFLA_IFNAME = 3
+
+
+def _link_request(index: int = 0, name: str = "") -> bytes:
+    payload = _IFINFOMSG.pack(0, 0, index, 0, 0)
+    if name:
+        value = name.encode() + b"\0"
+        payload += struct.pack("=HH", 4 + len(value), IFLA_IFNAME) + value
+        payload += b"\0" * (-len(payload) % 4)
+    return payload
+
 
 _GONE = frozenset({errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL, errno.ENODEV})
 
@@ -139,14 +156,15 @@ class Kernel:
 
     def read_state(self) -> KernelState:
         cfg = self.config
-        links = self.nl.dump(fields(NL.ifinfmsg(), family=0), RTM_GETLINK, parse_link)
-        addrs = self.nl.dump(fields(NL.ifaddrmsg(), family=0), RTM_GETADDR, parse_addr)
+        links = self.nl.dump(_link_request(), RTM_GETLINK, parse_link)
+        addrs = self.nl.dump(_IFADDRMSG.pack(0, 0, 0, 0, 0), RTM_GETADDR, parse_addr)
         rules: list[Rule] = []
         foreign: list[ForeignRule] = []
         routes: list[Route] = []
         main: list[MainRoute] = []
         for af in (socket.AF_INET, socket.AF_INET6):
-            for m in self.nl.dump(fields(NL.fibmsg(), family=af), RTM_GETRULE, decode_rule):
+            rule_req = _RTMSG.pack(af, 0, 0, 0, 0, 0, 0, 0, 0)
+            for m in self.nl.dump(rule_req, RTM_GETRULE, decode_rule):
                 ours = rule_of(m)
                 if ours is not None and our_rule(cfg, *ours):
                     rules.append(ours[0])
@@ -154,8 +172,8 @@ class Kernel:
                 other = foreign_rule_of(m)  # read only: capture.py looks at it
                 if other is not None:
                     foreign.append(other)
-            req = fields(NL.rtmsg(), family=af, proto=cfg.protocol)
-            for route, proto in self.nl.dump(req, RTM_GETROUTE, parse_route):
+            route_req = _RTMSG.pack(af, 0, 0, 0, 0, cfg.protocol, 0, 0, 0)
+            for route, proto in self.nl.dump(route_req, RTM_GETROUTE, parse_route):
                 if our_route(cfg, route, proto):
                     routes.append(route)
             for seen in self._main_routes(af, {x.index for x in links if x.could_be_nic}):
@@ -187,19 +205,24 @@ class Kernel:
             seen = main_route(data, nics)
             return None if seen is None else MainRoute(*seen)
 
-        req = fields(NL.rtmsg(), family=af, table=MAIN_TABLE, type=RTN_UNICAST)
+        req = _RTMSG.pack(af, 0, 0, 0, MAIN_TABLE, 0, 0, RTN_UNICAST, 0)
         return self.nl.dump(req, RTM_GETROUTE, parse)
 
     def read_links(self) -> list[Link]:
         """Every link of this namespace (the watch daemon's starting point)."""
-        return self.nl.dump(fields(NL.ifinfmsg(), family=0), RTM_GETLINK, parse_link)
+        return self.nl.dump(_link_request(), RTM_GETLINK, parse_link)
+
+    def read_addrs(self, index: int) -> list[Addr]:
+        """The addresses on one link (the kernel filters the dump by index)."""
+        addrs = self.nl.dump(_IFADDRMSG.pack(0, 0, 0, 0, index), RTM_GETADDR, parse_addr)
+        return [a for a in addrs if a.index == index]
 
     def read_dhcp_view(self, index: int) -> tuple[list[Addr], list[Route]]:
         """One link's IPv4 addresses and the main table's IPv4 routes: what a DHCP client on
         that link configured (JD Cloud's primary ENI: its subnet and gateway)."""
-        req = fields(NL.ifaddrmsg(), family=socket.AF_INET, index=index)
+        req = _IFADDRMSG.pack(socket.AF_INET, 0, 0, 0, index)
         addrs = [a for a in self.nl.dump(req, RTM_GETADDR, parse_addr) if a.index == index]
-        req = fields(NL.rtmsg(), family=socket.AF_INET, table=MAIN_TABLE)
+        req = _RTMSG.pack(socket.AF_INET, 0, 0, 0, MAIN_TABLE, 0, 0, 0, 0)
         routes = [
             r for r, _ in self.nl.dump(req, RTM_GETROUTE, parse_route) if r.table == MAIN_TABLE
         ]
@@ -209,14 +232,11 @@ class Kernel:
         """The link called `name` now, or None: one request, cheap enough for every hot-plug."""
         if not name or len(name.encode()) > 15:  # IFNAMSIZ - 1: no such link can exist
             return None
-        msg = fields(NL.ifinfmsg(), family=0)
-        msg["attrs"] = [("IFLA_IFNAME", name)]
-        return self.nl.get(msg, RTM_GETLINK, parse_link)
+        return self.nl.get(_link_request(name=name), RTM_GETLINK, parse_link)
 
     def link_by_index(self, index: int) -> Optional[Link]:
         """The link with this index now (it survives renames), or None once it is gone."""
-        msg = fields(NL.ifinfmsg(), family=0, index=index)
-        return self.nl.get(msg, RTM_GETLINK, parse_link)
+        return self.nl.get(_link_request(index=index), RTM_GETLINK, parse_link)
 
     # ------------------------------------------------------------ writing
 
@@ -266,7 +286,7 @@ RTNLGRP_LINK = 1
 OBJECT_GROUPS = (5, 7, 8, 9, 11, 19)  # IPV4_IFADDR, IPV4_ROUTE, IPV4_RULE, IPV6_{IFADDR,ROUTE,RULE}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Gone:
     """An address, rule or route the kernel deleted: anyone's (the watch daemon tells ours
     with our_rule, our_route and the address's protocol).  proto is None for an address on a
@@ -276,7 +296,7 @@ class Gone:
     proto: Optional[int]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MainRouteEvent:
     """Someone else's main-table unicast route through a link appeared, changed or went
     (mirror.py copies those through an ENI into its table): the watch daemon reconciles."""
@@ -285,7 +305,7 @@ class MainRouteEvent:
     present: bool
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Added:
     """An address the kernel added (or updated): decoded only when the monitor's
     `addresses_added` is set: others' addresses on ENI links (watch_floating.py)."""

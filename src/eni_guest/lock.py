@@ -58,8 +58,10 @@ def _open(path: str) -> int:
 
 
 @contextmanager
-def run_lock(path: str, timeout: float) -> Iterator[None]:
+def run_lock(path: str, timeout: float) -> Iterator[bool]:
+    """Hold the run lock; yields whether another run held it first (this one waited)."""
     fd = _open(path)
+    waited = False
     try:
         deadline = time.monotonic() + timeout
         delay = 0.01
@@ -68,6 +70,7 @@ def run_lock(path: str, timeout: float) -> Iterator[None]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                waited = True
                 if time.monotonic() >= deadline:
                     raise LockTimeout(
                         f"another eni-guest run held {path} for more than {timeout:g} s "
@@ -76,6 +79,6 @@ def run_lock(path: str, timeout: float) -> Iterator[None]:
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                 delay = min(delay * 2, 0.2)
         os.pwrite(fd, f"{os.getpid():<{PID_WIDTH - 1}}\n".encode(), 0)
-        yield
+        yield waited
     finally:
         os.close(fd)

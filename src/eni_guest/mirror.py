@@ -32,7 +32,6 @@ mirror, which has the higher metric.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from ipaddress import IPv6Network
 from typing import Mapping
 
@@ -40,6 +39,7 @@ from .changes import RouteChange
 from .config import Config
 from .desired import Desired
 from .model import Eni
+from .record import record
 from .state import KernelState, Link, Route
 
 LINK_LOCAL6 = IPv6Network("fe80::/10")
@@ -55,7 +55,7 @@ def mirror_metric(protocol: int) -> int:
     return protocol
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Mirror:
     """One main-table route honoured for an ENI's addresses by a copy in its table."""
 

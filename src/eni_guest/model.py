@@ -10,13 +10,12 @@ kernel is touched.  The validated model is immutable.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TYPE_CHECKING, Iterable, Optional, Union
 
 from .config import MAX_DEVICE_NUMBER, SLOTS, Config, normalize_mac
 from .errors import MetadataInvalid
+from .record import field, record
 
 if TYPE_CHECKING:
     from .scope import Scope
@@ -41,7 +40,7 @@ IPNetwork = Union[IPv4Network, IPv6Network]
 # ---------------------------------------------------------------- raw data from providers
 
 
-@dataclass
+@record
 class RawEni:
     """One ENI as a provider read it: strings only, `None` where the service had no such key.
 
@@ -72,7 +71,7 @@ class RawEni:
     mtu: Optional[str] = None  # the link MTU the cloud publishes (OpenStack), as text
 
 
-@dataclass
+@record
 class RawInstance:
     provider: str
     primary_mac: str
@@ -84,7 +83,7 @@ class RawInstance:
 # ---------------------------------------------------------------- validated model
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Eni:
     mac: str
     eni_id: str
@@ -139,7 +138,7 @@ class Eni:
         return None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Unsettled:
     """An ENI the metadata lists but cannot be configured yet; nothing of it may be removed."""
 
@@ -147,7 +146,7 @@ class Unsettled:
     reason: str
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Excluded:
     """An ENI metadata lists that the configuration excludes: left alone, neither configured
     nor stripped.  Only what the planner needs to protect it is kept, read leniently (it is
@@ -162,7 +161,7 @@ class Excluded:
     slot: Optional[int] = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Instance:
     provider: str
     instance_id: str
@@ -197,6 +196,8 @@ class Instance:
 
 def home_slot(mac: str) -> int:
     """The table slot an ENI without a device number asks for: 1 + sha256(MAC) mod 2047."""
+    import hashlib  # only for clouds without device numbers (~10 ms to import OpenSSL's)
+
     digest = hashlib.sha256(mac.encode("ascii")).hexdigest()
     return 1 + int(digest, 16) % (SLOTS - 1)
 

@@ -1,11 +1,14 @@
-"""The NETLINK_ROUTE socket: rtnetlink numbers, pyroute2's message classes, dumps and batches.
+"""The NETLINK_ROUTE socket: rtnetlink numbers, dumps, batches, pyroute2's message classes.
 
-pyroute2 supplies the message formats (encoding and decoding).  We drive the socket ourselves
-for two reasons measured in benchmarks/: pyroute2's synchronous IPRoute waits for each
-acknowledgement in turn (about 0.5 ms a message: 1.2 s for 15 ENIs x 50 IPs against 0.15 s for
-`ip -batch`), while one send of many messages lets the kernel work through them in one go;
-and importing the top-level `pyroute2` package loads every netlink family it knows (~200 ms),
-which every hot-plug would pay, while the message classes alone load in ~30 ms.
+Reading needs no pyroute2: dump requests are a few packed bytes, and netlink_decode.py reads
+the answers with `struct`.  pyroute2 supplies the formats of change requests
+(netlink_encode.py); its message classes are imported the first time a change is encoded
+(`NL`), so a run that changes nothing (a no-op apply, a hot-plug of a configured NIC) never
+loads them (~30 ms).  We drive the socket ourselves for two reasons measured in benchmarks/:
+pyroute2's synchronous IPRoute waits for each acknowledgement in turn (about 0.5 ms a
+message: 1.2 s for 15 ENIs x 50 IPs against 0.15 s for `ip -batch`), while one send of many
+messages lets the kernel work through them in one go; and importing the top-level `pyroute2`
+package loads every netlink family it knows (~200 ms), which every hot-plug would pay.
 
 What the messages mean is elsewhere: netlink_decode.py turns the kernel's messages into the
 planner's state values, netlink_encode.py turns planned changes into requests, and kernel.py
@@ -70,7 +73,18 @@ def _complete_ifaddrmsg(cls: Any) -> None:
         cls._nlmsg_base__compiled_nla = False
 
 
-NL = _load_messages()  # NL.ifinfmsg (links), NL.ifaddrmsg, NL.rtmsg (routes), NL.fibmsg (rules)
+_NL: list[types.SimpleNamespace] = []
+
+
+def __getattr__(name: str) -> Any:
+    """`NL`: NL.ifinfmsg (links), NL.ifaddrmsg, NL.rtmsg (routes), NL.fibmsg (rules), pyroute2's
+    classes, imported on first use (PEP 562)."""
+    if name == "NL":
+        if not _NL:
+            _NL.append(_load_messages())
+        return _NL[0]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # netlink header flags (linux/netlink.h)
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
@@ -86,6 +100,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
 IFF_UP = 1
 NLMSGHDR_LEN = 16
+_NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence number, port id
 CHUNK = 32 * 1024  # bytes of requests per send(); acks for them always fit the receive buffer
 
 
@@ -139,22 +154,28 @@ class Netlink:
         msg.encode()
         return bytes(msg.data)
 
-    def _answers(self, msg: Any, mtype: int, flags: int) -> Iterator[tuple[int, bytes]]:
+    def pack(self, payload: bytes, mtype: int, flags: int) -> bytes:
+        """A request of this type from its payload (header and attributes, already packed)."""
+        header = _NLMSGHDR.pack(NLMSGHDR_LEN + len(payload), mtype, flags, self.next_seq(), 0)
+        return header + payload
+
+    def _answers(self, payload: bytes, mtype: int, flags: int) -> Iterator[tuple[int, bytes]]:
         """Send one request; yield (type, bytes) of each message answering it, as they come.
 
         Endless: the caller stops at the answer it waits for (the dump's end, the one reply).
         """
-        self.sock.send(self.encode(msg, mtype, flags))
+        self.sock.send(self.pack(payload, mtype, flags))
         seq = self.seq
         while True:
             for kind, rseq, data in messages(self.sock.recv(1 << 20)):
                 if rseq == seq:
                     yield kind, data
 
-    def dump(self, msg: Any, mtype: int, parse: Callable) -> list:
-        """Every object of a dump request, parsed (objects `parse` returns None for left out)."""
+    def dump(self, payload: bytes, mtype: int, parse: Callable) -> list:
+        """Every object of a dump request (its packed payload), parsed (objects `parse` returns
+        None for left out)."""
         out: list = []
-        for kind, data in self._answers(msg, mtype, NLM_F_REQUEST | NLM_F_DUMP):
+        for kind, data in self._answers(payload, mtype, NLM_F_REQUEST | NLM_F_DUMP):
             if kind == NLMSG_DONE:
                 return out
             if kind == NLMSG_ERROR:
@@ -163,9 +184,9 @@ class Netlink:
             if parsed is not None:
                 out.append(parsed)
 
-    def get(self, msg: Any, mtype: int, parse: Callable) -> Any:
+    def get(self, payload: bytes, mtype: int, parse: Callable) -> Any:
         """One non-dump request and its single answer; None when the object does not exist."""
-        for kind, data in self._answers(msg, mtype, NLM_F_REQUEST):
+        for kind, data in self._answers(payload, mtype, NLM_F_REQUEST):
             if kind == NLMSG_ERROR:
                 err = error_of(data)
                 if err in (errno.ENODEV, errno.ENOENT):

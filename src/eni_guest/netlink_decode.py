@@ -4,57 +4,186 @@ One function a message kind, each given the bytes of one message from a dump or 
 Rules and routes come with their protocol number, so kernel.py can keep only ours; an
 address keeps its protocol and metric (either only when the kernel reports one), so the
 planner can tell ours (`state.Addr.marked`).
+
+The messages are read with `struct`, field by field as linux/rtnetlink.h, if_link.h,
+if_addr.h and fib_rules.h lay them out, and only the attributes the planner looks at are
+decoded.  pyroute2's generic decoder took ~200 us a message: 0.2 s to read the kernel state
+of 15 ENIs x 50 IPs, five times what `ip -batch` needs to apply all of it.
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-from ipaddress import ip_address, ip_network
-from typing import Any, Container, Optional
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from typing import Any, Container, Iterator, Optional
 
-from .netlink import IFF_UP, NL, NLMSGHDR_LEN
+from .netlink import IFF_UP, NLMSGHDR_LEN
 from .state import Addr, ForeignRule, Link, Route, Rule
 
 FAMILY = {socket.AF_INET: 4, socket.AF_INET6: 6}
+_IP = {4: IPv4Address, 16: IPv6Address}
+_NET = {4: IPv4Network, 16: IPv6Network}
+
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
+_RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope,
+# type, flags; a rule's header (fib_rule_hdr) has the same layout: family, dst_len, src_len,
+# tos, table, res1, res2, action, flags
+_NLA = struct.Struct("=HH")
+_U32 = struct.Struct("=I")
+_UID_RANGE = struct.Struct("=II")  # fib_rule_uid_range: start, end
+_PORT_RANGE = struct.Struct("=HH")  # fib_rule_port_range: start, end
+NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
+
+# attribute numbers
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_GROUP = 1, 3, 4, 10, 18, 27
+IFLA_INFO_KIND = 1
+IFA_ADDRESS, IFA_LOCAL, IFA_RT_PRIORITY, IFA_PROTO = 1, 2, 9, 11
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_PREFSRC = 1, 4, 5, 6, 7
+RTA_MULTIPATH, RTA_TABLE = 9, 15
+FRA_NAMES = {
+    0: "FRA_UNSPEC",
+    1: "FRA_DST",
+    2: "FRA_SRC",
+    3: "FRA_IIFNAME",
+    4: "FRA_GOTO",
+    6: "FRA_PRIORITY",
+    10: "FRA_FWMARK",
+    11: "FRA_FLOW",
+    12: "FRA_TUN_ID",
+    13: "FRA_SUPPRESS_IFGROUP",
+    14: "FRA_SUPPRESS_PREFIXLEN",
+    15: "FRA_TABLE",
+    16: "FRA_FWMASK",
+    17: "FRA_OIFNAME",
+    18: "FRA_PAD",
+    19: "FRA_L3MDEV",
+    20: "FRA_UID_RANGE",
+    21: "FRA_PROTOCOL",
+    22: "FRA_IP_PROTO",
+    23: "FRA_SPORT_RANGE",
+    24: "FRA_DPORT_RANGE",
+}
+_FRA_ADDRS = frozenset({1, 2})
+_FRA_NAMES_ = frozenset({3, 17})
+_FRA_U8 = frozenset({19, 21, 22})
+_FRA_U32 = frozenset({4, 6, 10, 11, 13, 14, 15, 16})
+_FRA_RANGES = {20: _UID_RANGE, 23: _PORT_RANGE, 24: _PORT_RANGE}  # (first, last)
 
 
-def _decode(cls: Any, data: bytes) -> Any:
-    msg = cls(data)
-    msg.decode()
-    return msg
+def attributes(data: bytes, offset: int) -> Iterator[tuple[int, bytes]]:
+    """(type, payload) of each attribute from `offset` to the end of `data`."""
+    end = len(data)
+    while offset + 4 <= end:
+        length, kind = _NLA.unpack_from(data, offset)
+        if length < 4:
+            return
+        yield kind & NLA_TYPE_MASK, data[offset + 4 : offset + length]
+        offset += (length + 3) & ~3
+
+
+def _u32(value: bytes) -> int:
+    return _U32.unpack_from(value)[0] if len(value) >= 4 else 0
+
+
+def _text(value: bytes) -> str:
+    return value.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _ip(value: bytes) -> Any:
+    cls = _IP.get(len(value))
+    return cls(value) if cls is not None else None
+
+
+def _net(value: bytes, prefixlen: int, strict: bool = True) -> Any:
+    """The network of a packed address and a prefix length (from the integer: no parsing)."""
+    return _NET[len(value)]((int.from_bytes(value, "big"), prefixlen), strict=strict)
 
 
 def parse_link(data: bytes) -> Optional[Link]:
-    m = _decode(NL.ifinfmsg, data)
-    kind = ""
-    info = m.get_attr("IFLA_LINKINFO")
-    if info is not None:
-        kind = info.get_attr("IFLA_INFO_KIND") or ""
+    _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, NLMSGHDR_LEN)
+    name = mac = kind = ""
+    mtu = master = group = 0
+    for t, v in attributes(data, NLMSGHDR_LEN + _IFINFOMSG.size):
+        if t == IFLA_IFNAME:
+            name = _text(v)
+        elif t == IFLA_ADDRESS:
+            mac = ":".join(f"{b:02x}" for b in v)
+        elif t == IFLA_MTU:
+            mtu = _u32(v)
+        elif t == IFLA_MASTER:
+            master = _u32(v)
+        elif t == IFLA_GROUP:
+            group = _u32(v)
+        elif t == IFLA_LINKINFO:
+            for it, iv in attributes(v, 0):
+                if it == IFLA_INFO_KIND:
+                    kind = _text(iv)
     return Link(
-        index=m["index"],
-        name=m.get_attr("IFLA_IFNAME") or "",
-        mac=(m.get_attr("IFLA_ADDRESS") or "").lower(),
-        group=m.get_attr("IFLA_GROUP") or 0,
-        up=bool(m["flags"] & IFF_UP),
-        mtu=m.get_attr("IFLA_MTU") or 0,
+        index=index,
+        name=name,
+        mac=mac,
+        group=group,
+        up=bool(flags & IFF_UP),
+        mtu=mtu,
         kind=kind,
-        master=m.get_attr("IFLA_MASTER") or 0,
+        master=master,
     )
 
 
 def parse_addr(data: bytes) -> Optional[Addr]:
-    m = _decode(NL.ifaddrmsg, data)
-    text = m.get_attr("IFA_LOCAL") or m.get_attr("IFA_ADDRESS")
-    if text is None:
+    _family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(data, NLMSGHDR_LEN)
+    local = address = None
+    proto: Optional[int] = None
+    metric = 0
+    for t, v in attributes(data, NLMSGHDR_LEN + _IFADDRMSG.size):
+        if t == IFA_LOCAL:
+            local = v
+        elif t == IFA_ADDRESS:
+            address = v
+        elif t == IFA_PROTO and v:
+            proto = v[0]
+        elif t == IFA_RT_PRIORITY:
+            metric = _u32(v)
+    ip = _ip(local or address or b"")
+    if ip is None:
         return None
-    return Addr(
-        index=m["index"],
-        ip=ip_address(text),
-        prefixlen=m["prefixlen"],
-        proto=m.get_attr("IFA_PROTO"),
-        metric=m.get_attr("IFA_RT_PRIORITY") or 0,
-    )
+    return Addr(index=index, ip=ip, prefixlen=prefixlen, proto=proto, metric=metric)
+
+
+class RuleMessage:
+    """A rule message's header fields and attributes, decoded once for `rule_of` and
+    `foreign_rule_of`.  `attrs` holds (name, value) in the message's order:
+    interface names as text, numbers as int, addresses packed, uid and port ranges as
+    (first, last), anything else as bytes."""
+
+    __slots__ = ("family", "dst_len", "src_len", "tos", "table", "action", "flags", "attrs")
+
+    def __init__(self, data: bytes) -> None:
+        header = _RTMSG.unpack_from(data, NLMSGHDR_LEN)
+        self.family, self.dst_len, self.src_len, self.tos, self.table = header[:5]
+        self.action, self.flags = header[7], header[8]
+        attrs: dict[str, Any] = {}
+        for t, v in attributes(data, NLMSGHDR_LEN + _RTMSG.size):
+            name = FRA_NAMES.get(t, f"FRA_{t}")
+            if t in _FRA_U32:
+                attrs[name] = _u32(v)
+            elif t in _FRA_U8:
+                attrs[name] = v[0] if v else 0
+            elif t in _FRA_ADDRS:
+                attrs[name] = v if len(v) in (4, 16) else None  # packed: see _net
+            elif t in _FRA_NAMES_:
+                attrs[name] = _text(v)
+            elif t in _FRA_RANGES:
+                form = _FRA_RANGES[t]
+                attrs[name] = form.unpack_from(v) if len(v) >= form.size else None
+            else:
+                attrs[name] = v
+        self.attrs = attrs
+
+    def get_attr(self, name: str) -> Any:
+        return self.attrs.get(name)
 
 
 def parse_rule(data: bytes) -> Optional[tuple[Rule, int]]:
@@ -62,46 +191,37 @@ def parse_rule(data: bytes) -> Optional[tuple[Rule, int]]:
     return rule_of(decode_rule(data))
 
 
-def decode_rule(data: bytes) -> Any:
+def decode_rule(data: bytes) -> RuleMessage:
     """A rule message, decoded once for `rule_of` and `foreign_rule_of`."""
-    return _decode(NL.fibmsg, data)
+    return RuleMessage(data)
 
 
-def rule_of(m: Any) -> Optional[tuple[Rule, int]]:
+def rule_of(m: RuleMessage) -> Optional[tuple[Rule, int]]:
     """parse_rule's answer for a decoded message.
 
     eni-guest writes `from IP` rules, the shared `from all ... suppress_ifgroup` rule and
     businesses' rules, which select on `to`, `fwmark`, `uidrange`, `ipproto` and `dport` but
     never on a source (business.py).  Any other combination is not ours.
     """
-    src = m.get_attr("FRA_SRC")
-    dst, mark, uids = m.get_attr("FRA_DST"), m.get_attr("FRA_FWMARK"), m.get_attr("FRA_UID_RANGE")
-    proto, dports = m.get_attr("FRA_IP_PROTO"), m.get_attr("FRA_DPORT_RANGE")
-    if m.get_attr("FRA_IIFNAME") or (src and (dst or mark or uids or proto or dports)):
+    a = m.attrs
+    src, dst, mark = a.get("FRA_SRC"), a.get("FRA_DST"), a.get("FRA_FWMARK")
+    uids, proto, dports = a.get("FRA_UID_RANGE"), a.get("FRA_IP_PROTO"), a.get("FRA_DPORT_RANGE")
+    if a.get("FRA_IIFNAME") or (src and (dst or mark or uids or proto or dports)):
         return None  # we never write such selectors: not ours
-    fam = FAMILY.get(m["family"], 0)
-    mask = m.get_attr("FRA_FWMASK")
+    mask = a.get("FRA_FWMASK")
     rule = Rule(
-        family=fam,
-        priority=m.get_attr("FRA_PRIORITY") or 0,
-        table=m.get_attr("FRA_TABLE") or m["table"],
-        src=ip_network(f"{src}/{m['src_len']}") if src else None,
-        suppress_ifgroup=m.get_attr("FRA_SUPPRESS_IFGROUP"),
-        dst=ip_network(f"{dst}/{m['dst_len']}") if dst else None,
+        family=FAMILY.get(m.family, 0),
+        priority=a.get("FRA_PRIORITY", 0),
+        table=a.get("FRA_TABLE") or m.table,
+        src=_net(src, m.src_len) if src else None,
+        suppress_ifgroup=a.get("FRA_SUPPRESS_IFGROUP"),
+        dst=_net(dst, m.dst_len) if dst else None,
         fwmark=(mark, 0xFFFFFFFF if mask is None else mask) if mark else None,
-        uids=_range(uids),
+        uids=uids,
         ipproto=proto or None,
-        dports=_range(dports),
+        dports=dports,
     )
-    return rule, m.get_attr("FRA_PROTOCOL") or 0
-
-
-def _range(value: Any) -> Optional[tuple[int, int]]:
-    """A uid or port range as pyroute2 decodes it ("first:last"), or None."""
-    if value is None:
-        return None
-    first, last = str(value).split(":")
-    return int(first), int(last)
+    return rule, a.get("FRA_PROTOCOL", 0)
 
 
 # Rule actions (FR_ACT_*) and what `ip rule` calls them.
@@ -131,31 +251,31 @@ _SELECTOR_WORDS = {
 }
 
 
-def foreign_rule_of(m: Any) -> Optional[ForeignRule]:
+def foreign_rule_of(m: RuleMessage) -> Optional[ForeignRule]:
     """The rule as capture.py sees it, or None when it selects no source ("from all")."""
-    src = m.get_attr("FRA_SRC")
-    if not src or not m["src_len"]:
+    src = m.attrs.get("FRA_SRC")
+    if src is None or not m.src_len:
         return None
-    narrowed = ["not"] if m["flags"] & FIB_RULE_INVERT else []
-    if m["tos"]:
-        narrowed.append(f"tos {m['tos']:#x}")
-    for name, value in m["attrs"]:
+    narrowed = ["not"] if m.flags & FIB_RULE_INVERT else []
+    if m.tos:
+        narrowed.append(f"tos {m.tos:#x}")
+    for name, value in m.attrs.items():
         if name in _NOT_SELECTORS:
             continue
         if name == "FRA_SUPPRESS_PREFIXLEN" and value == NO_SUPPRESS_PREFIXLEN:
             continue
-        word = _SELECTOR_WORDS.get(name, str(name).lower())
-        text = f"{word} {value}" if name in ("FRA_DST", "FRA_IIFNAME", "FRA_OIFNAME") else word
+        word = _SELECTOR_WORDS.get(name, name.lower())
+        text = f"{word} {value}" if name in ("FRA_IIFNAME", "FRA_OIFNAME") else word
         if name == "FRA_DST":
-            text = f"to {value}/{m['dst_len']}"
+            text = f"to {_ip(value or b'')}/{m.dst_len}"
         if text not in narrowed:
             narrowed.append(text)
     return ForeignRule(
-        family=FAMILY.get(m["family"], 0),
-        priority=m.get_attr("FRA_PRIORITY") or 0,
-        src=ip_network(f"{src}/{m['src_len']}", strict=False),
-        action=RULE_ACTIONS.get(m["action"], f"action {m['action']}"),
-        table=m.get_attr("FRA_TABLE") or m["table"],
+        family=FAMILY.get(m.family, 0),
+        priority=m.attrs.get("FRA_PRIORITY", 0),
+        src=_net(src, m.src_len, strict=False),
+        action=RULE_ACTIONS.get(m.action, f"action {m.action}"),
+        table=m.attrs.get("FRA_TABLE") or m.table,
         narrowed_by=tuple(narrowed),
     )
 
@@ -165,25 +285,40 @@ IP6_DEFAULT_METRIC = 1024  # what the kernel gives an IPv6 route added without a
 
 def parse_route(data: bytes) -> Optional[tuple[Route, int]]:
     """(route, its protocol).  The kernel's default metric is read as 0 (state.Route)."""
-    m = _decode(NL.rtmsg, data)
-    fam = FAMILY.get(m["family"], 0)
-    dst = m.get_attr("RTA_DST") or ("0.0.0.0" if fam == 4 else "::")
-    gw, prefsrc = m.get_attr("RTA_GATEWAY"), m.get_attr("RTA_PREFSRC")
-    metric = m.get_attr("RTA_PRIORITY") or 0
+    header = _RTMSG.unpack_from(data, NLMSGHDR_LEN)
+    family, dst_len, table, proto = header[0], header[1], header[4], header[5]
+    fam = FAMILY.get(family, 0)
+    dst: Optional[bytes] = None
+    gw = prefsrc = None
+    oif = metric = 0
+    for t, v in attributes(data, NLMSGHDR_LEN + _RTMSG.size):
+        if t == RTA_DST:
+            dst = v
+        elif t == RTA_OIF:
+            oif = _u32(v)
+        elif t == RTA_GATEWAY:
+            gw = _ip(v)
+        elif t == RTA_PRIORITY:
+            metric = _u32(v)
+        elif t == RTA_PREFSRC:
+            prefsrc = _ip(v)
+        elif t == RTA_TABLE:
+            table = _u32(v) or table
+    if dst is None:
+        dst = bytes(4 if fam == 4 else 16)
     route = Route(
         family=fam,
-        table=m.get_attr("RTA_TABLE") or m["table"],
-        dst=ip_network(f"{dst}/{m['dst_len']}"),
-        oif=m.get_attr("RTA_OIF") or 0,
-        gateway=ip_address(gw) if gw else None,
+        table=table,
+        dst=_net(dst, dst_len),
+        oif=oif,
+        gateway=gw,
         metric=0 if fam == 6 and metric == IP6_DEFAULT_METRIC else metric,
-        prefsrc=ip_address(prefsrc) if prefsrc else None,
+        prefsrc=prefsrc,
     )
-    return route, m["proto"]
+    return route, proto
 
 
 RT_TABLE_MAIN, RTN_UNICAST = 254, 1
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_MULTIPATH = 1, 4, 5, 6, 9
 _ADDR_LEN = {4: 4, 6: 16}
 
 

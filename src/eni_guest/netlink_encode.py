@@ -11,10 +11,10 @@ import socket
 import struct
 from typing import Any, Callable
 
+from . import netlink
 from .changes import AddrChange, Change, LinkChange, RouteChange, RuleChange
 from .netlink import (
     IFF_UP,
-    NL,
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_EXCL,
@@ -49,7 +49,7 @@ Built = tuple[Any, int, int]
 
 
 def _link(c: LinkChange, protocol: int) -> Built:
-    msg = fields(NL.ifinfmsg(), family=0, index=c.index)
+    msg = fields(netlink.NL.ifinfmsg(), family=0, index=c.index)
     attrs = []
     if c.up is not None:
         msg["flags"], msg["change"] = (IFF_UP if c.up else 0), IFF_UP
@@ -63,7 +63,7 @@ def _link(c: LinkChange, protocol: int) -> Built:
 
 def _addr(c: AddrChange, protocol: int) -> Built:
     af = AF[c.ip.version]
-    msg = fields(NL.ifaddrmsg(), family=af, prefixlen=c.prefixlen, index=c.index)
+    msg = fields(netlink.NL.ifaddrmsg(), family=af, prefixlen=c.prefixlen, index=c.index)
     ip = str(c.ip)
     attrs = (
         [("IFA_LOCAL", ip), ("IFA_ADDRESS", ip)] if af == socket.AF_INET else [("IFA_ADDRESS", ip)]
@@ -81,7 +81,7 @@ def _addr(c: AddrChange, protocol: int) -> Built:
 
 def _route(c: RouteChange, protocol: int) -> Built:
     msg = fields(
-        NL.rtmsg(),
+        netlink.NL.rtmsg(),
         family=AF[c.family],
         dst_len=c.dst.prefixlen,
         table=c.table if c.table < 256 else RT_TABLE_UNSPEC,
@@ -109,7 +109,7 @@ def _route(c: RouteChange, protocol: int) -> Built:
 
 def _rule(c: RuleChange, protocol: int) -> Built:
     msg = fields(
-        NL.fibmsg(),
+        netlink.NL.fibmsg(),
         family=AF[c.family],
         src_len=c.src.prefixlen if c.src is not None else 0,
         table=c.table if c.table < 256 else RT_TABLE_UNSPEC,

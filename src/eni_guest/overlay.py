@@ -16,18 +16,18 @@ from __future__ import annotations
 import copy
 import ipaddress
 import logging
-from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Network, IPv6Network
 from typing import Iterable
 
 from .config import Config, EniOverlay, normalize_mac
 from .errors import MetadataInvalid
 from .model import RawEni, RawInstance
+from .record import field, fields, record
 
 log = logging.getLogger("eni_guest")
 
 
-@dataclass
+@record
 class Merged(RawEni):
     """One ENI as metadata and the configuration describe it together (see the module)."""
 

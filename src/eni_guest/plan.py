@@ -32,7 +32,6 @@ nor removed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 from . import floating
@@ -54,6 +53,7 @@ from .diff import diff_addrs, diff_links, diff_routes, diff_rules, unmarked_addr
 from .mirror import Mirror, want_mirrors
 from .model import Eni, Excluded, Instance
 from .protect import Protected, Protecting, finish_protection, leave_excluded_alone
+from .record import record
 from .scope import EXCLUDED, MANAGED, EniScope, Scope, of_instance
 from .state import KernelState, Link, addr_metric
 from .static_routes import want_static_routes
@@ -79,7 +79,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class EniPlan:
     """Where one ENI lives in the kernel; `link` is None until its NIC shows up."""
 
@@ -92,7 +92,7 @@ class EniPlan:
     excluded: Optional[str] = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ExcludedPlan:
     """An ENI the configuration excludes and where it is in the kernel (for `show`)."""
 
@@ -102,7 +102,7 @@ class ExcludedPlan:
     invalid: bool = False  # not excluded: its metadata was refused (`excluded.reason` says why)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Plan:
     changes: tuple[Change, ...]
     enis: tuple[EniPlan, ...]

@@ -9,17 +9,17 @@ what eni-guest was told, or cannot yet prove, it must not manage.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Optional
 
 from .config import Config
 from .desired import host
 from .model import Excluded, Instance, IPNetwork
+from .record import field, record
 from .scope import Scope
 from .state import Addr, KernelState, Link, Route, Rule
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Protected:
     """What stays in the kernel although no configured ENI wants it: the one "left alone" rule
     of the planner, a method per object kind.
@@ -59,7 +59,7 @@ class Protected:
         return r.table in self.rule_tables
 
 
-@dataclass
+@record
 class Protecting:
     """The sets `Protected` is built from, while they are collected."""
 

@@ -25,16 +25,16 @@ written).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
+from .record import record
 from .syntax import address, eni_ref, network
 
 ROUTE_KEYS = ("to", "via", "eni", "main")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StaticRoute:
     """One `[[route]]` table, syntax-checked and normalised (addresses as `ipaddress` prints
     them); `where` ("config FILE: route[2]") lets later warnings name the table."""

@@ -24,19 +24,19 @@ ENI (a CNI bridge's veth, say).  Per IP: the networks of `exclude_ips`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from ipaddress import ip_network
 from typing import Iterable, Optional, Union
 
 from .config import Config, normalize_mac
 from .model import Instance, IPNetwork, RawEni, RawInstance
+from .record import record
 from .state import Link, nics_with_mac
 
 MANAGED, EXCLUDED, UNSETTLED = "managed", "excluded", "unsettled"
 UNLISTED = "unlisted"  # a MAC metadata does not list at all
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class EniScope:
     mac: str
     status: str  # MANAGED | EXCLUDED | UNSETTLED
@@ -46,7 +46,7 @@ class EniScope:
     nics: tuple[Link, ...] = ()  # every link that could be its NIC
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Scope:
     enis: tuple[EniScope, ...] = ()
     links_left_alone: tuple[tuple[int, str], ...] = ()  # (ifindex, exclude_interfaces pattern)

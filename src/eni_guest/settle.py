@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
 from . import scope
 from .config import MAC, Config
 from .model import Instance
+from .record import record
 from .scope import Scope
 from .state import Link
 
@@ -39,7 +39,7 @@ CLOUD_NIC_KINDS = frozenset({"", "veth"})
 FIRST_DELAY, MAX_DELAY = 0.2, 3.0  # seconds: backoff between metadata reads while waiting
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Verdict:
     """What to do about one NIC, and what to tell the operator (`why`, at `level`)."""
 

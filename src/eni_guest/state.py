@@ -10,10 +10,10 @@ kept whole, and `Addr.marked` tells eni-guest's from the others (docs/routing.md
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable, Optional
 
 from .model import IPAddress, IPNetwork
+from .record import record
 
 # Link kinds (IFLA_INFO_KIND) that may carry an ENI's MAC without being the ENI: a VLAN on it,
 # a bridge or bond that borrowed its address, a tunnel.  The ENI itself is the NIC driver's link
@@ -24,7 +24,7 @@ VIRTUAL_KINDS = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Link:
     index: int
     name: str
@@ -52,7 +52,7 @@ def addr_metric(protocol: int) -> int:
     return protocol
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Addr:
     index: int
     ip: IPAddress
@@ -75,7 +75,7 @@ class Addr:
         return self.metric == addr_metric(protocol) and self.prefixlen == self.ip.max_prefixlen
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Rule:
     family: int  # 4 or 6
     priority: int
@@ -99,7 +99,7 @@ class Rule:
 TABLE_NAMES = {253: "default", 254: "main", 255: "local"}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ForeignRule:
     """A policy rule that is not eni-guest's and selects a source prefix: what capture.py
     checks for rules taking an ENI IP's traffic before eni-guest's rules see it."""
@@ -122,7 +122,7 @@ class ForeignRule:
         return " ".join(words)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Route:
     family: int
     table: int
@@ -137,7 +137,7 @@ class Route:
     prefsrc: Optional[IPAddress] = None  # a business's route: the source unbound sockets get
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MainRoute:
     """A main-table unicast route of someone else's through a link that may be an ENI: the
     administrator's `10.50.0.0/16 via 10.0.2.5 dev eth2`.  Read only: mirror.py copies it
@@ -147,7 +147,7 @@ class MainRoute:
     proto: int
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class KernelState:
     links: tuple[Link, ...] = ()
     addrs: tuple[Addr, ...] = ()

@@ -11,7 +11,6 @@ route.  Excluded and unsettled ENIs are not validated: eni-guest does not act on
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import replace
 from ipaddress import IPv4Network, IPv6Network
 from typing import Optional
 
@@ -30,6 +29,7 @@ from .model import (
     assign_table_slots,
 )
 from .overlay import Merged, lenient, merge
+from .record import replace
 from .reserved import cloud_reserves, reserved
 from .scope import EXCLUDED, MANAGED, Scope, decide
 
@@ -97,9 +97,11 @@ def _family(raw: Merged, version: int) -> tuple[tuple, tuple, Optional[IPAddress
         f"ipv{v}_prefixes",
     )
     ips: list = []
+    seen: set = set()  # (a list's `in` made this quadratic: 50 IPs, 1225 comparisons)
     for text in getattr(raw, ips_name):
         addr = _addr(raw, ips_name, text, version)
-        if addr not in ips:
+        if addr not in seen:
+            seen.add(addr)
             ips.append(addr)
     nets = tuple(_net(raw, nets_name, t, version) for t in getattr(raw, nets_name))
     prefixes = tuple(_net(raw, pfx_name, t, version) for t in getattr(raw, pfx_name))

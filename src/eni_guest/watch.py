@@ -26,6 +26,10 @@ no metadata and still happens, and so does putting back what someone deleted.  S
 stops within about a second; SIGHUP re-reads the configuration and keeps the old one if the
 new one is invalid.
 
+A periodic read asks only for what can change (the MAC listing, each ENI's key listing,
+IPs, prefixes): the token, the primary's MAC and each ENI's fixed keys are kept between
+reads and forgotten whenever a link comes or goes or a read fails (providers/memo.py).
+
 Under systemd (Type=notify, sdnotify.py) the worker tells what each full reconcile did
 (STATUS=) and sends the watchdog's WATCHDOG=1 while both threads are alive; every reconcile
 rewrites the Prometheus text file when metrics_file is set (textfile.py).
@@ -43,8 +47,9 @@ from .config import Config
 from .errors import ConfigError, EniGuestError, MetadataError, MetadataUnavailable
 from .mirror import mirror_metric
 from .model import Instance
+from .providers import memo
 from .state import ForeignRule, Link
-from .watch_inbox import Inbox, Waiting, status_text, watchdog
+from .watch_inbox import Inbox, Waiting, judge_waiting, status_text, watchdog
 
 log = logging.getLogger("eni_guest")
 
@@ -68,6 +73,7 @@ class Watcher:
         self._waiting: dict[int, Waiting] = {}  # worker-owned, keyed by ifindex
         self._backoff = settle.Backoff()
         self._poll_at = 0.0
+        self._polled_at = float("-inf")  # when the waiting links' last read was
         self._next_full = 0.0  # the first cycle runs at once
         self._outage: Optional[str] = None
         self._warnings: frozenset[str] = frozenset()
@@ -99,6 +105,7 @@ class Watcher:
         try:
             out = read(self._effective())
         except MetadataError as e:
+            memo.forget()  # read everything again once the service answers
             if self._outage is None:
                 log.error("metadata unavailable, changing nothing until it answers: %s", e)
             self._outage = str(e)
@@ -112,10 +119,17 @@ class Watcher:
         """One full reconcile under the run lock; False when metadata or the kernel failed."""
         from .agent import read_instance
 
+        self._cycle_begins()
+        return self._cycle_done(
+            self._reconcile(lambda: self._metadata(lambda c: read_instance(c)[0]))
+        )
+
+    def _cycle_begins(self) -> None:
         self._next_full = self._clock() + self.config.watch_interval
         self._restore.cancel()  # this reconcile reads the kernel after any deletion so far
         self.cycles += 1
-        done = self._reconcile(lambda: self._metadata(lambda c: read_instance(c)[0]))
+
+    def _cycle_done(self, done: Optional[tuple]) -> bool:
         self.notify.send(f"STATUS={status_text(done, self._outage, self._failed)}")
         if done is None:
             return False
@@ -167,11 +181,14 @@ class Watcher:
         self,
         instance_of: Callable[[], Optional[Instance]],
         quiet: Callable[[], bool] = lambda: False,
+        *,
+        recorded: bool = True,
     ) -> Optional[tuple]:
         """Under the run lock: get the instance (None: give up), reconcile, remember our own
         deletions, log new warnings.  (instance, agent.Result), or None when it failed (an
         error is logged, unless `quiet()` says the next reconcile is due anyway: keepalived
-        flapping a VIP while its rule was being checked)."""
+        flapping a VIP while its rule was being checked).  recorded=False: giving up is not
+        a reconcile for the text file (a poll that found nothing settled, or no answer)."""
         from .agent import reconcile
         from .lock import run_lock
 
@@ -180,7 +197,8 @@ class Watcher:
             with run_lock(cfg.lock_file, cfg.lock_timeout):
                 instance = instance_of()
                 if instance is None:
-                    textfile.record(cfg, error=MetadataUnavailable(self._outage or ""))
+                    if recorded:
+                        textfile.record(cfg, error=MetadataUnavailable(self._outage or ""))
                     return None
                 try:
                     result = reconcile(self._effective(), instance=instance, log_warnings=False)
@@ -208,40 +226,48 @@ class Watcher:
         return instance, result
 
     def _judge_waiting(self, instance: Optional[Instance], *, configured: bool = True) -> bool:
-        """Judge every waiting link after one metadata read (None: it failed); forget the
-        decided ones, saying why where it matters.  True when one of them is to be configured.
-        configured=False keeps those waiting: the reconcile that configures them is yet to run
-        (and if it fails, the next poll tries again).
-        """
-        now = self._clock()
-        configure = False
-        for index, w in list(self._waiting.items()):
-            verdict = settle.judge(
-                w.link,
-                instance,
-                error=self._outage,
-                time_left=w.deadline - now,
-                timeout=self.config.hotplug_timeout,
-            )
-            if verdict.action == settle.WAIT or (
-                verdict.action == settle.CONFIGURE and not configured
-            ):
-                configure |= verdict.action == settle.CONFIGURE
-                continue
-            del self._waiting[index]
-            configure |= verdict.action == settle.CONFIGURE
-            if verdict.why:
-                log.log(verdict.level, "%s", verdict.why)
-        return configure
+        """Judge every waiting link after one metadata read (watch_inbox.judge_waiting)."""
+        return judge_waiting(
+            self._waiting,
+            instance,
+            error=self._outage,
+            now=self._clock(),
+            timeout=self.config.hotplug_timeout,
+            configured=configured,
+        )
 
     def _poll(self) -> None:
-        """One metadata read for the waiting links; reconcile as soon as one has settled."""
+        """One metadata read for the waiting links, under the run lock; as soon as one has
+        settled, the cycle's reconcile runs with that same read (a read under the lock is
+        never older than the kernel state: see hotplug.py for why that matters)."""
         from .agent import read_instance
 
-        instance: Optional[Instance] = self._metadata(lambda c: read_instance(c)[0])
-        if self._judge_waiting(instance, configured=False):
-            self.cycle()  # reads metadata again under the lock: see hotplug.py for why
-        self._poll_at = self._clock() + self._backoff.next()
+        settled: list[bool] = []
+
+        def read_and_judge() -> Optional[Instance]:
+            if self._configured_meanwhile():
+                return None
+            instance: Optional[Instance] = self._metadata(lambda c: read_instance(c)[0])
+            if not self._judge_waiting(instance, configured=False):
+                return None  # nothing to configure yet: no reconcile
+            settled.append(True)
+            self._cycle_begins()
+            return instance
+
+        done = self._reconcile(read_and_judge, recorded=False)
+        if settled:
+            self._cycle_done(done)
+        self._polled_at = self._clock()
+        self._poll_at = self._polled_at + self._backoff.next()
+
+    def _configured_meanwhile(self) -> bool:
+        """Forget the waiting links another run (udev's `hotplug add`) configured meanwhile
+        (hotplug.configured_now).  True when none is left waiting (no read needed)."""
+        for index, w in list(self._waiting.items()):
+            if hotplug.configured_now(index, self.config):
+                log.debug("%s was configured by another run meanwhile", w.link.name)
+                del self._waiting[index]
+        return not self._waiting
 
     def _unplug(self) -> None:
         from .lock import run_lock
@@ -262,7 +288,9 @@ class Watcher:
             for index, link in box.appeared.items():
                 self._waiting[index] = Waiting(link, now + self.config.hotplug_timeout)
             self._backoff.reset()
-            self._poll_at = now
+            # At once, but reads for waiting links stay FIRST_DELAY apart: a burst of links
+            # (Docker starting 20 containers) costs a read per FIRST_DELAY, not one per link.
+            self._poll_at = max(now, self._polled_at + settle.FIRST_DELAY)
         if box.unplug:
             self._unplug()
         if box.reconcile:
@@ -322,6 +350,8 @@ class Watcher:
         floating: Optional[float] = None,
     ) -> None:
         """Hand events to the worker."""
+        if appeared is not None or left is not None:
+            memo.forget()  # an ENI detached and attached again has a new device number
         with self._cond:
             self._inbox.put(appeared, left, reconcile, gone, lost, floating, self.config)
             self._cond.notify()
@@ -338,6 +368,7 @@ class Watcher:
         except ConfigError as e:
             log.error("configuration not reloaded, keeping the old one: %s", e)
             return
+        memo.forget()  # maybe another metadata_url
         with self._cond:
             self.config = new
             self._instance = None  # read with the old configuration: not restored from
@@ -350,6 +381,7 @@ class Watcher:
         main thread: watch_loop.py)."""
         from .watch_loop import run
 
+        memo.enable()  # what cannot change is read once (providers/memo.py)
         return run(self)
 
     def _seen(self, known: dict[int, Link], link: Link, startup: bool = False) -> None:

@@ -1,17 +1,23 @@
-"""What the watch daemon's main thread hands to its worker (watch.py), and what the worker
-tells systemd: the STATUS= line after each full reconcile, the watchdog's WATCHDOG=1."""
+"""What the watch daemon's main thread hands to its worker (watch.py), how the worker judges
+the links waiting for metadata to settle, and what it tells systemd: the STATUS= line after
+each full reconcile, the watchdog's WATCHDOG=1."""
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from . import settle
 from .config import Config
+from .model import Instance
+from .record import field, record
 from .state import Link
 
+log = logging.getLogger("eni_guest")
 
-@dataclass
+
+@record
 class Waiting:
     """A link that appeared and waits for metadata to list its MAC as a settled ENI."""
 
@@ -19,7 +25,7 @@ class Waiting:
     deadline: float
 
 
-@dataclass
+@record
 class Inbox:
     """What the main thread hands to the worker (guarded by Watcher._cond)."""
 
@@ -82,3 +88,30 @@ def watchdog(notify: Any, main_quiet_for: float) -> None:
     interval = notify.interval
     if interval is not None and main_quiet_for <= 2 * interval + 1:
         notify.ping()
+
+
+def judge_waiting(
+    waiting: dict[int, Waiting],
+    instance: Optional[Instance],
+    *,
+    error: Optional[str],
+    now: float,
+    timeout: float,
+    configured: bool = True,
+) -> bool:
+    """Judge every waiting link after one metadata read (None: it failed, `error` says why);
+    forget the decided ones, saying why where it matters.  True when one of them is to be
+    configured.  configured=False keeps those waiting: the reconcile that configures them is
+    yet to run (and if it fails, the next poll tries again)."""
+    configure = False
+    for index, w in list(waiting.items()):
+        verdict = settle.judge(
+            w.link, instance, error=error, time_left=w.deadline - now, timeout=timeout
+        )
+        configure |= verdict.action == settle.CONFIGURE
+        if verdict.action == settle.WAIT or (verdict.action == settle.CONFIGURE and not configured):
+            continue
+        del waiting[index]
+        if verdict.why:
+            log.log(verdict.level, "%s", verdict.why)
+    return configure

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import json
 import shlex
 import shutil
 import subprocess
@@ -82,15 +81,15 @@ class HeldConnection:
 
 
 def metadata_stats(path: Path, min_requests: int = 0, timeout: float = 2.0) -> dict[str, Any]:
-    """The simulator's ``--stats`` file, waiting up to ``timeout`` for ``min_requests``."""
+    """The simulator's request counters (sim/stats.py: exact while it runs, from the socket
+    beside its ``--stats`` file), waiting up to ``timeout`` for ``min_requests``."""
+    from .sim import stats
+
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            stats: dict[str, Any] = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
-            stats = {}
-        if stats.get("requests", 0) >= min_requests or time.monotonic() > deadline:
-            return stats
+        counters = stats.read(str(path))
+        if counters.get("requests", 0) >= min_requests or time.monotonic() > deadline:
+            return counters
         time.sleep(0.02)
 
 

@@ -482,6 +482,23 @@ def test_reset_stats_control_value_change(env: Env) -> None:
     assert read_stats(env.stats_path)["by_status"] == {"401": 1}
 
 
+def test_stats_socket_exact_at_once_file_written_at_stop(env: Env) -> None:
+    """The socket beside the file counts a request as soon as it was answered; the file
+    follows within FLUSH_EVERY, and has the final counts once the simulator stopped."""
+    from eni_guest_lab.sim import stats
+
+    token = env.token().text
+    for _ in range(3):
+        env.get("/latest/meta-data/mac", token)
+    assert stats.read(str(env.stats_path))["requests"] == 4  # no wait: exact
+    assert wait_for(lambda: read_stats(env.stats_path)["requests"] == 4)
+    env.get("/latest/meta-data/nope", token)
+    env.sim.stop()
+    assert not Path(f"{env.stats_path}.sock").exists()
+    assert read_stats(env.stats_path)["requests"] == 5
+    assert stats.read(str(env.stats_path)) == read_stats(env.stats_path)  # from the file
+
+
 # ---------------------------------------------------------------------------------------------
 # Scenario validation and helpers
 

@@ -6,7 +6,10 @@ the primary MAC, the MAC listing, then per ENI its key listing and only the keys
 
 from __future__ import annotations
 
+from typing import Optional
+
 from ..model import RawEni, RawInstance
+from . import memo
 from .base import MetadataProvider
 from .http import NotFound
 
@@ -29,6 +32,11 @@ LISTS = {
     "ipv6_prefixes": "ipv6-prefix",
 }
 ASSOCIATIONS = "ipv4-associations"
+# Keys that cannot change while the ENI stays attached: the watch daemon reads them once.
+FIXED = frozenset({"device-number", "network-card", "network-card-index", "interface-id"})
+# (A subnet's IPv6 CIDR can be added later, and its key then appears in the listing; once
+# there, it cannot go while the ENI holds IPv6 addresses from it.)
+FIXED_LISTS = frozenset({"subnet-ipv4-cidr-block", "subnet-ipv6-cidr-blocks"})
 
 
 def lines(text: str) -> list[str]:
@@ -46,8 +54,13 @@ class AwsProvider(MetadataProvider):
 
     def read(self) -> RawInstance:
         """Read every ENI; any failure other than a 404 on an optional key aborts the read."""
-        primary = self.get("mac").strip()
-        enis = [self._read_eni(mac) for mac in listing(self.get(MACS))]
+        primary = self.fixed("mac").strip()
+        macs = listing(self.get(MACS))
+        memo.only(set(macs))
+        enis = [self._read_eni(mac) for mac in macs]
+        for raw in enis:  # keep fixed keys only of ENIs that look settled (memo.drop)
+            if not raw.ipv4s or (raw.device_number in (None, "0") and raw.mac != primary):
+                memo.drop(raw.mac)
         return RawInstance(
             provider=self.name, primary_mac=primary, primary_mac_key=META + "mac", enis=enis
         )
@@ -62,7 +75,7 @@ class AwsProvider(MetadataProvider):
         for name, candidates in SCALARS.items():
             for key in candidates:
                 if key in keys:
-                    value = self.optional(prefix + key)
+                    value = self._key(prefix + key, mac, key in FIXED)
                     if value is not None:
                         setattr(raw, name, value.strip())
                         raw.keys[name] = key
@@ -70,7 +83,7 @@ class AwsProvider(MetadataProvider):
         for name, key in LISTS.items():
             raw.keys[name] = key
             if key in keys:
-                value = self.optional(prefix + key)
+                value = self._key(prefix + key, mac, key in FIXED_LISTS)
                 if value is not None:
                     setattr(raw, name, lines(value))
         if ASSOCIATIONS in keys:
@@ -80,3 +93,6 @@ class AwsProvider(MetadataProvider):
                 if private is not None:
                     raw.elastic_ips[public] = private.strip()
         return raw
+
+    def _key(self, path: str, mac: str, fixed: bool) -> Optional[str]:
+        return self.fixed_optional(path, mac) if fixed else self.optional(path)

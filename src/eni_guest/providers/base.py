@@ -51,6 +51,17 @@ class MetadataProvider:
         """GET prefix + path; None on 404."""
         return self.service.optional(path)
 
+    def fixed(self, path: str, mac: str = "") -> str:
+        """GET prefix + path of a key that cannot change (for `mac`'s ENI while attached):
+        asked once by the watch daemon (memo.py); NotFound on 404."""
+        return self.service.fixed(path, mac)
+
+    def fixed_optional(self, path: str, mac: str) -> Optional[str]:
+        try:
+            return self.fixed(path, mac)
+        except NotFound:
+            return None
+
     def read(self) -> RawInstance:
         raise NotImplementedError
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..errors import MetadataDisabled, MetadataInvalid, MetadataUnavailable
+from ..record import record
+from . import memo
 from .http import HttpClient, NotFound
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ def subnet_of(ip: str, ip_key: str, mask: str, mask_key: str) -> str:
     return str(ipaddress.ip_interface(f"{addr}/{length}").network)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TokenRules:
     """An IMDSv2-style session (AWS; Alibaba's hardened mode): PUT `path` with a TTL header
     returns a token that every GET carries; a 401 means it expired (one new token, one retry).
@@ -145,6 +146,9 @@ class MetadataService:
         self.tokens = tokens
         self.root: Optional[str] = None if tokens else self.roots[0]
         self.token: Optional[str] = None
+        kept = memo.token(self.roots) if tokens else None  # the watch daemon's (memo.py)
+        if kept is not None:
+            self.root, self.token = kept[0], kept[1] or None
         self.http = HttpClient(
             config.metadata_timeout, config.metadata_deadline, config.metadata_retries
         )
@@ -167,9 +171,11 @@ class MetadataService:
                 continue  # this endpoint is unreachable: try the next one
             if r.status == 200 and r.text.strip():
                 self.root, self.token = root, r.text.strip()
+                memo.keep_token(self.roots, root, self.token, rules.ttl)
                 return
             if r.status in (404, 405) and rules.optional:
                 self.root, self.token = root, None  # no token mode here: plain GETs
+                memo.keep_token(self.roots, root, "", rules.ttl)
                 return
             if r.status == 403:
                 raise MetadataDisabled(
@@ -178,10 +184,13 @@ class MetadataService:
             raise MetadataUnavailable(f"metadata service: {url} answered HTTP {r.status}")
         raise MetadataUnavailable("; ".join(errors))
 
-    def get(self, path: str) -> str:
-        """GET prefix + path: the body, NotFound on 404; a 401 gets one new token, one retry."""
+    def _ensure_root(self) -> None:
         if self.root is None and self.tokens is not None:
             self._new_token(self.tokens)
+
+    def get(self, path: str) -> str:
+        """GET prefix + path: the body, NotFound on 404; a 401 gets one new token, one retry."""
+        self._ensure_root()
         for attempt in (1, 2):
             url = f"{self.root}{self.prefix}{path}"
             headers = {self.tokens.token_header: self.token} if self.tokens and self.token else None
@@ -203,3 +212,15 @@ class MetadataService:
             return self.get(path)
         except NotFound:
             return None
+
+    def fixed(self, path: str, mac: str = "") -> str:
+        """GET a key that cannot change while the instance runs (for `mac`'s ENI while it
+        stays attached): the watch daemon asks once (memo.py); everyone else, every time."""
+        self._ensure_root()
+        url = f"{self.root}{self.prefix}{path}"
+        kept = memo.value(url)
+        if kept is not None:
+            return kept
+        body = self.get(path)
+        memo.keep(url, body, mac)
+        return body

@@ -21,7 +21,6 @@ boot.  A caller that waits anyway (`hotplug add`, the watch daemon) retries with
 
 from __future__ import annotations
 
-import concurrent.futures
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -87,6 +86,8 @@ def probe_all(
 ) -> dict[str, tuple[bool, str]]:
     """Every probe at once; a probe still running after `window` seconds counts as no answer.
     Each HTTP request may take a sixth of the window (0.5 s of the first 3 s)."""
+    import concurrent.futures  # only when probing, not on every hot-plug
+
     results: dict[str, tuple[bool, str]] = {}
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(PROBES))
     try:

@@ -1,41 +1,48 @@
-"""A careful HTTP client for instance metadata services.
+"""A careful HTTP client for instance metadata services, on a plain socket.
 
 Metadata services are rate limited per ENI and sometimes slow or absent at boot, and what they
-return decides which addresses get removed.  So: one session (one TCP connection) per run, a
+return decides which addresses get removed.  So: one TCP connection per run (kept alive), a
 timeout on every request, a few retries with backoff but an overall deadline, no redirects
 (a redirect would mean something other than the metadata service is answering), and a cap on
 the body size.  A 404 is an answer ("no such key"), not an error: callers decide what it means.
 
 The deadline covers the whole exchange, not only the wait between attempts: a service that
 drips its status line, its headers or its body one byte a second cannot keep a run (and the run
-lock) alive past `metadata_deadline`.  Two things see to it.  The body is read one system call
-at a time, each bounded by what is left of the deadline.  And a watchdog (one thread per client,
-asleep until the deadline) shuts down every connection the client still has open when the
-deadline passes: whatever the run was waiting for then (the status line, a header, a TLS
-record) fails at once, where a timeout per socket read would wait for ever on a byte a second.
-Whatever goes wrong inside a body (a stall, a body cut short, an encoding that was not asked
-for) is the service being unavailable: the request is retried under the deadline, and at worst
-the run ends with exit 3, changing nothing.
+lock) alive past `metadata_deadline`.  Two things see to it.  Every read is one system call,
+bounded by what is left of the deadline, and the deadline is checked between reads.  And a
+watchdog (one thread per client, asleep until the deadline) shuts down every connection the
+client still has open when the deadline passes: whatever the run was waiting for then (a
+byte of the head, a TLS record) fails at once.  Whatever goes wrong inside a response (a
+stall, a body cut short, an encoding that was not asked for, something that is not HTTP) is
+the service being unavailable: the request is retried under the deadline, and at worst the
+run ends with exit 3, changing nothing.
+
+HTTP/1.1 as a metadata service speaks it: GET and PUT without a body, Content-Length,
+chunked or until-close bodies, keep-alive.  Not `requests` (~110 ms of imports, urllib3,
+charset_normalizer, certifi and idna included) nor `http.client` (the email package's header
+parser, ~25 ms): a metadata answer needs neither (README, Dependencies).
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import socket
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
 from ..errors import MetadataUnavailable
+from ..record import record
 
 MAX_BODY = 256 * 1024  # metadata leaves are tiny; anything bigger is not a metadata service
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_HEAD = 64 * 1024  # status line and headers
+READ = 64 * 1024  # bytes asked of one recv()
 
 
-@dataclass
+@record
 class Response:
     status: int
     text: str
@@ -56,28 +63,21 @@ class _BadBody(Exception):
 
 
 class HttpClient:
-    """requests.Session with the safety rules above; counts requests for the benchmark."""
+    """One metadata service conversation with the safety rules above; counts requests."""
 
     def __init__(self, timeout: float, deadline: float, retries: int) -> None:
-        import requests  # deferred: `eni-guest --version` must not pay for it
-
-        self._requests = requests
-        self.session = requests.Session()
-        self.session.trust_env = False  # never send metadata requests through an HTTP proxy
-        self.session.headers.clear()
-        self.session.headers["User-Agent"] = "eni-guest"
         self.timeout = timeout
         self.deadline_at = time.monotonic() + deadline
         self.watchdog = _Watchdog(self.deadline_at)
-        adapter = _watched_adapter(self.watchdog)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
         self.retries = retries
         self.requests_sent = 0
+        self._conns: dict[tuple[str, str, int], _Connection] = {}
 
     def close(self) -> None:
         self.watchdog.stop()
-        self.session.close()
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
 
     def time_left(self) -> float:
         """Seconds left of the whole read (<= 0 once it passed): the DHCP probe's budget."""
@@ -97,32 +97,22 @@ class HttpClient:
         retry_on: Callable[[int], bool] = RETRY_STATUSES.__contains__,
     ) -> Response:
         """One logical request: retried on timeouts, resets and 5xx, never past the deadline."""
-        requests = self._requests
         delay = 0.1
         last = ""
         for attempt in range(self.retries + 1):
-            timeout = min(self.timeout, self._remaining(url))
+            self._remaining(url)
             try:
                 self.requests_sent += 1
-                with self.session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    timeout=timeout,
-                    allow_redirects=False,
-                    stream=True,
-                ) as r:
-                    status = r.status_code
-                    body = self._body(r)
-            except requests.RequestException as e:
-                last = "the deadline passed" if self.watchdog.fired else _describe(e)
+                status, body = self._exchange(method, url, headers or {})
             except _BadBody as e:
                 last = str(e)
+            except _TooBig:
+                raise MetadataUnavailable(
+                    f"metadata service: {url} answered more than {MAX_BODY} bytes"
+                ) from None
+            except OSError as e:
+                last = "the deadline passed" if self.watchdog.fired else _describe(e)
             else:
-                if len(body) > MAX_BODY:
-                    raise MetadataUnavailable(
-                        f"metadata service: {url} answered more than {MAX_BODY} bytes"
-                    )
                 if 300 <= status < 400:
                     raise MetadataUnavailable(
                         f"metadata service: {url} answered a redirect ({status}), not followed"
@@ -139,35 +129,216 @@ class HttpClient:
             f"metadata service: {method} {url} failed after {self.retries + 1} tries: {last}"
         )
 
-    def _body(self, r: Any) -> bytes:
-        """The whole body, read one system call at a time under the deadline (see above)."""
-        encoding = r.headers.get("Content-Encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):  # we never ask for one (no Accept-Encoding)
-            raise _BadBody(f"the body came with Content-Encoding {encoding[:40]!r}, not asked for")
-        fp = r.raw._fp  # http.client.HTTPResponse: read1 returns after one recv
-        sock = _socket_of(fp)
-        body = bytearray()
+    def _exchange(self, method: str, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        """Send one request and read its whole answer: (status, body)."""
+        parts = urlsplit(url)
+        scheme, host = parts.scheme, parts.hostname or ""
+        port = parts.port or (443 if scheme == "https" else 80)
+        key = (scheme, host, port)
+        netloc = f"[{host}]" if ":" in host else host
+        if parts.port:
+            netloc += f":{parts.port}"
+        lines = [f"{method} {parts.path or '/'} HTTP/1.1", f"Host: {netloc}"]
+        lines += ["User-Agent: eni-guest", "Accept-Encoding: identity"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        if method in ("PUT", "POST"):
+            lines.append("Content-Length: 0")
+        data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        conn = self._conns.get(key)
+        if conn is not None:
+            try:  # a kept-alive connection the service may have closed meanwhile
+                return self._answer(conn, data, method)
+            except _Stale:
+                self._drop(key)
+        conn = self._connect(key)
         try:
-            while len(body) <= MAX_BODY:
-                left = self.deadline_at - time.monotonic()
-                if left <= 0:
-                    raise _BadBody("the metadata deadline passed while the body was being read")
-                if sock is not None:
-                    sock.settimeout(min(self.timeout, left))
-                chunk = fp.read1(64 * 1024)
-                if not chunk:
-                    if self.watchdog.fired:  # the end came from the watchdog, not the service
-                        raise _BadBody("the metadata deadline passed while the body was being read")
-                    if fp.length:  # Content-Length said more was coming
-                        raise _BadBody(f"the body was cut short ({fp.length} bytes missing)")
-                    # let urllib3 see the end of the body, so the connection is kept alive
-                    r.raw.read()
-                    return bytes(body)
-                body += chunk
-        except (OSError, http.client.HTTPException) as e:
-            what = "timed out" if isinstance(e, socket.timeout) else type(e).__name__
-            raise _BadBody(f"reading the body failed: {what}") from None
-        return bytes(body)  # over MAX_BODY: refused by the caller
+            return self._answer(conn, data, method)
+        except _Stale:
+            self._drop(key)
+            raise _BadBody("the service closed the connection without an answer") from None
+        except BaseException:
+            self._drop(key)
+            raise
+
+    def _answer(self, conn: _Connection, data: bytes, method: str) -> tuple[int, bytes]:
+        try:
+            conn.sock.sendall(data)
+            status, fields, keep = conn.read_head(self)
+            body = conn.read_body(self, status, fields, method)
+        except BaseException:
+            conn.close()
+            raise
+        if not keep:
+            conn.close()
+        return status, body
+
+    def _connect(self, key: tuple[str, str, int]) -> _Connection:
+        scheme, host, port = key
+        timeout = min(self.timeout, self._left())
+        # A str host makes getaddrinfo load the idna codec (~3 ms); an address needs none.
+        name: Any = host.encode("ascii") if host.isascii() else host
+        sock = socket.create_connection((name, port), timeout=timeout)
+        if scheme == "https":
+            import ssl  # only for an https metadata_url
+
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+        conn = _Connection(sock)
+        self._conns[key] = conn
+        self.watchdog.watch(conn)
+        return conn
+
+    def _drop(self, key: tuple[str, str, int]) -> None:
+        conn = self._conns.pop(key, None)
+        if conn is not None:
+            conn.close()
+
+    def _left(self) -> float:
+        """Seconds left for the next read; _BadBody once the deadline passed."""
+        left = self.deadline_at - time.monotonic()
+        if left <= 0 or self.watchdog.fired:
+            raise _BadBody("the metadata deadline passed while the answer was being read")
+        return left
+
+
+class _TooBig(Exception):
+    """The answer is longer than MAX_BODY: not a metadata service."""
+
+
+class _Stale(Exception):
+    """A kept-alive connection ended before the first byte of an answer: send again."""
+
+
+class _Connection:
+    """One TCP (or TLS) connection and the bytes received on it but not yet used."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+        self.closed = False
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(OSError):
+                self.sock.close()
+
+    def _recv(self, client: HttpClient) -> bytes:
+        """One recv(), bounded by the request timeout and what is left of the deadline."""
+        self.sock.settimeout(min(client.timeout, client._left()))
+        chunk = self.sock.recv(READ)
+        if not chunk and client.watchdog.fired:
+            raise _BadBody("the metadata deadline passed while the answer was being read")
+        return chunk
+
+    def read_head(self, client: HttpClient) -> tuple[int, dict[str, str], bool]:
+        """(status, lower-cased header fields, whether the connection stays open)."""
+        first = True
+        while b"\r\n\r\n" not in self.buf:
+            if len(self.buf) > MAX_HEAD:
+                raise _BadBody(f"the response head is longer than {MAX_HEAD} bytes")
+            try:
+                chunk = self._recv(client)
+            except (ConnectionResetError, BrokenPipeError):
+                if first and not self.buf:
+                    raise _Stale() from None
+                raise
+            if not chunk:
+                if first and not self.buf:
+                    raise _Stale()
+                raise _BadBody("the connection closed inside the response head")
+            first = False
+            self.buf += chunk
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        words = lines[0].split(None, 2)
+        if (
+            len(words) < 2
+            or not words[0].startswith("HTTP/1.")
+            or not (words[1].isascii() and words[1].isdigit())
+        ):
+            raise _BadBody(f"not an HTTP response: {lines[0][:60]!r}")
+        fields: dict[str, str] = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            if not colon or not name or name != name.strip():
+                raise _BadBody(f"a malformed header line: {line[:60]!r}")
+            name = name.lower()
+            if name in fields and name == "content-length" and fields[name] != value.strip():
+                raise _BadBody("two different Content-Length headers")
+            fields[name] = value.strip()
+        connection = fields.get("connection", "").lower()
+        keep = words[0] != "HTTP/1.0" and "close" not in connection
+        return int(words[1]), fields, keep
+
+    def read_body(
+        self, client: HttpClient, status: int, fields: dict[str, str], method: str
+    ) -> bytes:
+        encoding = fields.get("content-encoding", "identity").lower()
+        if encoding not in ("", "identity"):
+            raise _BadBody(f"the body came with Content-Encoding {encoding[:40]!r}, not asked for")
+        if method == "HEAD" or status < 200 or status in (204, 304):
+            return b""
+        if "chunked" in fields.get("transfer-encoding", "").lower():
+            return self._chunked(client)
+        length = fields.get("content-length")
+        if length is None:
+            return self._until_close(client)
+        if not (length.isascii() and length.isdigit()):
+            raise _BadBody(f"a Content-Length that is not a number: {length[:20]!r}")
+        if int(length) > MAX_BODY:
+            raise _TooBig()
+        return self._exactly(client, int(length))
+
+    def _exactly(self, client: HttpClient, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self._recv(client)
+            if not chunk:
+                raise _BadBody(f"the body was cut short ({n - len(self.buf)} bytes missing)")
+            self.buf += chunk
+        body, self.buf = self.buf[:n], self.buf[n:]
+        return body
+
+    def _until_close(self, client: HttpClient) -> bytes:
+        body = bytearray(self.buf)
+        self.buf = b""
+        while len(body) <= MAX_BODY:
+            chunk = self._recv(client)
+            if not chunk:
+                self.close()
+                return bytes(body)
+            body += chunk
+        raise _TooBig()
+
+    def _line(self, client: HttpClient) -> bytes:
+        while b"\r\n" not in self.buf:
+            if len(self.buf) > 1024:
+                raise _BadBody("a chunk size line longer than 1024 bytes")
+            chunk = self._recv(client)
+            if not chunk:
+                raise _BadBody("the body was cut short (inside a chunk size)")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _chunked(self, client: HttpClient) -> bytes:
+        body = bytearray()
+        while True:
+            size_text = self._line(client).split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise _BadBody(
+                    f"a chunk size that is not hexadecimal: {size_text[:20]!r}"
+                ) from None
+            if size < 0 or len(body) + size > MAX_BODY:
+                raise _TooBig()
+            if size == 0:
+                while self._line(client):  # trailer fields, up to the empty line
+                    pass
+                return bytes(body)
+            body += self._exactly(client, size)
+            if self._exactly(client, 2) != b"\r\n":
+                raise _BadBody("a chunk not followed by CRLF")
 
 
 class _Watchdog:
@@ -222,47 +393,9 @@ def _shut(connection: Any) -> None:
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
-def _watched_adapter(watchdog: _Watchdog) -> Any:
-    """A requests adapter whose connections `watchdog` shuts down at the deadline."""
-    from requests.adapters import HTTPAdapter
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    class Watched(HTTPConnection):
-        def connect(self) -> None:
-            super().connect()
-            watchdog.watch(self)
-
-    class WatchedTLS(HTTPSConnection):
-        def connect(self) -> None:
-            super().connect()
-            watchdog.watch(self)
-
-    class Pool(HTTPConnectionPool):
-        ConnectionCls = Watched
-
-    class PoolTLS(HTTPSConnectionPool):
-        ConnectionCls = WatchedTLS
-
-    class Adapter(HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": PoolTLS}
-
-    return Adapter()
-
-
-def _socket_of(fp: Any) -> Optional[socket.socket]:
-    """The socket under an http.client response, to bound each read by the deadline."""
-    raw = getattr(getattr(fp, "fp", None), "raw", None)
-    sock = getattr(raw, "_sock", None)
-    return sock if isinstance(sock, socket.socket) else None
-
-
-def _describe(e: Exception) -> str:
-    name = type(e).__name__
-    if "Timeout" in name:
+def _describe(e: OSError) -> str:
+    if isinstance(e, socket.timeout):
         return "timed out"
-    if "ConnectionError" in name:
-        return "connection failed"
-    return f"{name}: {e}"
+    if isinstance(e, (ConnectionError, socket.gaierror)) or e.errno is not None:
+        return f"connection failed ({e.strerror or type(e).__name__})"
+    return f"{type(e).__name__}: {e}"

@@ -30,13 +30,13 @@ MAC-derived slots of model.assign_table_slots would then be the safer choice).
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 from ..config import Config
 from ..errors import MetadataInvalid, MetadataUnavailable
 from ..model import RawEni, RawInstance, normalize_mac
+from ..record import replace
 from ..scope import MANAGED
 from ..state import Link
 from .base import MetadataProvider

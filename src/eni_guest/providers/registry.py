@@ -12,10 +12,10 @@ cloud it talks to and `eni-guest --version` loads no network code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional
 
 from ..errors import ConfigError
+from ..record import record
 from .common import TokenRules
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ DMI_FIELDS = ("sys_vendor", "product_name", "board_vendor", "chassis_asset_tag")
 PROBE_TOKEN_TTL = 60  # seconds: a probe's token is never used for a read
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Cloud:
     """One cloud, as the rest of eni-guest needs to know it."""
 

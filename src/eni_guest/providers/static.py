@@ -24,13 +24,13 @@ of the [[eni]] tables does not matter and editing one ENI never moves another to
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from ..config import MAX_DEVICE_NUMBER, Config
 from ..errors import MetadataInvalid, MetadataUnavailable
 from ..model import RawEni, RawInstance, normalize_mac
+from ..record import field, record
 
 TOP_KEYS = ("primary_mac", "eni")
 STRING_KEYS = ("mac", "id", "subnet", "gateway", "ipv6_subnet", "ipv6_gateway")
@@ -38,7 +38,7 @@ LIST_KEYS = ("ipv4s", "ipv6s")
 ENI_KEYS = (*STRING_KEYS, *LIST_KEYS, "device_number")
 
 
-@dataclass
+@record
 class StaticEni:
     """One [[eni]] table, type-checked; values stay strings for the model to validate."""
 
@@ -54,7 +54,7 @@ class StaticEni:
     device_number: Optional[int] = None
 
 
-@dataclass
+@record
 class StaticFile:
     path: str
     primary_mac: Optional[str]

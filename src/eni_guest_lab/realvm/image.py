@@ -145,7 +145,6 @@ BOOKWORM_DEB = Recipe(
     packages=(
         *(p for p in BOOKWORM.packages if p != "python3-pip"),
         "python3-pyroute2",
-        "python3-requests",
         "python3-click",
         "python3-jinja2",
     ),

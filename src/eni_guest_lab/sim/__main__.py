@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--stats",
         metavar="FILE",
-        help="rewrite this JSON file with request counters after every request",
+        help="keep this JSON file of request counters up to date (within 50 ms; exact at any "
+        "moment from the Unix socket FILE.sock beside it: sim/stats.py)",
     )
     parser.add_argument(
         "--log-requests", action="store_true", help="log every request and reload to stderr"
