@@ -20,8 +20,9 @@ import select
 import socket
 import struct
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
+
+from .record import field, record
 
 ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4  # what a packet socket calls the copies of our own packets
@@ -37,7 +38,7 @@ _BOOTP = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")
 _BOOTP_MIN = 300  # the minimum BOOTP message some servers insist on (RFC 951), padded to it
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Offer:
     """What an OFFER said: the address offered and the options, by code."""
 
