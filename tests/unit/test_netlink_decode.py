@@ -15,6 +15,7 @@ from ipaddress import ip_address, ip_network
 from typing import Any, Optional
 
 import pytest
+from test_kernel_parse import encode  # pyroute2's encoding of one message
 
 from eni_guest import netlink_decode
 from eni_guest.netlink import NL
@@ -22,15 +23,6 @@ from eni_guest.state import Addr, ForeignRule, Route, Rule
 
 AF4, AF6 = socket.AF_INET, socket.AF_INET6
 FAMILY = {AF4: 4, AF6: 6}
-
-
-def encode(cls: Any, attrs: list, **header: Any) -> bytes:
-    msg = cls()
-    for key, value in header.items():
-        msg[key] = value
-    msg["attrs"] = attrs
-    msg.encode()
-    return bytes(msg.data)
 
 
 def _decoded(cls: Any, data: bytes) -> Any:
