@@ -17,6 +17,7 @@ from .config import Config
 from .errors import KernelError, MetadataError, MetadataInvalid
 from .model import Instance, build_instance
 from .plan import Change, Plan, plan
+from .providers import memo
 from .record import field, record, replace
 from .scope import Scope, decide, of_instance
 from .state import KernelState, Link
@@ -53,22 +54,31 @@ def log_changes(changes: list[Change], names: Optional[Mapping[str, str]] = None
 
 
 def read_instance(
-    config: Config, read_links: Optional[Callable[[], Sequence[Link]]] = None
+    config: Config,
+    read_links: Optional[Callable[[], Sequence[Link]]] = None,
+    dry_run: bool = False,
 ) -> tuple[Instance, int]:
     """Read metadata and decide the run's scope; (validated instance, metadata requests).
 
     The metadata read comes first: the kernel's links (`read_links`, or a netlink socket of
-    its own) are looked at only once it succeeded.  The scope (scope.py) is decided once,
-    from what was read, the configuration and the links; a provider that needs the ENIs'
-    NICs to finish its read (JD Cloud's DHCP probe) does so for the managed ones; then the
-    configuration's overlay and validation (`build_instance`), so an added IP is held to the
-    same rules as metadata.
+    its own) are looked at only once it succeeded (before it, they only tell which of the
+    keys this boot kept still hold: providers/memo.py; a dry run writes none).  The scope
+    (scope.py) is decided once, from what was read, the configuration and the links; a
+    provider that needs the ENIs' NICs to finish its read (JD Cloud's DHCP probe) does so
+    for the managed ones; then the configuration's overlay and validation (`build_instance`),
+    so an added IP is held to the same rules as metadata.
     """
     from .providers import chosen_because, get_provider
 
     provider = get_provider(config)
+    links = read_links or (lambda: _read_links(config))
+    # What this boot's earlier runs read and cannot have changed since: kept for the NICs
+    # that are still the ones it was read with (providers/memo.py).
+    memo.load(config, provider.name, links())
     try:
-        instance = read_from(provider, config, read_links or (lambda: _read_links(config)))
+        instance = read_from(provider, config, links)
+        if not dry_run:
+            memo.save(config, provider.name, links())
     except MetadataError:
         metrics.count("metadata_failures")
         raise
@@ -125,7 +135,7 @@ def reconcile(
     kernel = Kernel(config)
     try:
         if instance is None:
-            instance, requests = read_instance(config, kernel.read_links)
+            instance, requests = read_instance(config, kernel.read_links, dry_run)
         check_businesses(instance, config)  # a business's IP on another ENI: exit 2
         t1 = time.monotonic()
         state = kernel.read_state()

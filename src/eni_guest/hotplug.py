@@ -327,6 +327,7 @@ def unplug(config: Config) -> list[Change]:
     from .dhcp_known import forget_departed
     from .kernel import Kernel
     from .plan import plan_unplug
+    from .providers import memo
 
     kernel = Kernel(config)
     applied: list[Change] = []
@@ -339,6 +340,7 @@ def unplug(config: Config) -> list[Change]:
         state = kernel.read_state()
         for path in forget_departed(config, state.links):  # JD Cloud's DHCP answers
             log.debug("removed %s: its NIC left", path)
+        memo.forget_departed(config, state.links)  # and the metadata kept for it
         p = plan_unplug(state, config)
         for note in p.notes:
             log.debug("%s", note)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from . import dhcp_known
 from .config import Config
 from .distro import NETWORKD_FILE, NETWORKD_FOREIGN, NM_DROPIN
 from .distro_hotplug import NETWORKD_HOTPLUG
@@ -37,7 +38,7 @@ from .install_cloudinit import (
     cloud_init_dropin,
     render_module,
 )
-from .providers import boot_cache
+from .providers import boot_cache, memo
 from .safe_write import write_if_changed
 from .templating import render_template
 
@@ -55,6 +56,8 @@ RUNTIME_FILES = (
     "/run/eni-guest",  # the boot's hot-plug state, the detected cloud, pending reloads
     Config().lock_file,
     str(boot_cache.path_for(Config())),  # the cloud auto-detection found, kept for the boot
+    str(memo.path_for(Config())),  # the metadata that cannot change, kept for the boot
+    str(dhcp_known.directory(Config())),  # JD Cloud's DHCP answers, kept for the boot
     "/" + str(NM_DROPIN),
     "/" + str(NETWORKD_FILE),
     "/" + str(NETWORKD_HOTPLUG),

@@ -28,7 +28,8 @@ new one is invalid.
 
 A periodic read asks only for what can change (the MAC listing, each ENI's key listing,
 IPs, prefixes): the token, the primary's MAC and each ENI's fixed keys are kept between
-reads and forgotten whenever a link comes or goes or a read fails (providers/memo.py).
+reads (and shared with the boot's other runs through /run) and forgotten whenever a link
+comes or goes or a read fails (providers/memo.py).
 
 Under systemd (Type=notify, sdnotify.py) the worker tells what each full reconcile did
 (STATUS=) and sends the watchdog's WATCHDOG=1 while both threads are alive; every reconcile
@@ -352,6 +353,8 @@ class Watcher:
         """Hand events to the worker."""
         if appeared is not None or left is not None:
             memo.forget()  # an ENI detached and attached again has a new device number
+        if left is not None:
+            memo.forget_departed(self.config, None, left)  # and the boot's file forgets it too
         with self._cond:
             self._inbox.put(appeared, left, reconcile, gone, lost, floating, self.config)
             self._cond.notify()
@@ -381,7 +384,7 @@ class Watcher:
         main thread: watch_loop.py)."""
         from .watch_loop import run
 
-        memo.enable()  # what cannot change is read once (providers/memo.py)
+        memo.enable()  # what cannot change is read once a boot (providers/memo.py)
         return run(self)
 
     def _seen(self, known: dict[int, Link], link: Link, startup: bool = False) -> None:

@@ -6,10 +6,20 @@ nothing may reach this machine's NetworkManager, networkd or /run."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from eni_guest import distro
+from eni_guest.providers import memo
+
+
+@pytest.fixture(autouse=True)
+def fresh_memo() -> Iterator[None]:
+    """Every test starts as a new process does: nothing kept of an earlier metadata read."""
+    yield
+    memo.forget()
+    memo._on = False
 
 
 @pytest.fixture

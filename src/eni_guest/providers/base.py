@@ -53,7 +53,7 @@ class MetadataProvider:
 
     def fixed(self, path: str, mac: str = "") -> str:
         """GET prefix + path of a key that cannot change (for `mac`'s ENI while attached):
-        asked once by the watch daemon (memo.py); NotFound on 404."""
+        asked once a boot (memo.py); NotFound on 404."""
         return self.service.fixed(path, mac)
 
     def fixed_optional(self, path: str, mac: str) -> Optional[str]:

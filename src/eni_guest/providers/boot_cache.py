@@ -54,11 +54,11 @@ def boot_id(source: Optional[Path] = None) -> Optional[str]:
     return text or None
 
 
-def read_json(path: Path) -> Optional[object]:
+def read_json(path: Path, limit: int = MAX_SIZE) -> Optional[object]:
     """The JSON in a file of ours (read_ours), or None when it is missing or not to be
     trusted (logged at debug: a file of the boot that is wrong is asked again, not fatal)."""
     try:
-        return json.loads(read_ours(path))
+        return json.loads(read_ours(path, limit))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:  # unreadable, not ours, not JSON, not UTF-8

@@ -146,9 +146,6 @@ class MetadataService:
         self.tokens = tokens
         self.root: Optional[str] = None if tokens else self.roots[0]
         self.token: Optional[str] = None
-        kept = memo.token(self.roots) if tokens else None  # the watch daemon's (memo.py)
-        if kept is not None:
-            self.root, self.token = kept[0], kept[1] or None
         self.http = HttpClient(
             config.metadata_timeout, config.metadata_deadline, config.metadata_retries
         )
@@ -186,7 +183,11 @@ class MetadataService:
 
     def _ensure_root(self) -> None:
         if self.root is None and self.tokens is not None:
-            self._new_token(self.tokens)
+            kept = memo.token(self.roots)  # an earlier read's, still valid (memo.py)
+            if kept is not None:
+                self.root, self.token = kept[0], kept[1] or None
+            else:
+                self._new_token(self.tokens)
 
     def get(self, path: str) -> str:
         """GET prefix + path: the body, NotFound on 404; a 401 gets one new token, one retry."""
@@ -215,7 +216,7 @@ class MetadataService:
 
     def fixed(self, path: str, mac: str = "") -> str:
         """GET a key that cannot change while the instance runs (for `mac`'s ENI while it
-        stays attached): the watch daemon asks once (memo.py); everyone else, every time."""
+        stays attached): asked once a boot while the memo is on (memo.py), else every time."""
         self._ensure_root()
         url = f"{self.root}{self.prefix}{path}"
         kept = memo.value(url)
