@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-from . import safe_write
+from . import dropins, safe_write
 from .config import MAC
 
 log = logging.getLogger("eni_guest")
@@ -47,8 +47,6 @@ NETWORKD_FILE = Path("run/systemd/network/05-eni-guest.network")
 # 60-: a "local" drop-in (systemd's advice: 10-40 for /usr, 60-90 for /etc and /run), so an
 # administrator's drop-in sorting after it can still turn the switches back on.
 NETWORKD_FOREIGN = Path("run/systemd/networkd.conf.d/60-eni-guest.conf")
-#: The drop-ins' last renders, reused while the ENIs stay the same (templating.cached_in).
-RENDERED = Path("run/eni-guest/rendered.json")
 
 # (argv) -> (exit code, combined output); replaced by tests, which must never reach a real
 # NetworkManager or networkd.
@@ -88,15 +86,12 @@ def render(secondary_macs: list[str], enabled: bool = True) -> dict[Path, Option
     The networkd.conf drop-in does not depend on the MACs: the primary carries eni-guest's
     rules and table too.  It goes only with ``enabled=False``.
     """
-    from .templating import render_template
-
-    foreign = render_template("networkd-foreign.conf.j2", {}) if enabled else None
+    foreign = dropins.NETWORKD_FOREIGN if enabled else None
     if not secondary_macs:
         return {NM_DROPIN: None, NETWORKD_FILE: None, NETWORKD_FOREIGN: foreign}
-    context = {"macs": secondary_macs}
     return {
-        NM_DROPIN: render_template("networkmanager-unmanaged.conf.j2", context),
-        NETWORKD_FILE: render_template("networkd-unmanaged.network.j2", context),
+        NM_DROPIN: dropins.networkmanager_unmanaged(secondary_macs),
+        NETWORKD_FILE: dropins.networkd_unmanaged(secondary_macs),
         NETWORKD_FOREIGN: foreign,
     }
 
@@ -240,13 +235,10 @@ def keep_off(
     distro.  Returns the paths that changed.  Only when something changed and ``root`` is ``/``
     are the running managers asked to reload; image builders and tests pass another root.
     """
-    from .templating import cached_in
-
     root = Path(root)
     macs = _normalise(secondary_macs, primary_mac) if enabled else []
     changed = []
-    with cached_in(root / RENDERED, root):
-        files = render(macs, enabled)
+    files = render(macs, enabled)
     for rel, content in files.items():
         path = root / rel
         if write_if_changed(path, content, root=root):  # no link followed below root

@@ -42,6 +42,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Optional
 
+from . import dropins
 from .distro import reload_managers, write_if_changed
 
 #: Its existence switches the udev rule's marking on (a path relative to the root).
@@ -72,8 +73,6 @@ def render(left_to_distro: dict[str, str], enabled: bool = True) -> dict[Path, O
     ``left_to_distro`` always holds at least the primary ENI when ``enabled``; the per-MAC
     files the caller does not list are removed by :func:`mark_new_nics`.
     """
-    from .templating import render_template
-
     if not enabled:
         return {MARKER: None, NETWORKD_HOTPLUG: None, DISTRO_KEEPS: _KEEPS_TEXT}
     files: dict[Path, Optional[str]] = {
@@ -81,7 +80,7 @@ def render(left_to_distro: dict[str, str], enabled: bool = True) -> dict[Path, O
     }
     # The per-MAC files first: the marker must never exist without the primary's exception.
     files[DISTRO_KEEPS] = None
-    files[NETWORKD_HOTPLUG] = render_template("networkd-hotplug.network.j2", {"installed": False})
+    files[NETWORKD_HOTPLUG] = dropins.networkd_hotplug(installed=False)
     files[MARKER] = _MARKER_TEXT.format(distro_nics="/" + str(DISTRO_NICS))
     return files
 
@@ -103,11 +102,7 @@ def mark_new_nics(
     left[primary_mac.strip().lower()] = "the primary ENI"
     # Order matters, for a udev event that comes in between: the marker is written last and
     # removed first, so it never exists without the primary's exception.
-    from .distro import RENDERED
-    from .templating import cached_in
-
-    with cached_in(root / RENDERED, root):
-        files = render(left if enabled else {}, enabled)
+    files = render(left if enabled else {}, enabled)
     folder = root / DISTRO_NICS
     gone = {DISTRO_NICS / p.name: None for p in folder.iterdir()} if folder.is_dir() else {}
     for rel in files:

@@ -34,7 +34,7 @@ import sysconfig
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from . import distro_hotplug
+from . import distro_hotplug, dropins
 from .config import Config, load
 from .distro import write_if_changed
 from .errors import ConfigError
@@ -263,7 +263,7 @@ def _files(root: Path, argv: list[str], report: Report) -> dict[str, str]:
     files[RT_PROTOS] = render_template("rt_protos.conf.j2", {"protocol": _config(root).protocol})
     if context["boot_helper"]:
         files[BOOT_HELPER] = render_template("boot-secondary-nic.sh.j2", context)
-        files[NETWORKD_BOOT] = render_template("networkd-hotplug.network.j2", {"installed": True})
+        files[NETWORKD_BOOT] = dropins.networkd_hotplug(installed=True)
     cloud_files, notes = cloud_init_files(root, argv)
     report.notes.extend(notes)
     return {**files, **cloud_files}

@@ -26,7 +26,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import dhcp_known
+from . import dhcp_known, dropins
 from .config import Config
 from .distro import NETWORKD_FILE, NETWORKD_FOREIGN, NM_DROPIN
 from .distro_hotplug import NETWORKD_HOTPLUG
@@ -75,7 +75,7 @@ def package_files() -> dict[str, str]:
     context["boot_helper"] = "/" + BOOT_HELPER
     files = {RULE: render_rule(context)}
     files[BOOT_HELPER] = render_template("boot-secondary-nic.sh.j2", context)
-    files[NETWORKD_BOOT] = render_template("networkd-hotplug.network.j2", {"installed": True})
+    files[NETWORKD_BOOT] = dropins.networkd_hotplug(installed=True)
     files.update({f"{UNIT_DIR}/{name}": text for name, text in render_units(context).items()})
     files[f"{CLOUD_MODULE_DIR}/{CLOUD_MODULE}"] = render_module([BINARY])
     files[RT_PROTOS] = render_template("rt_protos.conf.j2", {"protocol": Config().protocol})
