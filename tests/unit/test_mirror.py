@@ -10,6 +10,7 @@ import socket
 from dataclasses import replace
 from typing import Any
 
+from pyroute2_ref import NL
 from test_plan import (
     BOOT_STATE,
     C6,
@@ -29,7 +30,6 @@ from test_plan import (
 )
 
 from eni_guest.config import Config
-from eni_guest.netlink import NL
 from eni_guest.netlink_decode import main_route, parse_route
 from eni_guest.plan import RouteChange, plan
 from eni_guest.show import render_text, rows

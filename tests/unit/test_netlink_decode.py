@@ -15,10 +15,10 @@ from ipaddress import ip_address, ip_network
 from typing import Any, Optional
 
 import pytest
+from pyroute2_ref import NL
 from test_kernel_parse import encode  # pyroute2's encoding of one message
 
 from eni_guest import netlink_decode
-from eni_guest.netlink import NL
 from eni_guest.state import Addr, ForeignRule, Route, Rule
 
 AF4, AF6 = socket.AF_INET, socket.AF_INET6

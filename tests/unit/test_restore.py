@@ -10,12 +10,13 @@ from ipaddress import ip_address, ip_network
 from typing import Any
 
 import pytest
+from pyroute2_ref import NL
 
 from eni_guest import restore
 from eni_guest.changes import AddrChange, RouteChange, RuleChange
 from eni_guest.config import Config
 from eni_guest.kernel import Gone, LinkMonitor, MainRouteEvent
-from eni_guest.netlink import NL, RTM_DELADDR, RTM_DELROUTE, RTM_DELRULE, RTM_NEWROUTE
+from eni_guest.netlink import RTM_DELADDR, RTM_DELROUTE, RTM_DELRULE, RTM_NEWROUTE
 from eni_guest.netlink_decode import route_protocol
 from eni_guest.state import Addr, Link, Route, Rule
 
