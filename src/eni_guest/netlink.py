@@ -1,14 +1,14 @@
-"""The NETLINK_ROUTE socket: rtnetlink numbers, dumps, batches, pyroute2's message classes.
+"""The NETLINK_ROUTE socket: rtnetlink numbers, dumps, batches of change requests.
 
-Reading needs no pyroute2: dump requests are a few packed bytes, and netlink_decode.py reads
-the answers with `struct`.  pyroute2 supplies the formats of change requests
-(netlink_encode.py); its message classes are imported the first time a change is encoded
-(`NL`), so a run that changes nothing (a no-op apply, a hot-plug of a configured NIC) never
-loads them (~30 ms).  We drive the socket ourselves for two reasons measured in benchmarks/:
-pyroute2's synchronous IPRoute waits for each acknowledgement in turn (about 0.5 ms a
-message: 1.2 s for 15 ENIs x 50 IPs against 0.15 s for `ip -batch`), while one send of many
-messages lets the kernel work through them in one go; and importing the top-level `pyroute2`
-package loads every netlink family it knows (~200 ms), which every hot-plug would pay.
+Every message is packed and read with `struct`, no pyroute2: dump requests are a few packed
+bytes, netlink_decode.py reads the answers and netlink_encode.py packs the change requests.
+pyroute2's generic encoder and decoder cost ~75 us and ~200 us a message, and importing its
+message classes ~30-60 ms of a first apply.  We drive the socket ourselves for two reasons
+measured in benchmarks/: pyroute2's synchronous IPRoute waits for each acknowledgement in turn
+(about 0.5 ms a message: 1.2 s for 15 ENIs x 50 IPs against 0.15 s for `ip -batch`), while one
+send of many messages lets the kernel work through them in one go; and importing the top-level
+`pyroute2` package loads every netlink family it knows (~200 ms), which every hot-plug would
+pay.
 
 What the messages mean is elsewhere: netlink_decode.py turns the kernel's messages into the
 planner's state values, netlink_encode.py turns planned changes into requests, and kernel.py
@@ -18,73 +18,12 @@ decides what to read and in which order changes go out.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import os
 import socket
 import struct
-import sys
-import types
 from typing import Any, Callable, Iterator
 
 from .errors import KernelError
-
-
-def _load_messages() -> types.SimpleNamespace:
-    """Import pyroute2's rtnetlink message classes without its heavy package __init__."""
-    shim = None
-    if "pyroute2" not in sys.modules:
-        spec = importlib.util.find_spec("pyroute2")
-        if spec is None or not spec.submodule_search_locations:
-            raise ImportError("pyroute2 is not installed")
-        shim = types.ModuleType("pyroute2")
-        shim.__path__ = list(spec.submodule_search_locations)
-        shim.__spec__ = spec
-        sys.modules["pyroute2"] = shim
-    try:
-        from pyroute2.netlink.rtnl.fibmsg import fibmsg
-        from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-        from pyroute2.netlink.rtnl.rtmsg import rtmsg
-    finally:
-        if shim is not None and sys.modules.get("pyroute2") is shim:
-            # Let a later `import pyroute2` (the watch daemon's IPRoute) load the real package.
-            del sys.modules["pyroute2"]
-    _complete_ifaddrmsg(ifaddrmsg)
-    return types.SimpleNamespace(fibmsg=fibmsg, ifaddrmsg=ifaddrmsg, ifinfmsg=ifinfmsg, rtmsg=rtmsg)
-
-
-# The address attributes after IFA_FLAGS (8), numbered by position in pyroute2's nla_map.
-_IFA_LATER = (("IFA_RT_PRIORITY", "uint32"), ("IFA_TARGET_NETNSID", "hex"), ("IFA_PROTO", "uint8"))
-
-
-def _complete_ifaddrmsg(cls: Any) -> None:
-    """Teach an older pyroute2's address message the attributes eni-guest marks its addresses
-    with: the metric (IFA_RT_PRIORITY, 9) and the protocol (IFA_PROTO, 11).
-
-    pyroute2 0.7.2 (Debian 12's python3-pyroute2) stops at IFA_FLAGS, so it would neither
-    encode nor decode either mark.  Appended in place, before any message is built (pyroute2
-    compiles a class's map at its first instance; the flag makes it compile again).
-    """
-    names = [item[0] for item in cls.nla_map]
-    if "IFA_PROTO" in names or names[-1] != "IFA_FLAGS" or len(names) != 9:
-        return
-    cls.nla_map = tuple(cls.nla_map) + _IFA_LATER
-    if getattr(cls, "_nlmsg_base__compiled_nla", False):
-        cls._nlmsg_base__compiled_nla = False
-
-
-_NL: list[types.SimpleNamespace] = []
-
-
-def __getattr__(name: str) -> Any:
-    """`NL`: NL.ifinfmsg (links), NL.ifaddrmsg, NL.rtmsg (routes), NL.fibmsg (rules), pyroute2's
-    classes, imported on first use (PEP 562)."""
-    if name == "NL":
-        if not _NL:
-            _NL.append(_load_messages())
-        return _NL[0]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 # netlink header flags (linux/netlink.h)
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
@@ -102,13 +41,6 @@ IFF_UP = 1
 NLMSGHDR_LEN = 16
 _NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence number, port id
 CHUNK = 32 * 1024  # bytes of requests per send(); acks for them always fit the receive buffer
-
-
-def fields(msg: Any, **values: Any) -> Any:
-    """Set header fields of a pyroute2 message; returns the message."""
-    for k, v in values.items():
-        msg[k] = v
-    return msg
 
 
 def messages(buf: bytes) -> Iterator[tuple[int, int, bytes]]:
@@ -145,14 +77,6 @@ class Netlink:
     def next_seq(self) -> int:
         self.seq += 1
         return self.seq
-
-    def encode(self, msg: Any, mtype: int, flags: int) -> bytes:
-        """The bytes of a pyroute2 message as a request of this type, with the next sequence."""
-        msg["header"]["type"] = mtype
-        msg["header"]["flags"] = flags
-        msg["header"]["sequence_number"] = self.next_seq()
-        msg.encode()
-        return bytes(msg.data)
 
     def pack(self, payload: bytes, mtype: int, flags: int) -> bytes:
         """A request of this type from its payload (header and attributes, already packed)."""

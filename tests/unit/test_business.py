@@ -20,7 +20,8 @@ from eni_guest.business_plan import check
 from eni_guest.config import Config, load
 from eni_guest.errors import EXIT_USAGE, ConfigError
 from eni_guest.kernel import our_route, our_rule
-from eni_guest.netlink_encode import _rule
+from eni_guest.netlink import Netlink
+from eni_guest.netlink_encode import Encoder
 from eni_guest.plan import RouteChange, RuleChange, plan
 from eni_guest.show import render_json, render_text
 from eni_guest.state import Route, Rule
@@ -309,9 +310,12 @@ def test_business_rule_round_trips_through_netlink_and_is_ours_in_the_band() -> 
         "add", 4, 12049, 12048, None, None, "business x",
         ip_network("198.51.100.0/24"), (0x10, 0xFF), (1000, 1999), 6, (443, 443),
     )  # fmt: skip
-    msg, _type, _flags = _rule(c, 229)
-    msg.encode()
-    rule, proto = netlink_decode.parse_rule(bytes(msg.data))
+    nl = Netlink()
+    try:
+        request = Encoder(nl, 229).request(c)
+    finally:
+        nl.close()
+    rule, proto = netlink_decode.parse_rule(request)
     assert rule == c.key() and proto == 229
     assert our_rule(Config(), rule, 229)
     assert not our_rule(Config(), replace(rule, priority=10005), 229)  # selectors: band only
