@@ -1,8 +1,8 @@
 """Running commands for the lab: ``ip``, ``nft``, ``sysctl`` and long-lived helper processes.
 
-The lab deliberately shells out to iproute2 and nftables and never uses pyroute2: the agent's
-kernel layer is pyroute2 code, and the instrument must not share the bugs of the thing it
-measures. Every failure carries the command line and its stderr, so a broken test bed can be
+The lab deliberately shells out to iproute2 and nftables and never packs netlink messages
+itself: the agent's kernel layer does (netlink_encode.py, netlink_decode.py), and the
+instrument must not share the bugs of the thing it measures. Every failure carries the command line and its stderr, so a broken test bed can be
 diagnosed from the test report alone.
 """
 
