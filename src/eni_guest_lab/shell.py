@@ -2,8 +2,8 @@
 
 The lab deliberately shells out to iproute2 and nftables and never packs netlink messages
 itself: the agent's kernel layer does (netlink_encode.py, netlink_decode.py), and the
-instrument must not share the bugs of the thing it measures. Every failure carries the command line and its stderr, so a broken test bed can be
-diagnosed from the test report alone.
+instrument must not share the bugs of the thing it measures. Every failure carries the
+command line and its stderr, so a broken test bed can be diagnosed from the test report alone.
 """
 
 from __future__ import annotations

@@ -314,7 +314,7 @@ def test_unplug_cleans_up(vm: RealVM) -> None:
         vm.sh("systemd-run --wait --collect eni-guest hotplug remove lab-none0 2>&1").stdout
     )
     print(f"{tag(vm)} unplug unit: {spent:.1f} s CPU; with nothing to remove: {floor:.1f} s")
-    assert spent < 3 * floor + 1.0, journal  # deleting loads the encoder: more than a no-op
+    assert spent < 3 * floor + 1.0, journal  # deleting sends changes: more than a no-op
     for mac_, ip in BOOT_IPS:
         p = vm.ping(ip, FAR_V4)
         assert p.ok and p.exit_iface == mac_, p
