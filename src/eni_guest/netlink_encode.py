@@ -78,7 +78,7 @@ _NLA_U32 = struct.Struct("=HHI")
 _NLA_U16_PAIR = struct.Struct("=HHHH")  # fib_rule_port_range: start, end
 _NLA_U32_PAIR = struct.Struct("=HHII")  # fib_rule_uid_range: start, end
 # What every request of a kind has, packed in one go: a first apply for 15 ENIs x 50 IPs sends
-# 750 addresses and 750 rules, and one pack a message instead of four halves their time.
+# 750 addresses and 750 rules, and one pack a message instead of four about halves their time.
 _ADDR4 = struct.Struct("=" + _IFADDRMSG + "HH4s" + "HH4s")  # IFA_LOCAL, IFA_ADDRESS
 _ADDR6 = struct.Struct("=" + _IFADDRMSG + "HH16s")  # IFA_ADDRESS
 _ADDR_MARKS = struct.Struct("=HHI" + "HHB3x")  # IFA_FLAGS, IFA_PROTO
