@@ -80,8 +80,9 @@ def want(
     elsewhere, excluded = tuple(elsewhere), tuple(excluded)
     tables = {(fam, t) for fam, t, _ in d.routes}
     notes = []
+    listed = set(eni.ips)  # (a tuple's `in`: 50 comparisons an address, 15 ENIs a plan)
     for a in state.addrs:
-        if a.index != link.index or a.ip in eni.ips or any(a.ip in n for n in eni.prefixes):
+        if a.index != link.index or a.ip in listed or any(a.ip in n for n in eni.prefixes):
             continue  # not on this link, or metadata's: want_eni gave it its rule
         floating = is_floating(a.ip, config)
         if a.marked(config.protocol) and not floating:

@@ -41,7 +41,6 @@ after one metadata read) is not waited for either: it is left alone.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
@@ -53,7 +52,7 @@ from .model import Instance
 from .providers.detect import MAX_WINDOW, TOTAL_TIMEOUT
 from .providers.registry import AUTO
 from .record import replace
-from .settle import Backoff
+from .settle import Backoff, jitter
 from .state import KernelState, Link
 
 if TYPE_CHECKING:
@@ -118,7 +117,7 @@ def wait_until_settled(
     relookup: Callable[[int], Optional[Link]],
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-    rng: Callable[[], float] = random.random,
+    rng: Callable[[], float] = jitter,
 ) -> Optional[Settled]:
     """Poll metadata until `link`'s MAC is a settled ENI; return the link (it may have been
     renamed) with the configuration that read it, or None when there is nothing to configure

@@ -5,6 +5,7 @@ refuse the ENI's routes on every run."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Optional
 
 from .model import IPAddress, IPNetwork
@@ -17,19 +18,26 @@ def reserved(
     the config) would make the kernel refuse the ENI's routes on every run."""
     if addr == gateway:
         return f"the gateway of subnet {net}"
-    if net.num_addresses > 2 and addr == net.network_address:
+    first, last = _bounds(net)
+    size, value = last - first + 1, int(addr)
+    if size > 2 and value == first:
         return f"the network address of subnet {net}"
-    if net.version == 4 and net.num_addresses > 2 and addr == net.broadcast_address:
+    if net.version == 4 and size > 2 and value == last:
         return f"the broadcast address of subnet {net}"
     name, head, tail = cloud
-    if net.num_addresses > head + tail and (
-        int(addr) - int(net.network_address) < head or int(net.broadcast_address) - int(addr) < tail
-    ):
+    if size > head + tail and (value - first < head or last - value < tail):
         return (
             f"reserved by {name} in subnet {net} (the first {head} and the last {tail} "
             "addresses of every subnet)"
         )
     return None
+
+
+@lru_cache(maxsize=256)
+def _bounds(net: IPNetwork) -> tuple[int, int]:
+    """A subnet's first and last address as integers: asked for every IP of an ENI (750 a
+    run for 15 ENIs x 50 IPs), and ipaddress computes them anew each time."""
+    return int(net.network_address), int(net.broadcast_address)
 
 
 def cloud_reserves(provider: str) -> tuple[str, int, int]:

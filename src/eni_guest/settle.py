@@ -18,7 +18,6 @@ one NIC and raises on GIVE_UP; the daemon judges every waiting NIC after each sh
 from __future__ import annotations
 
 import logging
-import random
 from typing import Callable, Optional, Union
 
 from . import scope
@@ -123,6 +122,14 @@ def judge(
     return Verdict(GIVE_UP, f"interface {who} is not an ENI of this instance", logging.WARNING)
 
 
+def jitter() -> float:
+    """random.random(), with `random` imported only when a wait needs it: most runs never
+    wait, and importing it (with hashlib and its C extension) cost each of them ~1 ms."""
+    import random
+
+    return random.random()
+
+
 class Backoff:
     """Exponential backoff with jitter between metadata reads.
 
@@ -134,7 +141,7 @@ class Backoff:
         self,
         first: float = FIRST_DELAY,
         cap: float = MAX_DELAY,
-        rng: Callable[[], float] = random.random,
+        rng: Callable[[], float] = jitter,
     ) -> None:
         self.first, self.cap, self.rng = first, cap, rng
         self.delay = first

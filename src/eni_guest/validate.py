@@ -11,7 +11,7 @@ route.  Excluded and unsettled ENIs are not validated: eni-guest does not act on
 from __future__ import annotations
 
 import ipaddress
-from ipaddress import IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Optional
 
 from .config import ENI_ID, MAX_DEVICE_NUMBER, MAX_NETWORK_CARDS, Config, normalize_mac
@@ -64,12 +64,15 @@ def _mtu(raw: Merged, has_ipv6: bool) -> Optional[int]:
     return int(text)
 
 
+_ADDRESS = {4: IPv4Address, 6: IPv6Address}
+
+
 def _addr(raw: Merged, name: str, value: str, version: int) -> IPAddress:
-    try:
-        addr = ipaddress.ip_address(value.strip().strip('"'))
+    try:  # the family's own class: ip_address() would try IPv4 first for every IPv6 address
+        addr: Optional[IPAddress] = _ADDRESS[version](value.strip().strip('"'))
     except ValueError:
         addr = None
-    if addr is None or addr.version != version:
+    if addr is None:
         raise _bad(raw, name, value, f"not an IPv{version} address")
     if addr.is_multicast or addr.is_unspecified or addr.is_loopback:
         raise _bad(raw, name, value, "not a unicast address")

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -117,6 +116,8 @@ def store(config: Config, boot: Optional[str], provider: str, why: str) -> bool:
     record = dict(zip(FIELDS, (boot, provider, why, config.metadata_url)))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        import tempfile  # only when the answer is new (once a boot): ~2 ms of every run
+
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
             with os.fdopen(fd, "w") as f:
