@@ -45,14 +45,21 @@ def _run_as_uid_1000(*argv: str) -> tuple[int, str, bool]:
     code = (
         "import os, runpy, sys\n"
         "os.geteuid = lambda: 1000\n"
+        "real_exit = os._exit\n"
+        "def report(code):\n"
+        "    sys.stdout.write(f'{code} {\"click\" in sys.modules}')\n"
+        "    sys.stdout.flush()\n"
+        "    real_exit(code)\n"
+        "os._exit = report  # the units' command lines end with os._exit (entry._exit_now)\n"
         f"sys.argv = ['eni-guest', *{list(argv)!r}]\n"
         "try:\n"
         "    runpy.run_module('eni_guest', run_name='__main__')\n"
-        "except SystemExit as e:\n"
-        "    sys.stdout.write(f'{e.code} {\"click\" in sys.modules}')\n"
+        "except SystemExit as e:  # click's\n"
+        "    report(e.code)\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     exit_code, clicked = r.stdout.split()
+    assert r.returncode == int(exit_code)  # the process's own exit status
     return int(exit_code), r.stderr, clicked == "True"
 
 
