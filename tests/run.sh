@@ -76,14 +76,6 @@ if [ -n "$PY39" ]; then
     rm -rf "$venv"
 fi
 
-# Debian 12's python3-pyroute2 is 0.7.2 (the Debian package depends on it): the unit tests
-# on that version too (tests/realvm/test_realvm_deb.py runs the package on it in a guest).
-venv=$(mktemp -d)
-"$PY" -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check -e '.[test]' 'pyroute2==0.7.2'
-"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/unit
-rm -rf "$venv"
-
 # The namespace tests first, then the real VMs (tests/realvm: Debian guests under QEMU, one
 # boot shared by several scenarios), each run checked: nothing skipped, and the suite ran.
 check_report() {

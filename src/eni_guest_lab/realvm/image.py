@@ -137,14 +137,14 @@ BULLSEYE = Recipe(
 )
 
 #: Debian 12 for the Debian package (debian/): eni-guest's dependencies are Debian's own
-#: python3 packages (python3-pyroute2 0.7.2, ...), no pip; the .deb is installed per run.
+#: python3 packages (python3-click, python3-jinja2), no pip and no pyroute2 (the agent needs
+#: none); the .deb is installed per run.
 BOOKWORM_DEB = Recipe(
     name="bookworm-deb",
     suite="bookworm",
     python="3.11",
     packages=(
         *(p for p in BOOKWORM.packages if p != "python3-pip"),
-        "python3-pyroute2",
         "python3-click",
         "python3-jinja2",
     ),
@@ -350,16 +350,19 @@ def dependency_wheels(recipe: Recipe) -> Path:
     ``pip download --python-version`` evaluates environment markers for the *host's* Python,
     so tomli (needed below 3.11) is asked for explicitly for an older guest.
     """
-    dest = cache_dir() / f"wheels-py{recipe.python}"
+    deps = _project_dependencies()
+    if _version(recipe.python) < (3, 11):
+        deps.append("tomli>=1.1")
+    # named after the dependency list: a dependency added or dropped gets a new download
+    # (and so new image keys), never the wheels of an older pyproject.toml
+    digest = hashlib.sha256("\n".join(sorted(deps)).encode()).hexdigest()[:12]
+    dest = cache_dir() / f"wheels-py{recipe.python}-{digest}"
     stamp = dest / ".complete"
     if stamp.exists():
         return dest
-    with _locked(cache_dir() / f".wheels-py{recipe.python}.lock"):
+    with _locked(cache_dir() / f".wheels-py{recipe.python}-{digest}.lock"):
         if stamp.exists():
             return dest
-        deps = _project_dependencies()
-        if _version(recipe.python) < (3, 11):
-            deps.append("tomli>=1.1")
         dest.mkdir(parents=True, exist_ok=True)
         run(
             [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check",
