@@ -78,9 +78,10 @@ def vm() -> Iterator[RealVM]:
 def test_deb_boot_configures_three_enis(vm: RealVM) -> None:
     no_pyroute2 = vm.sh("python3 -c 'import pyroute2'", check=False)
     assert no_pyroute2.returncode != 0  # the agent needs none: the guest has none
-    assert "/usr/lib/python3/dist-packages/click" in vm.sh(
-        "python3 -c 'import click; print(click.__file__)'"
-    ).stdout  # Debian's python3-click, not a wheel
+    assert (
+        "/usr/lib/python3/dist-packages/click"
+        in vm.sh("python3 -c 'import click; print(click.__file__)'").stdout
+    )  # Debian's python3-click, not a wheel
     assert "/usr/local" not in vm.sh("command -v eni-guest").stdout
     scenario.test_boot_configures_three_enis(vm)
     rules = vm.sh("ip -4 rule show").stdout

@@ -124,3 +124,26 @@ def test_own_helpers_inheritance_and_no_dataclasses_import() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert out.strip() == "False"  # nor inspect, ast and dis with it
+
+
+@pytest.mark.parametrize(("reference", "ours"), KINDS)
+def test_init_is_compiled_at_the_first_instance_and_then_is_dataclasses(
+    reference: Any, ours: Any
+) -> None:
+    """The class's own __init__ stands in until its first instance (record._lazy_init); from
+    then on it is the compiled one, with dataclass's signature, for the class and its
+    subclasses alike."""
+    import inspect
+
+    ref, rec = reference(make(lambda c: c)), ours(make(lambda c: c))
+
+    class Sub(rec):  # type: ignore[misc,valid-type]
+        pass
+
+    stub = rec.__dict__["__init__"]
+    assert Sub(5, "y").b == "y"  # a subclass's first instance compiles it too
+    assert rec.__dict__["__init__"] is not stub
+    assert str(inspect.signature(rec)) == str(inspect.signature(ref))  # (<factory>: a marker each)
+    assert rec(1) == rec(1, "x") and rec(1) != rec(2)
+    with pytest.raises(TypeError):
+        rec()  # a missing argument is refused as dataclass's __init__ refuses it
