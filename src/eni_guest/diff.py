@@ -135,3 +135,42 @@ def diff_rules(d: Desired, state: KernelState, protected: Protected, eni_of: Eni
             continue  # a per-IP rule that stays needs the shared rule before it
         removes.append(rule_change("del", r, eni_of(r.table)))
     return Diff(adds, removes)
+
+
+def not_taken(applied: list[Change], state: KernelState) -> list[Change]:
+    """The applied changes the kernel does not show now (`state`: read after applying).
+
+    An add whose object is missing, a removal whose object is still there, a replaced route
+    or a link set that reads otherwise.  A change on a link that has since left is not
+    counted: the link took its addresses and routes with it, and its unplug clean-up follows.
+    Objects are told apart as the diffs above tell them apart.
+    """
+    links = {link.index: link for link in state.links}
+    addrs = {(a.index, a.ip) for a in state.addrs}
+    rules = set(state.rules)
+    routes = {(r.family, r.table, r.dst, r.metric): r for r in state.routes}
+    missing: list[Change] = []
+    for c in applied:
+        if isinstance(c, LinkChange):
+            link = links.get(c.index)
+            taken = link is None or (
+                (c.group is None or link.group == c.group)
+                and (c.up is None or link.up == c.up)
+                and (c.mtu is None or link.mtu == c.mtu)
+            )
+        elif isinstance(c, AddrChange):
+            taken = c.index not in links or ((c.index, c.ip) in addrs) == (c.op == "add")
+        elif isinstance(c, RouteChange):
+            cur = routes.get((c.family, c.table, c.dst, c.metric))
+            if c.op == "del":
+                taken = cur is None
+            else:
+                taken = c.oif not in links or (
+                    cur is not None
+                    and (cur.oif, cur.gateway, cur.prefsrc) == (c.oif, c.gateway, c.prefsrc)
+                )
+        else:
+            taken = (c.key() in rules) == (c.op == "add")  # type: ignore[union-attr]
+        if not taken:
+            missing.append(c)
+    return missing

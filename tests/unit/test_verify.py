@@ -7,6 +7,7 @@ kernel that silently drops an acknowledged change cannot be produced on demand.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import pytest
@@ -71,3 +72,48 @@ def test_nothing_to_do_reads_the_kernel_once(run) -> None:
     kernel.state = applied(BOOT_STATE, agent.plan(vm(P, B, C), Config(), BOOT_STATE).changes)
     result = run(kernel)
     assert result.applied == [] and kernel.reads == 1
+
+
+def plan_of_boot() -> list[Change]:
+    return list(agent.plan(vm(P, B, C), Config(), BOOT_STATE).changes)
+
+
+@pytest.mark.parametrize("kind", ["AddrChange", "RouteChange", "RuleChange", "LinkChange"])
+def test_each_kind_of_change_not_kept_is_named(kind: str) -> None:
+    """Every kind the kernel acknowledged and then does not show is found, and only it."""
+    from eni_guest.diff import not_taken
+
+    changes = plan_of_boot()
+    lost = next(c for c in changes if type(c).__name__ == kind)
+    after = applied(BOOT_STATE, [c for c in changes if c is not lost])
+    assert not_taken(changes, after) == [lost]
+    assert not_taken(changes, applied(BOOT_STATE, changes)) == []
+
+
+def test_a_removal_whose_object_is_still_there_is_named() -> None:
+    from eni_guest.diff import not_taken
+
+    kept = applied(BOOT_STATE, plan_of_boot())
+    # metadata lost the third ENI: its addresses, routes, rules and group go
+    removals = [c for c in agent.plan(vm(P, B), Config(), kept).changes if c.op == "del"]
+    assert removals
+    assert not_taken(removals, kept) == removals  # none of them taken yet
+    assert not_taken(removals, applied(kept, removals)) == []
+
+
+def test_what_was_on_a_link_that_left_meanwhile_is_not_counted() -> None:
+    """A NIC unplugged between the apply and the read took its addresses and routes along:
+    not a failed apply (its unplug clean-up follows)."""
+    from eni_guest.diff import not_taken
+
+    changes = plan_of_boot()
+    gone = next(c.index for c in changes if isinstance(c, LinkChange) and c.ifname == "eth2")
+    after = applied(BOOT_STATE, changes)
+    after = replace(
+        after,
+        links=tuple(link for link in after.links if link.index != gone),
+        addrs=tuple(a for a in after.addrs if a.index != gone),
+        routes=tuple(r for r in after.routes if r.oif != gone),
+    )
+    on_link = [c for c in changes if getattr(c, "index", getattr(c, "oif", None)) == gone]
+    assert on_link and not_taken(changes, after) == []
