@@ -23,7 +23,7 @@ import errno
 import os
 import socket
 import struct
-from typing import Callable, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Union
 
 from . import metrics
 from .business_plan import priority_band, table_band
@@ -46,6 +46,7 @@ from .netlink import (
     messages,
 )
 from .netlink_decode import (
+    RTN_UNICAST,
     decode_rule,
     foreign_rule_of,
     main_route,
@@ -56,9 +57,11 @@ from .netlink_decode import (
     route_protocol,
     rule_of,
 )
-from .netlink_encode import RTN_UNICAST, Encoder
 from .record import record
 from .state import Addr, ForeignRule, KernelState, Link, MainRoute, Route, Rule, addr_metric
+
+if TYPE_CHECKING:
+    from .netlink_encode import Encoder
 
 # Dump and get requests, packed: ifinfomsg (family, type, index, flags, change), ifaddrmsg
 # (family, prefixlen, flags, scope, index), and the rtmsg / fib_rule_hdr layout (family,
@@ -141,7 +144,17 @@ class Kernel:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.nl = Netlink()
-        self.encoder = Encoder(self.nl, config.protocol)
+        self._encoder: Optional[Encoder] = None
+
+    @property
+    def encoder(self) -> Encoder:
+        """The change encoder, imported with the first change: a run that changes nothing
+        (a no-op apply, a hot-plug of a NIC already configured) never loads it."""
+        if self._encoder is None:
+            from .netlink_encode import Encoder
+
+            self._encoder = Encoder(self.nl, self.config.protocol)
+        return self._encoder
 
     def close(self) -> None:
         if self.nl.sock.fileno() >= 0:  # counted once, should close be called again
