@@ -230,3 +230,14 @@ def test_a_run_keeps_what_it_read_for_the_next(imds: Imds, tmp_path: Path) -> No
     second, sent = read_instance(cfg, lambda: LINKS)
     assert sent == LATER
     assert second.enis == first.enis
+
+
+def test_a_vlan_on_the_nics_mac_does_not_stand_for_the_nic(imds: Imds, tmp_path: Path) -> None:
+    """A VLAN (or bridge) on eth1 carries eth1's MAC: the keys stay bound to eth1's ifindex,
+    whether the VLAN comes or goes."""
+    cfg = boot_config(imds.start(scenario()), tmp_path)
+    vlan = Link(index=9, name="eth1.7", mac=MAC_B, group=0, up=True, mtu=9001, kind="vlan")
+    run(cfg, [*LINKS, vlan])
+    _, with_vlan = run(cfg, [*LINKS, vlan])
+    _, without = run(cfg, LINKS)
+    assert with_vlan == without == LATER

@@ -149,7 +149,8 @@ def bind(links: Sequence[Link]) -> None:
 
 
 def _ifindex(links: Sequence[Link]) -> dict[str, int]:
-    return {link.mac.lower(): link.index for link in links if link.mac}
+    """MAC -> ifindex of the NIC holding it (a VLAN or bridge on the same MAC is not it)."""
+    return {link.mac.lower(): link.index for link in links if link.mac and link.could_be_nic}
 
 
 def load(config: Config, provider: str, links: Sequence[Link]) -> None:
