@@ -49,6 +49,19 @@ def eni_of(scenario: dict[str, Any], mac: str) -> dict[str, Any]:
     return next(e for e in scenario["enis"] if e["mac"] == mac)
 
 
+def forget_kept_metadata(vm: SimVM) -> None:
+    """Delete what the VM's earlier runs kept of metadata (providers/memo.py): the next run
+    reads every key, as the first run of a boot or one on a NIC attached again does.  A test
+    that breaks a key which cannot change (a subnet, `mac`) needs it, or the run would not
+    even ask for the broken key."""
+    from eni_guest.config import Config
+    from eni_guest.providers import memo
+
+    path = memo.path_for(Config(lock_file=str(vm.lock_file)))
+    assert path is not None
+    path.unlink(missing_ok=True)
+
+
 # ---------------------------------------------------------------------------- running the agent
 
 
