@@ -269,14 +269,7 @@ def save(config: Config, provider: str, links: Sequence[Link]) -> bool:
         instance=instance,
         enis=enis,
     )
-    from ..errors import ConfigError
-    from ..safe_write import write_if_changed
-
-    try:
-        return write_if_changed(path, json.dumps(data, sort_keys=True) + "\n", 0o600)
-    except (OSError, ConfigError) as e:  # not root, /run read-only, a planted link
-        log.debug("cannot keep the metadata read in %s: %s", path, e)
-        return False
+    return _write(path, data)
 
 
 def forget_departed(
@@ -308,11 +301,17 @@ def forget_departed(
     if kept == enis:
         return False
     data["enis"] = kept
+    return _write(path, data)
+
+
+def _write(path: Path, data: dict[str, Any]) -> bool:
+    """Write the boot's file (mode 0600: it holds the token) if its content changed; a
+    failure (not root, /run read-only, a planted link) only costs requests next time."""
     from ..errors import ConfigError
     from ..safe_write import write_if_changed
 
     try:
         return write_if_changed(path, json.dumps(data, sort_keys=True) + "\n", 0o600)
     except (OSError, ConfigError) as e:
-        log.debug("cannot update %s: %s", path, e)
+        log.debug("cannot keep the metadata read in %s: %s", path, e)
         return False
