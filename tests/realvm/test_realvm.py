@@ -78,6 +78,7 @@ CONFIG = "watch_interval = 15\n"
 # disk), which a quick unplug does.  ExecStopPost runs in the unit's cgroup once the command has
 # exited; "+" lifts the sandbox for this line only (the unit's own command keeps it).
 UNPLUG_CPU_FILE = "/run/lab-cpu.eni-guest-unplug@{ifname}.service"
+UNPLUG_CPU_DROPIN_PATH = "/etc/systemd/system/eni-guest-unplug@.service.d/lab-cpu.conf"
 UNPLUG_CPU_DROPIN = (
     "[Service]\n"
     "ExecStopPost=+/bin/sh -c 'grep usage_usec "
@@ -130,7 +131,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def vm(request: pytest.FixtureRequest) -> Iterator[RealVM]:
     files = {
         "/etc/systemd/system/lab-bind.service": BIND_UNIT.format(ip=BIND_IP),
-        "/etc/systemd/system/eni-guest-unplug@.service.d/lab-cpu.conf": UNPLUG_CPU_DROPIN,
+        UNPLUG_CPU_DROPIN_PATH: UNPLUG_CPU_DROPIN,
     }
     with RealVM(
         scenarios.three_eni(),
@@ -323,7 +324,8 @@ def test_unplug_cleans_up(vm: RealVM) -> None:
     assert "Failed" not in journal, journal
     # No CPU burn: the unit costs about what a cold start of the same command with nothing to
     # do costs (Python is 5-30x slower under TCG than on the host: seconds for either).
-    usage = vm.sh(f"cat {UNPLUG_CPU_FILE.format(ifname=ifname)}", check=False).stdout
+    kept = UNPLUG_CPU_FILE.format(ifname=ifname)
+    usage = vm.sh(f"cat {kept}; rm -f {kept}", check=False).stdout
     found = re.fullmatch(r"usage_usec (\d+)\s*", usage)
     assert found, f"the unplug unit's cgroup CPU time was not kept: {usage!r}\n{journal}"
     spent = int(found.group(1)) / 1e6
