@@ -77,7 +77,6 @@ def need_root(what: str) -> None:
 
 def apply(opts: dict[str, Any], *, dry_run: bool = False) -> Any:
     """Reconcile (or only plan, dry_run); the agent.Result.  The metrics file is rewritten."""
-    from . import textfile
     from .agent import reconcile
     from .lock import run_lock
 
@@ -93,10 +92,19 @@ def apply(opts: dict[str, Any], *, dry_run: bool = False) -> Any:
         try:
             result = reconcile(cfg)
         except EniGuestError as e:
-            textfile.record(cfg, error=e)  # metrics_file, if set (README "Metrics")
+            _record_metrics(cfg, error=e)
             raise
-        textfile.record(cfg, result)
+        _record_metrics(cfg, result)
     return result
+
+
+def _record_metrics(cfg: Any, result: Any = None, error: Optional[EniGuestError] = None) -> None:
+    """Rewrite metrics_file, if one is set (README "Metrics"); textfile.py is imported only
+    then (its parser and renderer are a few ms of every apply that has none)."""
+    if cfg.metrics_file:
+        from . import textfile
+
+        textfile.record(cfg, result, error)
 
 
 def hotplug_add(iface: str, opts: dict[str, Any], timeout: Optional[float] = None) -> int:

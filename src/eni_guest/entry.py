@@ -11,24 +11,22 @@ click's (cli.py), so every message and exit code stays click's.
 from __future__ import annotations
 
 import sys
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 
-def _direct(argv: list[str]) -> Optional[Callable[[], object]]:
-    """The command body for a units' command line, or None (click's to parse)."""
-    from . import commands
-
-    opts = commands.NO_OPTIONS
+def _direct(argv: list[str]) -> Optional[Callable[[Any], object]]:
+    """The command body for a units' command line, or None (click's to parse).  The body gets
+    commands.py, which is imported only once main has decided how to run."""
     if argv == ["apply"]:
-        return lambda: _ran(commands.apply(opts))
+        return lambda c: _ran(c.apply(c.NO_OPTIONS))
     if argv == ["watch"]:
-        return lambda: commands.watch(opts)
+        return lambda c: c.watch(c.NO_OPTIONS)
     if len(argv) == 3 and argv[0] == "hotplug" and argv[2] and not argv[2].startswith("-"):
         iface = argv[2]
         if argv[1] == "add":
-            return lambda: commands.hotplug_add(iface, opts)
+            return lambda c: c.hotplug_add(iface, c.NO_OPTIONS)
         if argv[1] == "remove":
-            return lambda: commands.hotplug_remove(iface, opts)
+            return lambda c: c.hotplug_remove(iface, c.NO_OPTIONS)
     return None
 
 
@@ -43,20 +41,23 @@ def main() -> None:
 
         cli()
         return
-    import gc
-
-    from . import commands
-
     if sys.argv[1:] == ["watch"]:
+        from . import commands
+
         commands.setup_logging(0)
-        commands.run(body)  # type: ignore[arg-type]
+        commands.run(lambda: body(commands))  # type: ignore[arg-type]
         return
     # A one-shot run exits within seconds: the cyclic collector's passes over the objects
-    # the imports create (~20 of them in an `apply`, ~5 ms) buy nothing.  The daemon keeps it.
+    # the imports and the run create (~20 of them in an `apply`, ~5 ms) buy nothing.  Off
+    # before the imports, which make most of those objects.  The daemon keeps it.
+    import gc
+
     gc.disable()
+    from . import commands
+
     commands.setup_logging(0)
     try:
-        commands.run(body)  # type: ignore[arg-type]
+        commands.run(lambda: body(commands))  # type: ignore[arg-type]
     except SystemExit as e:
         _exit_now(e.code)
 
