@@ -8,7 +8,7 @@ import of the hot-plug path, ~1 ms a class.  `record` reads the class's annotati
 defaults itself and writes the same methods with one compile per class:
 
 * `__init__`, the one compiled method (a real signature, as fast as dataclass's), with the
-  fields' defaults and `default_factory`s (frozen: set through `object.__setattr__`);
+  fields' defaults and `default_factory`s (frozen: written into the instance's `__dict__`);
 * `__eq__` comparing the fields with compare=True between instances of the very same class
   (else NotImplemented), `__repr__` of the fields with repr=True: closures over the field
   names (`operator.attrgetter`), compiled once with this module;
@@ -235,8 +235,8 @@ def _lazy_init(cls: type, found: tuple[Field, ...], frozen: bool) -> Any:
 
 def _init(found: tuple[Field, ...], frozen: bool) -> Any:
     """The one compiled method: a real signature, and as fast as dataclass's."""
-    env: dict[str, Any] = {"_object_setattr": object.__setattr__, "_factory_marker": _FACTORY}
-    params, body = ["self"], []
+    env: dict[str, Any] = {"_factory_marker": _FACTORY}
+    params, body, frozen_values = ["self"], [], []
     for f in found:
         value = f.name
         if f.default_factory is not MISSING:
@@ -249,9 +249,14 @@ def _init(found: tuple[Field, ...], frozen: bool) -> Any:
         else:
             params.append(f.name)
         if frozen:
-            body.append(f"    _object_setattr(self, {f.name!r}, {value})")
+            frozen_values.append(f"{f.name}={value}")
         else:
             body.append(f"    self.{f.name} = {value}")
+    if frozen_values:
+        # Straight into the instance's __dict__, past the frozen __setattr__: one call for
+        # all fields, half of what one object.__setattr__ a field costs (records have no
+        # __slots__ nor descriptors for their fields; thousands are made in a first apply).
+        body.append(f"    self.__dict__.update({', '.join(frozen_values)})")
     src = f"def __init__({', '.join(params)}):\n" + ("\n".join(body) or "    pass")
     ns: dict[str, Any] = {}
     exec(src, env, ns)
