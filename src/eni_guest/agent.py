@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 from . import metrics
 from .business_plan import check as check_businesses
@@ -16,14 +15,18 @@ from .business_plan import tag
 from .config import Config
 from .errors import KernelError, MetadataError, MetadataInvalid
 from .model import Instance, build_instance
-from .plan import Change, Plan, plan
+from .plan import Plan, plan
 from .providers import memo
 from .record import field, record, replace
 from .scope import Scope, decide, of_instance
 from .state import KernelState, Link
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Callable, Mapping, Optional, Sequence
+
     from .kernel import Kernel
+    from .plan import Change
     from .providers import Provider
 
 log = logging.getLogger("eni_guest")

@@ -20,13 +20,16 @@ from __future__ import annotations
 import ipaddress
 import re
 from itertools import product
-from typing import Any, Optional, Union
 
 from .errors import ConfigError
 from .record import record
 from .syntax import address, eni_ref, network
 
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
+    from typing import Any, Optional, Union
+
+    IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 MAX_BUSINESSES = 256  # the size of the band of priorities and tables reserved for them
 MAX_RULES = 256  # rules of one business (the product of its selectors' values)
@@ -38,14 +41,15 @@ PORT_PROTOCOLS = frozenset({6, 17, 132})  # tcp, udp, sctp: the protocols with p
 KEYS = ("name", "eni", "ip", "destinations", "fwmark", "uids", "protocol", "dports")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
-# One rule's selectors: (to, (mark, mask), (first uid, last uid), ipproto, (first, last port))
-Selector = tuple[
-    Optional[IPNetwork],
-    Optional[tuple[int, int]],
-    Optional[tuple[int, int]],
-    Optional[int],
-    Optional[tuple[int, int]],
-]
+if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
+    # One rule's selectors: (to, (mark, mask), (first uid, last uid), ipproto, (first, last port))
+    Selector = tuple[
+        Optional[IPNetwork],
+        Optional[tuple[int, int]],
+        Optional[tuple[int, int]],
+        Optional[int],
+        Optional[tuple[int, int]],
+    ]
 
 
 @record(frozen=True)

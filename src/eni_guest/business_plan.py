@@ -20,17 +20,20 @@ configuration error (`check`, exit 2) raised before the kernel is read.
 from __future__ import annotations
 
 from ipaddress import ip_address
-from typing import TYPE_CHECKING, Optional
 
 from .business import MAX_BUSINESSES, Business, describe
 from .changes import RouteChange, RuleChange
 from .config import SLOTS, Config
 from .desired import DEFAULT4, DEFAULT6, Desired
 from .errors import ConfigError
-from .model import Eni, Instance, IPAddress
+from .model import Eni, Instance
 from .record import record
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Optional
+
+    from .model import IPAddress
     from .plan import EniPlan, Plan
 
 

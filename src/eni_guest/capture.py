@@ -27,13 +27,14 @@ a capturing rule: `show` reports it (SYNC "captured"), `apply` warns about it on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
-
-from .model import IPAddress
 from .record import record
 from .state import ForeignRule
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Iterable
+
+    from .model import IPAddress
     from .plan import EniPlan
 
 LOCAL_TABLE = 255

@@ -8,12 +8,15 @@ rule every ENI relies on, "" for cleanup that belongs to no listed ENI).
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 from .business import PROTO_NAMES
-from .model import IPAddress, IPNetwork
 from .record import record
 from .state import Rule
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Optional, Union
+
+    from .model import IPAddress, IPNetwork
 
 MAIN_TABLE = 254
 ALL_ENIS = "*"  # the `eni` tag of changes every ENI depends on
@@ -152,4 +155,5 @@ def rule_change(op: str, r: Rule, eni: str = "") -> RuleChange:
     )  # fmt: skip
 
 
-Change = Union[LinkChange, AddrChange, RouteChange, RuleChange]
+if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
+    Change = Union[LinkChange, AddrChange, RouteChange, RuleChange]

@@ -15,7 +15,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
 
 import click
 
@@ -24,6 +23,10 @@ from .commands import log  # noqa: F401  (the "eni_guest" logger, for tests)
 from .commands import run as _run
 from .errors import NotPermitted
 from .providers import registry
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 
 def provider_options(f: Callable) -> Callable:

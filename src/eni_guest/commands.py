@@ -12,9 +12,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
 
 from .errors import EXIT_INTERNAL, EniGuestError, NotPermitted
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 log = logging.getLogger("eni_guest")
 

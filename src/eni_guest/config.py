@@ -21,7 +21,6 @@ import os
 import sys
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
 
 from .business import Business, check_settings, coerce_businesses
 from .config_eni import OVERLAY_KEYS as OVERLAY_KEYS  # (re-exported)
@@ -34,6 +33,10 @@ from .syntax import ENI_ID as ENI_ID  # (re-exported: the agent imports these fr
 from .syntax import MAC as MAC
 from .syntax import NOT_IN_IFNAME, eni_ref, network, shown, url_problem
 from .syntax import normalize_mac as normalize_mac
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Callable, Mapping, Optional
 
 DEFAULT_CONFIG_FILE = Path("/etc/eni-guest/eni-guest.toml")
 ENV_PREFIX = "ENI_GUEST_"

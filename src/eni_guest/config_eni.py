@@ -9,11 +9,13 @@ Errors name the table as `eni[N]`, N counting from 1 as in the file.
 
 from __future__ import annotations
 
-from typing import Any, Optional
-
 from .errors import ConfigError
 from .record import fields, record
 from .syntax import address, eni_ref, network
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 MTU_MIN, MTU_MAX = 68, 65535  # IPv4's minimum (RFC 791) and the largest the kernel takes
 MTU_MIN_IPV6 = 1280  # RFC 8200: a link carrying IPv6 must take at least this

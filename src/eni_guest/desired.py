@@ -16,9 +16,13 @@ from ipaddress import IPv4Network, IPv6Network
 from .changes import ALL_ENIS, MAIN_TABLE, AddrChange, LinkChange, RouteChange, RuleChange
 from .config import Config
 from .config_eni import MTU_MIN_IPV6
-from .model import Eni, IPAddress, IPNetwork
+from .model import Eni
 from .record import field, record
 from .state import Link, Rule, addr_metric
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from .model import IPAddress, IPNetwork
 
 DEFAULT4 = IPv4Network("0.0.0.0/0")
 DEFAULT6 = IPv6Network("::/0")

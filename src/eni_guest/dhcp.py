@@ -31,11 +31,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-from typing import Any, Callable, Iterator, Optional
 
 from .config import Config
 from .errors import MetadataUnavailable, NotPermitted
 from .state import Link
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterator, Optional
 
 log = logging.getLogger("eni_guest")
 

@@ -34,21 +34,24 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from . import metrics
 from .config import Config
 from .providers.boot_cache import boot_id, read_json, read_ours
 from .state import Link
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Callable, Optional, Sequence
+
     from .state import Addr, Route
 
 log = logging.getLogger("eni_guest")
 
 FIELDS = ("boot_id", "mac", "ifindex", "subnet", "gateway")
 
-Probe = Callable[[Link], "tuple[str, str]"]
+if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
+    Probe = Callable[[Link], "tuple[str, str]"]
 
 
 def directory(config: Config) -> Optional[Path]:

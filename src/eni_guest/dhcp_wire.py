@@ -20,9 +20,12 @@ import select
 import socket
 import struct
 import time
-from typing import Callable, Iterator, Optional
 
 from .record import field, record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Callable, Iterator, Optional
 
 ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4  # what a packet socket calls the copies of our own packets

@@ -8,16 +8,20 @@ one step); what is ours and no longer desired is removed, unless `Protected` say
 
 from __future__ import annotations
 
-from typing import Callable
-
-from .changes import AddrChange, Change, LinkChange, RouteChange, rule_change
+from .changes import AddrChange, LinkChange, RouteChange, rule_change
 from .config import Config
 from .desired import Desired
 from .protect import Protected
 from .record import record, replace
 from .state import KernelState
 
-EniOf = Callable[[int], str]  # table -> the MAC of the ENI it belongs to ("" for none)
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
+    from typing import Callable
+
+    from .changes import Change
+
+    EniOf = Callable[[int], str]  # table -> the MAC of the ENI it belongs to ("" for none)
 
 
 @record(frozen=True)

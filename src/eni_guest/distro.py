@@ -35,7 +35,6 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Optional
 
 from . import dropins, safe_write
 from .config import MAC
@@ -48,9 +47,13 @@ NETWORKD_FILE = Path("run/systemd/network/05-eni-guest.network")
 # administrator's drop-in sorting after it can still turn the switches back on.
 NETWORKD_FOREIGN = Path("run/systemd/networkd.conf.d/60-eni-guest.conf")
 
-# (argv) -> (exit code, combined output); replaced by tests, which must never reach a real
-# NetworkManager or networkd.
-Runner = Callable[[list[str]], tuple[int, str]]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
+    from typing import Callable, Iterable, Optional
+
+    # (argv) -> (exit code, combined output); replaced by tests, which must never reach a real
+    # NetworkManager or networkd.
+    Runner = Callable[[list[str]], tuple[int, str]]
 
 
 def _run(argv: list[str]) -> tuple[int, str]:

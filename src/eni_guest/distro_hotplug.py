@@ -40,10 +40,13 @@ the distro again.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Optional
 
 from . import dropins
 from .distro import reload_managers, write_if_changed
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Iterable, Optional
 
 #: Its existence switches the udev rule's marking on (a path relative to the root).
 MARKER = Path("run/eni-guest/hotplug-unmanaged")

@@ -9,7 +9,9 @@ install` and the Debian package's build, where the cost does not matter.
 
 from __future__ import annotations
 
-from typing import Sequence
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Sequence
 
 #: systemd-networkd's networkd.conf drop-in (run/systemd/networkd.conf.d/60-eni-guest.conf).
 NETWORKD_FOREIGN = """\

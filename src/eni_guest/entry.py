@@ -11,7 +11,10 @@ click's (cli.py), so every message and exit code stays click's.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Optional
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 
 def _direct(argv: list[str]) -> Optional[Callable[[Any], object]]:

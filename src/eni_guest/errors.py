@@ -8,7 +8,9 @@ cloud-init and operators' scripts branch on them.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 EXIT_OK = 0  # done: the kernel matches metadata (changed or not)
 EXIT_INTERNAL = 1  # a bug: unexpected exception (a traceback is printed)

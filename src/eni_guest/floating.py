@@ -26,13 +26,18 @@ from __future__ import annotations
 
 from functools import lru_cache
 from ipaddress import ip_network
-from typing import Iterable
 
 from .changes import RuleChange
 from .config import Config
 from .desired import Desired, host, priority_of, table_of
-from .model import Eni, IPAddress, IPNetwork
+from .model import Eni
 from .state import KernelState, Link
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Iterable
+
+    from .model import IPAddress, IPNetwork
 
 
 @lru_cache(maxsize=8)

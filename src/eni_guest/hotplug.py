@@ -42,26 +42,29 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
 from . import settle
-from .changes import Change
 from .config import Config
 from .errors import MetadataDisabled, MetadataError, MetadataUnavailable
 from .model import Instance
 from .providers.detect import MAX_WINDOW, TOTAL_TIMEOUT
 from .providers.registry import AUTO
-from .record import replace
+from .record import record, replace
 from .settle import Backoff, jitter
 from .state import KernelState, Link
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+    from .changes import Change
     from .kernel import Kernel
 
 log = logging.getLogger("eni_guest")
 
 
-class Settled(NamedTuple):
+@record(frozen=True)
+class Settled:
     """A NIC metadata lists as a settled ENI, and the configuration that read it (provider
     "auto" resolved to the cloud)."""
 

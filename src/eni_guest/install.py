@@ -32,7 +32,6 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
-from typing import Any, Callable, Optional
 
 from . import distro_hotplug, dropins
 from .config import Config, load
@@ -219,9 +218,13 @@ def _call(argv: list[str], report: Report) -> None:
         report.notes.append(f"{' '.join(argv)} failed: {(cp.stderr or cp.stdout).strip()}")
 
 
-# Runs a command for install/uninstall (systemctl, udevadm), noting a failure in the report;
-# tests pass one that records instead.
-Caller = Callable[[list[str], Report], None]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
+    from typing import Any, Callable, Optional
+
+    # Runs a command for install/uninstall (systemctl, udevadm), noting a failure in the report;
+    # tests pass one that records instead.
+    Caller = Callable[[list[str], Report], None]
 
 
 def install(

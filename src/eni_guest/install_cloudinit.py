@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Optional
 
 from .templating import TEMPLATE_DIR, render_template
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Optional
 
 CLOUD_CFG = "etc/cloud/cloud.cfg"
 CLOUD_DROPIN = "etc/cloud/cloud.cfg.d/99-eni-guest.cfg"

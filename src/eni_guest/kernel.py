@@ -19,15 +19,14 @@ No other module speaks netlink.
 
 from __future__ import annotations
 
+import _socket  # socket.py's C core; socket.py's enums and selectors cost ~3 ms a start
 import errno
 import os
-import socket
 import struct
-from typing import TYPE_CHECKING, Callable, Iterable, Optional, Union
 
 from . import metrics
 from .business_plan import priority_band, table_band
-from .changes import MAIN_TABLE, Change, RouteChange, RuleChange
+from .changes import MAIN_TABLE, RouteChange, RuleChange
 from .config import SLOTS, Config
 from .errors import KernelError
 from .netlink import (
@@ -60,7 +59,11 @@ from .netlink_decode import (
 from .record import record
 from .state import Addr, ForeignRule, KernelState, Link, MainRoute, Route, Rule, addr_metric
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Callable, Iterable, Optional, Union
+
+    from .changes import Change
     from .netlink_encode import Encoder
 
 # Dump and get requests, packed: ifinfomsg (family, type, index, flags, change), ifaddrmsg
@@ -175,7 +178,7 @@ class Kernel:
         foreign: list[ForeignRule] = []
         routes: list[Route] = []
         main: list[MainRoute] = []
-        for af in (socket.AF_INET, socket.AF_INET6):
+        for af in (_socket.AF_INET, _socket.AF_INET6):
             rule_req = _RTMSG.pack(af, 0, 0, 0, 0, 0, 0, 0, 0)
             for m in self.nl.dump(rule_req, RTM_GETRULE, decode_rule):
                 ours = rule_of(m)
@@ -233,9 +236,9 @@ class Kernel:
     def read_dhcp_view(self, index: int) -> tuple[list[Addr], list[Route]]:
         """One link's IPv4 addresses and the main table's IPv4 routes: what a DHCP client on
         that link configured (JD Cloud's primary ENI: its subnet and gateway)."""
-        req = _IFADDRMSG.pack(socket.AF_INET, 0, 0, 0, index)
+        req = _IFADDRMSG.pack(_socket.AF_INET, 0, 0, 0, index)
         addrs = [a for a in self.nl.dump(req, RTM_GETADDR, parse_addr) if a.index == index]
-        req = _RTMSG.pack(socket.AF_INET, 0, 0, 0, MAIN_TABLE, 0, 0, 0, 0)
+        req = _RTMSG.pack(_socket.AF_INET, 0, 0, 0, MAIN_TABLE, 0, 0, 0, 0)
         routes = [
             r for r, _ in self.nl.dump(req, RTM_GETROUTE, parse_route) if r.table == MAIN_TABLE
         ]
@@ -326,7 +329,8 @@ class Added:
     addr: Addr
 
 
-Event = Union[tuple[bool, Link], Gone, MainRouteEvent, Added]
+if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
+    Event = Union[tuple[bool, Link], Gone, MainRouteEvent, Added]
 
 
 class LinkMonitor:
@@ -347,8 +351,8 @@ class LinkMonitor:
         groups = (RTNLGRP_LINK,) + (OBJECT_GROUPS if objects else ())
         self.protocol = protocol
         self.addresses_added = False  # decode RTM_NEWADDR too (watch_floating.py)
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _socket.NETLINK_ROUTE)
+        self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 1 << 20)
         self.sock.bind((0, sum(1 << (g - 1) for g in groups)))
         self.sock.setblocking(False)
 

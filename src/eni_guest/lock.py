@@ -17,9 +17,12 @@ import os
 import stat
 import time
 from contextlib import contextmanager
-from typing import Iterator
 
 from .errors import ConfigError, LockTimeout, NotPermitted
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Iterator
 
 PID_WIDTH = 11  # the pid, padded: written over the first bytes, the file is never truncated
 

@@ -33,7 +33,6 @@ mirror, which has the higher metric.
 from __future__ import annotations
 
 from ipaddress import IPv6Network
-from typing import Mapping
 
 from .changes import RouteChange
 from .config import Config
@@ -41,6 +40,10 @@ from .desired import Desired
 from .model import Eni
 from .record import record
 from .state import KernelState, Link, Route
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Mapping
 
 LINK_LOCAL6 = IPv6Network("fe80::/10")
 MULTICAST6 = IPv6Network("ff00::/8")

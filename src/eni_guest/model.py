@@ -11,13 +11,15 @@ kernel is touched.  The validated model is immutable.
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import TYPE_CHECKING, Iterable, Optional, Union
 
 from .config import MAX_DEVICE_NUMBER, SLOTS, Config, normalize_mac
 from .errors import MetadataInvalid
 from .record import field, record
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Iterable, Optional, Union
+
     from .scope import Scope
 
 __all__ = [
@@ -33,8 +35,10 @@ __all__ = [
     "normalize_mac",
 ]
 
-IPAddress = Union[IPv4Address, IPv6Address]
-IPNetwork = Union[IPv4Network, IPv6Network]
+if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
+    IPAddress = Union[IPv4Address, IPv6Address]
+if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
+    IPNetwork = Union[IPv4Network, IPv6Network]
 
 
 # ---------------------------------------------------------------- raw data from providers

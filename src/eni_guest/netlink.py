@@ -17,13 +17,16 @@ decides what to read and in which order changes go out.
 
 from __future__ import annotations
 
+import _socket  # socket.py's C core; socket.py's enums and selectors cost ~3 ms a start
 import errno
 import os
-import socket
 import struct
-from typing import Any, Callable, Iterator
 
 from .errors import KernelError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterator
 
 # netlink header flags (linux/netlink.h)
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
@@ -63,8 +66,8 @@ class Netlink:
     """One NETLINK_ROUTE socket: dumps, and batches of requests with their acks."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _socket.NETLINK_ROUTE)
+        self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 1 << 20)
         # strict dump checking lets the kernel filter route dumps by protocol for us
         self.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         self.sock.bind((0, 0))

@@ -13,15 +13,18 @@ of 15 ENIs x 50 IPs, five times what `ip -batch` needs to apply all of it.
 
 from __future__ import annotations
 
-import socket
+import _socket  # socket.py's C core; socket.py's enums and selectors cost ~3 ms a start
 import struct
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
-from typing import Any, Container, Iterator, Optional
 
 from .netlink import IFF_UP, NLMSGHDR_LEN
 from .state import Addr, ForeignRule, Link, Route, Rule
 
-FAMILY = {socket.AF_INET: 4, socket.AF_INET6: 6}
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Container, Iterator, Optional
+
+FAMILY = {_socket.AF_INET: 4, _socket.AF_INET6: 6}
 _IP = {4: IPv4Address, 16: IPv6Address}
 _NET = {4: IPv4Network, 16: IPv6Network}
 

@@ -13,11 +13,10 @@ more than the kernel needs to apply one.
 
 from __future__ import annotations
 
-import socket
+import _socket  # socket.py's C core; socket.py's enums and selectors cost ~3 ms a start
 import struct
-from typing import Any, Callable
 
-from .changes import AddrChange, Change, LinkChange, RouteChange, RuleChange
+from .changes import AddrChange, LinkChange, RouteChange, RuleChange
 from .netlink import (
     IFF_UP,
     NLM_F_ACK,
@@ -49,11 +48,17 @@ from .netlink_decode import (
     RTA_TABLE,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+    from .changes import Change
+
 IFA_F_NODAD, IFA_F_NOPREFIXROUTE = 0x02, 0x200
 RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 0, 253
 RTN_UNICAST, RTNH_F_ONLINK, FR_ACT_TO_TBL = 1, 4, 1
 RT_TABLE_UNSPEC = 0
-AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
+AF_INET, AF_INET6 = _socket.AF_INET, _socket.AF_INET6
 AF = {4: AF_INET, 6: AF_INET6}
 
 # attribute numbers the decoder has no use for (linux/if_addr.h, fib_rules.h)

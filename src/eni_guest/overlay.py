@@ -17,12 +17,15 @@ import copy
 import ipaddress
 import logging
 from ipaddress import IPv4Network, IPv6Network
-from typing import Iterable
 
 from .config import Config, EniOverlay, normalize_mac
 from .errors import MetadataInvalid
 from .model import RawEni, RawInstance
 from .record import field, fields, record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Iterable
 
 log = logging.getLogger("eni_guest")
 

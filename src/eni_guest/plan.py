@@ -32,8 +32,6 @@ nor removed.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from . import floating
 from .business_plan import BusinessPlan, tag_of_table, want_businesses
 from .capture import Capture, captures
@@ -41,7 +39,6 @@ from .changes import (
     ALL_ENIS,
     MAIN_TABLE,
     AddrChange,
-    Change,
     LinkChange,
     RouteChange,
     RuleChange,
@@ -57,6 +54,12 @@ from .record import record
 from .scope import EXCLUDED, MANAGED, EniScope, Scope, of_instance
 from .state import KernelState, Link, addr_metric
 from .static_routes import want_static_routes
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Optional
+
+    from .changes import Change
 
 __all__ = [
     "ALL_ENIS",

@@ -9,14 +9,18 @@ what eni-guest was told, or cannot yet prove, it must not manage.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from .config import Config
 from .desired import host
-from .model import Excluded, Instance, IPNetwork
+from .model import Excluded, Instance
 from .record import field, record
 from .scope import Scope
 from .state import Addr, KernelState, Link, Route, Rule
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Optional
+
+    from .model import IPNetwork
 
 
 @record(frozen=True)

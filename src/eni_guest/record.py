@@ -26,7 +26,10 @@ default, a default_factory, compare=False or repr=False, inheriting a record's f
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Any, Callable, Optional
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 
 class _Missing:

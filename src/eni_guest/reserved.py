@@ -6,9 +6,12 @@ refuse the ENI's routes on every run."""
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Optional
 
-from .model import IPAddress, IPNetwork
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Optional
+
+    from .model import IPAddress, IPNetwork
 
 
 def reserved(

@@ -28,9 +28,7 @@ asked for is put back without a metadata round trip.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
-
-from .changes import AddrChange, Change, RouteChange, RuleChange
+from .changes import AddrChange, RouteChange, RuleChange
 from .config import Config
 from .kernel import Gone, MainRouteEvent, our_route, our_rule
 from .state import Addr, Link, Route, Rule
@@ -41,7 +39,13 @@ OWN_MEMORY = 2.0  # s a deletion of the daemon's own is remembered
 
 # ("rule", Rule) | ("route", family, table, dst) | ("addr", ifindex, ip)
 Key = tuple
-Obj = Union[Addr, Rule, Route]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
+    from typing import Any, Callable, Iterable, Mapping, Optional, Union
+
+    from .changes import Change
+
+    Obj = Union[Addr, Rule, Route]
 
 
 def key_of(obj: Obj) -> Key:

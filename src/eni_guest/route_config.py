@@ -25,11 +25,14 @@ written).
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
 
 from .errors import ConfigError
 from .record import record
 from .syntax import address, eni_ref, network
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 ROUTE_KEYS = ("to", "via", "eni", "main")
 

@@ -24,9 +24,12 @@ import errno
 import os
 import stat
 from pathlib import Path
-from typing import Optional
 
 from .errors import ConfigError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Optional
 
 MAX_CURRENT = 1024 * 1024  # more than any drop-in: the rest is not read (and then rewritten)
 

@@ -25,12 +25,17 @@ ENI (a CNI bridge's veth, say).  Per IP: the networks of `exclude_ips`.
 from __future__ import annotations
 
 from ipaddress import ip_network
-from typing import Iterable, Optional, Union
 
 from .config import Config, normalize_mac
-from .model import Instance, IPNetwork, RawEni, RawInstance
+from .model import Instance, RawEni, RawInstance
 from .record import record
 from .state import Link, nics_with_mac
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Iterable, Optional, Union
+
+    from .model import IPNetwork
 
 MANAGED, EXCLUDED, UNSETTLED = "managed", "excluded", "unsettled"
 UNLISTED = "unlisted"  # a MAC metadata does not list at all

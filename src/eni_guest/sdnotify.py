@@ -16,7 +16,10 @@ import os
 import socket
 import threading
 import time
-from typing import Callable, Mapping, Optional
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Callable, Mapping, Optional
 
 log = logging.getLogger("eni_guest")
 

@@ -18,7 +18,6 @@ one NIC and raises on GIVE_UP; the daemon judges every waiting NIC after each sh
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional, Union
 
 from . import scope
 from .config import MAC, Config
@@ -26,6 +25,10 @@ from .model import Instance
 from .record import record
 from .scope import Scope
 from .state import Link
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Callable, Optional, Union
 
 CONFIGURE, WAIT, IGNORE, GIVE_UP = "configure", "wait", "ignore", "give up"
 SETTLED = "settled"  # a managed ENI in a complete read: what a new NIC waits for

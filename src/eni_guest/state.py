@@ -10,10 +10,13 @@ kept whole, and `Addr.marked` tells eni-guest's from the others (docs/routing.md
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
-
-from .model import IPAddress, IPNetwork
 from .record import record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Iterable, Optional
+
+    from .model import IPAddress, IPNetwork
 
 # Link kinds (IFLA_INFO_KIND) that may carry an ENI's MAC without being the ENI: a VLAN on it,
 # a bridge or bond that borrowed its address, a tunnel.  The ENI itself is the NIC driver's link

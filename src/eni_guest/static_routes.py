@@ -18,13 +18,15 @@ too (a main-table route of protocol 229 is only ever one of these, kernel.read_s
 
 from __future__ import annotations
 
-from typing import Mapping
-
 from .changes import MAIN_TABLE, RouteChange
 from .config import Config
 from .desired import Desired
 from .model import Eni
 from .state import KernelState, Link
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Mapping
 
 
 def want_static_routes(

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Optional
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 # The one MAC syntax of the agent: lower case, colon-separated (see `normalize_mac`).
 MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")

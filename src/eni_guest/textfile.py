@@ -39,13 +39,15 @@ import math
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
 
 from . import metrics
 from .config import Config
 from .errors import KernelError, LockTimeout, MetadataError, MetadataInvalid
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Callable, Optional
+
     from .agent import Result
 
 log = logging.getLogger("eni_guest")

@@ -12,26 +12,21 @@ from __future__ import annotations
 
 import ipaddress
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Optional
 
 from .config import ENI_ID, MAX_DEVICE_NUMBER, MAX_NETWORK_CARDS, Config, normalize_mac
 from .config_eni import MTU_MAX, MTU_MIN, MTU_MIN_IPV6
 from .errors import MetadataInvalid
-from .model import (
-    Eni,
-    Excluded,
-    Instance,
-    IPAddress,
-    IPNetwork,
-    RawEni,
-    RawInstance,
-    Unsettled,
-    assign_table_slots,
-)
+from .model import Eni, Excluded, Instance, RawEni, RawInstance, Unsettled, assign_table_slots
 from .overlay import Merged, lenient, merge
 from .record import replace
 from .reserved import cloud_reserves, reserved
 from .scope import EXCLUDED, MANAGED, Scope, decide
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Optional
+
+    from .model import IPAddress, IPNetwork
 
 
 def _bad(raw: Merged, name: str, value: object, why: str) -> MetadataInvalid:

@@ -41,7 +41,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable, Optional
 
 from . import hotplug, restore, sdnotify, settle, textfile
 from .config import Config
@@ -51,6 +50,10 @@ from .model import Instance
 from .providers import memo
 from .state import ForeignRule, Link
 from .watch_inbox import Inbox, Waiting, judge_waiting, status_text, watchdog
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 log = logging.getLogger("eni_guest")
 

@@ -15,10 +15,13 @@ elsewhere is the planner's question, asked with the instance in hand.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Mapping, Optional
 
 from .config import Config
 from .state import Addr, Link
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Mapping, Optional
 
 
 def came_or_went(

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Optional
 
 from . import settle
 from .config import Config
 from .model import Instance
 from .record import field, record
 from .state import Link
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 log = logging.getLogger("eni_guest")
 

@@ -21,12 +21,14 @@ import os
 import select
 import signal
 import threading
-from typing import TYPE_CHECKING, Any, Callable
 
 from . import restore, watch_floating
 from .state import Link
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Any, Callable
+
     from .watch import Watcher
 
 log = logging.getLogger("eni_guest")

@@ -257,3 +257,54 @@ def test_a_required_key_answering_404_is_exit_3_not_a_traceback() -> None:
     assert r.stderr.strip().splitlines() == [
         f"eni-guest: metadata service: {s.url}/latest/meta-data/mac answered 404 (not published)"
     ]
+
+
+def test_a_host_name_is_resolved_and_connected(server) -> None:
+    """Tencent's default endpoint is a name (metadata.tencentyun.com): getaddrinfo's answers
+    are tried in order; `localhost` stands in for it here."""
+    s = server(healthy)
+    http = HttpClient(timeout=1.0, deadline=5.0, retries=0)
+    url = s.url.replace("127.0.0.1", "localhost")
+    assert http.request("GET", url + "/latest/meta-data/mac").text == "0e:00:00:00:00:01"
+    http.close()
+
+
+def test_a_refused_connection_is_unavailable_not_a_traceback() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    http = HttpClient(timeout=1.0, deadline=2.0, retries=1)
+    with pytest.raises(MetadataUnavailable, match="connection failed"):
+        http.request("GET", f"http://127.0.0.1:{port}/latest/meta-data/mac")
+
+
+def test_an_https_metadata_url_is_read_over_tls(server, tmp_path, monkeypatch) -> None:
+    """An https metadata_url: the plain connection is wrapped in TLS, the certificate checked
+    against the system's trust store (here: SSL_CERT_FILE naming a self-signed one)."""
+    import ssl
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    def tls_healthy(conn: socket.socket) -> None:
+        with context.wrap_socket(conn, server_side=True) as tls:
+            healthy(tls)
+
+    s = server(tls_healthy)
+    url = s.url.replace("http://127.0.0.1", "https://localhost")
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    http = HttpClient(timeout=2.0, deadline=5.0, retries=0)
+    assert http.request("GET", url + "/latest/meta-data/mac").text == "0e:00:00:00:00:01"
+    http.close()
+    monkeypatch.delenv("SSL_CERT_FILE")
+    untrusted = HttpClient(timeout=2.0, deadline=5.0, retries=0)
+    with pytest.raises(MetadataUnavailable):
+        untrusted.request("GET", url + "/latest/meta-data/mac")

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from ipaddress import ip_address, ip_network
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from pyroute2_ref import NL
 
 import eni_guest
-from eni_guest.changes import AddrChange, Change, LinkChange, RouteChange, RuleChange
+from eni_guest.changes import AddrChange, LinkChange, RouteChange, RuleChange
 from eni_guest.netlink import (
     IFF_UP,
     NLM_F_ACK,
@@ -43,6 +43,9 @@ from eni_guest.netlink import (
     Netlink,
 )
 from eni_guest.netlink_encode import Encoder
+
+if TYPE_CHECKING:
+    from eni_guest.changes import Change
 
 P = 229  # eni-guest's default protocol number
 AF = {4: socket.AF_INET, 6: socket.AF_INET6}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from ipaddress import ip_address, ip_network
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 import pytest
 
@@ -21,7 +21,6 @@ from eni_guest.model import (
 )
 from eni_guest.plan import (
     AddrChange,
-    Change,
     LinkChange,
     Plan,
     RouteChange,
@@ -29,6 +28,9 @@ from eni_guest.plan import (
     plan,
 )
 from eni_guest.state import Addr, KernelState, Link, Route, Rule
+
+if TYPE_CHECKING:
+    from eni_guest.changes import Change
 
 G = 229  # default interface group
 PROTO = 229  # default protocol

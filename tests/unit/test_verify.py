@@ -8,7 +8,7 @@ kernel that silently drops an acknowledged change cannot be produced on demand.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pytest
 from test_plan import BOOT_STATE, B, C, P, applied, vm
@@ -16,7 +16,10 @@ from test_plan import BOOT_STATE, B, C, P, applied, vm
 from eni_guest import agent
 from eni_guest.config import Config
 from eni_guest.errors import KernelError
-from eni_guest.plan import Change, LinkChange
+from eni_guest.plan import LinkChange
+
+if TYPE_CHECKING:
+    from eni_guest.changes import Change
 
 
 class AckingKernel:

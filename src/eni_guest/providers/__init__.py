@@ -6,29 +6,33 @@ Which clouds exist, and how each is built, detected and named, is providers/regi
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Optional, Protocol
 
 from .registry import AUTO, cloud
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Optional, Protocol
+
     from ..config import Config
     from ..model import RawInstance
     from ..scope import Scope
 
+    # What every provider module's class offers (type checkers only: nothing checks it at
+    # run time, and typing is not imported then).
+    class Provider(Protocol):
+        name: str
+
+        def read(self) -> RawInstance: ...
+
+        def complete(self, raw: RawInstance, scope: Scope) -> RawInstance: ...
+
+        def close(self) -> None: ...
+
+        @property
+        def requests_sent(self) -> int: ...
+
+
 log = logging.getLogger("eni_guest")
-
-
-class Provider(Protocol):
-    name: str
-
-    def read(self) -> RawInstance: ...
-
-    def complete(self, raw: RawInstance, scope: Scope) -> RawInstance: ...
-
-    def close(self) -> None: ...
-
-    @property
-    def requests_sent(self) -> int: ...
 
 
 def get_provider(config: Config) -> Provider:

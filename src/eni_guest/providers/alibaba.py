@@ -10,11 +10,13 @@ vSwitch, never assumed to be .1) and no device number, so table slots come from 
 
 from __future__ import annotations
 
-from typing import Optional
-
 from ..model import RawEni
 from .base import MacTreeProvider
 from .common import invalid, missing, parse_list, prefix_length, subnet_of, unquote
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Optional
 
 
 class AlibabaProvider(MacTreeProvider):

@@ -6,12 +6,14 @@ the primary MAC, the MAC listing, then per ENI its key listing and only the keys
 
 from __future__ import annotations
 
-from typing import Optional
-
 from ..model import RawEni, RawInstance
 from . import memo
 from .base import MetadataProvider
 from .http import NotFound
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Optional
 
 # Endpoints (IPv4, then IPv6) and IMDSv2 token rules: the "aws" entry of providers/registry.py.
 META = "/latest/meta-data/"

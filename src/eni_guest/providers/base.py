@@ -12,15 +12,16 @@ lists its keys, so only keys that exist are asked for (the service is rate limit
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
-
 from ..config import Config
 from ..model import RawEni, RawInstance
 from .common import MetadataService, listing, unquote
 from .http import NotFound
 from .registry import cloud
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Optional
+
     from ..scope import Scope
 
 

@@ -25,10 +25,13 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import Optional
 
 from ..config import Config
 from .registry import names
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Optional
 
 log = logging.getLogger("eni_guest")
 

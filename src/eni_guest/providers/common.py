@@ -12,14 +12,16 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..errors import MetadataDisabled, MetadataInvalid, MetadataUnavailable
 from ..record import record
 from . import memo
 from .http import HttpClient, NotFound
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Optional, Sequence
+
     from ..config import Config
 
 

@@ -22,13 +22,18 @@ boot.  A caller that waits anyway (`hotplug add`, the watch daemon) retries with
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Optional
 
 from ..config import Config
 from ..errors import MetadataUnavailable
 from . import boot_cache
 from .http import HttpClient
-from .registry import CLOUDS, DMI_FIELDS, Probe, names, probed
+from .registry import CLOUDS, DMI_FIELDS, names, probed
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Mapping, Optional
+
+    from .registry import Probe
 
 DMI_DIR = Path("/sys/class/dmi/id")
 

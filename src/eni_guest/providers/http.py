@@ -25,16 +25,19 @@ parser, ~25 ms): a metadata answer needs neither (README, Dependencies).
 
 from __future__ import annotations
 
+import _socket  # socket.py's C core; socket.py's enums and selectors cost ~3 ms a start
 import contextlib
-import socket
 import threading
 import time
 import weakref
-from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from ..errors import MetadataUnavailable
 from ..record import record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 MAX_BODY = 256 * 1024  # metadata leaves are tiny; anything bigger is not a metadata service
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -177,11 +180,13 @@ class HttpClient:
         timeout = min(self.timeout, self._left())
         # A str host makes getaddrinfo load the idna codec (~3 ms); an address needs none.
         name: Any = host.encode("ascii") if host.isascii() else host
-        sock = socket.create_connection((name, port), timeout=timeout)
+        sock = _open(name, port, timeout)
         if scheme == "https":
-            import ssl  # only for an https metadata_url
+            import socket  # only for an https metadata_url: ssl wraps a socket.socket
+            import ssl
 
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            plain = socket.socket(fileno=sock.detach())
+            sock = ssl.create_default_context().wrap_socket(plain, server_hostname=host)
         conn = _Connection(sock)
         self._conns[key] = conn
         self.watchdog.watch(conn)
@@ -211,7 +216,7 @@ class _Stale(Exception):
 class _Connection:
     """One TCP (or TLS) connection and the bytes received on it but not yet used."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
         self.sock = sock
         self.buf = b""
         self.closed = False
@@ -387,15 +392,33 @@ def _shut(connection: Any) -> None:
     sock = getattr(connection, "sock", None)
     if sock is None:
         return
-    # socket.socket's own shutdown, also for a TLS socket (whose shutdown would unwrap it
+    # The plain socket's own shutdown, also for a TLS socket (whose shutdown would unwrap it
     # under the reading thread's feet): the peer's bytes stop, the blocked read returns.
     with contextlib.suppress(OSError, TypeError, ValueError):  # already closed
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        _socket.socket.shutdown(sock, _socket.SHUT_RDWR)
+
+
+def _open(host: Any, port: int, timeout: float) -> _socket.socket:
+    """socket.create_connection on the C socket: each address getaddrinfo gives, in order, until
+    one connects within `timeout`; the last failure if none does."""
+    failure: Optional[OSError] = None
+    for family, kind, proto, _name, address in _socket.getaddrinfo(
+        host, port, 0, _socket.SOCK_STREAM
+    ):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            return sock
+        except OSError as e:
+            sock.close()
+            failure = e
+    raise failure or OSError(f"no address for {host!r}")
 
 
 def _describe(e: OSError) -> str:
-    if isinstance(e, socket.timeout):
+    if isinstance(e, _socket.timeout):
         return "timed out"
-    if isinstance(e, (ConnectionError, socket.gaierror)) or e.errno is not None:
+    if isinstance(e, (ConnectionError, _socket.gaierror)) or e.errno is not None:
         return f"connection failed ({e.strerror or type(e).__name__})"
     return f"{type(e).__name__}: {e}"

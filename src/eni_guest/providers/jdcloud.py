@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
 
 from ..config import Config
 from ..errors import MetadataInvalid, MetadataUnavailable
@@ -44,19 +43,24 @@ from .common import invalid, listing, unquote
 from .http import NotFound
 from .static import StaticEni, StaticFile, load_static
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Callable, Optional
+
     from ..scope import Scope
 
 META = "/metadata/latest/"
 
-# The DHCP probe: an ENI's NIC -> (its subnet in CIDR form, its gateway), as the VPC's DHCP
-# service on that interface answers.  It must leave no client running and no lease behind,
-# wait no longer than the read's metadata deadline, and raise MetadataUnavailable when no
-# answer comes in time.
-DhcpProbe = Callable[[Link], "tuple[str, str]"]
-# The primary ENI's subnet and gateway as its DHCP client configured them in the kernel: its
-# NIC and primary IP -> (subnet CIDR, gateway), or None when the kernel does not show both.
-KernelLease = Callable[[Link, str], "Optional[tuple[str, str]]"]
+if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
+    # The DHCP probe: an ENI's NIC -> (its subnet in CIDR form, its gateway), as the VPC's DHCP
+    # service on that interface answers.  It must leave no client running and no lease behind,
+    # wait no longer than the read's metadata deadline, and raise MetadataUnavailable when no
+    # answer comes in time.
+    DhcpProbe = Callable[[Link], "tuple[str, str]"]
+if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
+    # The primary ENI's subnet and gateway as its DHCP client configured them in the kernel: its
+    # NIC and primary IP -> (subnet CIDR, gateway), or None when the kernel does not show both.
+    KernelLease = Callable[[Link, str], "Optional[tuple[str, str]]"]
 
 
 class JdcloudProvider(MetadataProvider):

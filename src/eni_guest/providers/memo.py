@@ -44,9 +44,11 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Any, Optional, Sequence
+
     from ..config import Config
     from ..state import Link
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-from typing import Any, Optional
 
 from ..errors import MetadataInvalid, MetadataUnavailable
 from ..model import RawEni, RawInstance
@@ -33,6 +32,10 @@ from ..state import VIRTUAL_KINDS  # a bond or VLAN link is built on a NIC, not 
 from .base import MetadataProvider
 from .common import invalid, missing, prefix_length, subnet_of
 from .http import NotFound
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 log = logging.getLogger("eni_guest")
 

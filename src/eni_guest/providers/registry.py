@@ -12,21 +12,23 @@ cloud it talks to and `eni-guest --version` loads no network code.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional
-
 from ..errors import ConfigError
 from ..record import record
 from .common import TokenRules
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
+    from typing import Callable, Optional
+
     from ..config import Config
     from . import Provider
     from .http import HttpClient
 
 AUTO = "auto"  # not a cloud: detect one (providers/detect.py)
 
-# A detection probe: (HTTP client, the service's base URL) -> (is it this cloud, what it saw).
-Probe = Callable[["HttpClient", str], "tuple[bool, str]"]
+if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
+    # A detection probe: (HTTP client, the service's base URL) -> (is it this cloud, what it saw).
+    Probe = Callable[["HttpClient", str], "tuple[bool, str]"]
 
 # The DMI files detection reads (/sys/class/dmi/id/...); chassis_asset_tag may need root.
 DMI_FIELDS = ("sys_vendor", "product_name", "board_vendor", "chassis_asset_tag")

@@ -25,12 +25,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Optional
 
 from ..config import MAX_DEVICE_NUMBER, Config
 from ..errors import MetadataInvalid, MetadataUnavailable
 from ..model import RawEni, RawInstance, normalize_mac
 from ..record import field, record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 TOP_KEYS = ("primary_mac", "eni")
 STRING_KEYS = ("mac", "id", "subnet", "gateway", "ipv6_subnet", "ipv6_gateway")
