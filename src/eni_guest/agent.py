@@ -6,7 +6,6 @@ whatever goes wrong with the metadata service, nothing changes.
 
 from __future__ import annotations
 
-import logging
 import time
 
 from . import metrics
@@ -14,6 +13,7 @@ from .business_plan import check as check_businesses
 from .business_plan import tag
 from .config import Config
 from .errors import KernelError, MetadataError, MetadataInvalid
+from .log import log
 from .model import Instance, build_instance
 from .plan import Plan, plan
 from .providers import memo
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from .kernel import Kernel
     from .plan import Change
     from .providers import Provider
-
-log = logging.getLogger("eni_guest")
 
 
 @record

@@ -8,36 +8,25 @@ turns every expected failure into one line and its exit code (README "Exit codes
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
 
 from .errors import EXIT_INTERNAL, EniGuestError, NotPermitted
+from .log import log
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Any, Callable, Optional
 
-log = logging.getLogger("eni_guest")
 
 #: The options of a command that reads metadata when none is given (cli.provider_options).
 NO_OPTIONS: dict[str, Any] = {"provider": None, "metadata_url": None, "config_file": None}
 
 
-class LineFormatter(logging.Formatter):
-    """`eni-guest: ` before every line, also of a record that logs a stage's many changes."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return "\n".join(f"eni-guest: {line}" for line in super().format(record).splitlines())
-
-
 def setup_logging(verbose: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LineFormatter())
-    log.handlers[:] = [handler]
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
-    log.propagate = False
+    """Messages on stderr from INFO up (DEBUG up if verbose), "eni-guest: " before each line."""
+    log.setup(verbose)
 
 
 def say(line: str) -> None:

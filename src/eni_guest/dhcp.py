@@ -29,18 +29,17 @@ changes nothing.  Nothing else about the link is touched.
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 
 from .config import Config
 from .errors import MetadataUnavailable, NotPermitted
+from .log import log
 from .state import Link
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterator, Optional
 
-log = logging.getLogger("eni_guest")
 
 DHCP_TIMEOUT = 5.0  # seconds for one ENI's exchange; a VPC's DHCP server answers in milliseconds
 

@@ -31,12 +31,12 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
-import logging
 import os
 from pathlib import Path
 
 from . import metrics
 from .config import Config
+from .log import log
 from .providers.boot_cache import boot_id, read_json, read_ours
 from .state import Link
 
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
     from .state import Addr, Route
 
-log = logging.getLogger("eni_guest")
 
 FIELDS = ("boot_id", "mac", "ifindex", "subnet", "gateway")
 

@@ -32,14 +32,12 @@ lexical order over /etc, /run and /usr/lib: ``05-eni-guest.network`` sorts befor
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from pathlib import Path
 
 from . import dropins, safe_write
 from .config import MAC
-
-log = logging.getLogger("eni_guest")
+from .log import log
 
 NM_DROPIN = Path("run/NetworkManager/conf.d/90-eni-guest.conf")
 NETWORKD_FILE = Path("run/systemd/network/05-eni-guest.network")

@@ -40,12 +40,12 @@ after one metadata read) is not waited for either: it is left alone.
 
 from __future__ import annotations
 
-import logging
 import time
 
 from . import settle
 from .config import Config
 from .errors import MetadataDisabled, MetadataError, MetadataUnavailable
+from .log import log
 from .model import Instance
 from .providers.detect import MAX_WINDOW, TOTAL_TIMEOUT
 from .providers.registry import AUTO
@@ -59,8 +59,6 @@ if TYPE_CHECKING:
 
     from .changes import Change
     from .kernel import Kernel
-
-log = logging.getLogger("eni_guest")
 
 
 @record(frozen=True)

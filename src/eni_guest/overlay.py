@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import copy
 import ipaddress
-import logging
 from ipaddress import IPv4Network, IPv6Network
 
 from .config import Config, EniOverlay, normalize_mac
 from .errors import MetadataInvalid
+from .log import log
 from .model import RawEni, RawInstance
 from .record import field, fields, record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Iterable
-
-log = logging.getLogger("eni_guest")
 
 
 @record

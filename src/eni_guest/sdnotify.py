@@ -11,17 +11,16 @@ by hand) nothing is sent; a failed send is logged at debug level and never stops
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import threading
 import time
 
+from .log import log
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Callable, Mapping, Optional
-
-log = logging.getLogger("eni_guest")
 
 
 class Notifier:

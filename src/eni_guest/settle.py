@@ -17,10 +17,9 @@ one NIC and raises on GIVE_UP; the daemon judges every waiting NIC after each sh
 
 from __future__ import annotations
 
-import logging
-
 from . import scope
 from .config import MAC, Config
+from .log import DEBUG, ERROR, WARNING
 from .model import Instance
 from .record import record
 from .scope import Scope
@@ -47,7 +46,7 @@ class Verdict:
 
     action: str
     why: str = ""
-    level: int = logging.DEBUG
+    level: int = DEBUG
     # GIVE_UP only: True when the NIC stays unconfigured because of metadata (an outage, an
     # ENI that never settled): `hotplug add` then fails (exit 3); False for "not an ENI here".
     failed: bool = False
@@ -102,7 +101,7 @@ def judge(
             GIVE_UP,
             f"{who}: metadata still failing after {timeout:g} s (hotplug_timeout), "
             f"nothing changed: {error}",
-            logging.ERROR,
+            ERROR,
             failed=True,
         )
     state, why = classify(instance, link.mac)
@@ -119,10 +118,10 @@ def judge(
             GIVE_UP,
             f"{who}: metadata lists it but it has not settled after {timeout:g} s "
             f"(hotplug_timeout): {why}; nothing changed",
-            logging.ERROR,
+            ERROR,
             failed=True,
         )
-    return Verdict(GIVE_UP, f"interface {who} is not an ENI of this instance", logging.WARNING)
+    return Verdict(GIVE_UP, f"interface {who} is not an ENI of this instance", WARNING)
 
 
 def jitter() -> float:

@@ -34,7 +34,6 @@ else is dropped, which Prometheus sees as a counter reset).
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import time
@@ -43,6 +42,7 @@ from pathlib import Path
 from . import metrics
 from .config import Config
 from .errors import KernelError, LockTimeout, MetadataError, MetadataInvalid
+from .log import log
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 
     from .agent import Result
 
-log = logging.getLogger("eni_guest")
 
 MAX_SIZE = 1024 * 1024  # bytes of the previous file read back
 Labels = tuple[tuple[str, str], ...]  # sorted (name, value) pairs

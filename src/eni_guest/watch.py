@@ -38,13 +38,13 @@ rewrites the Prometheus text file when metrics_file is set (textfile.py).
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 
 from . import hotplug, restore, sdnotify, settle, textfile
 from .config import Config
 from .errors import ConfigError, EniGuestError, MetadataError, MetadataUnavailable
+from .log import log
 from .mirror import mirror_metric
 from .model import Instance
 from .providers import memo
@@ -54,8 +54,6 @@ from .watch_inbox import Inbox, Waiting, judge_waiting, status_text, watchdog
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Any, Callable, Optional
-
-log = logging.getLogger("eni_guest")
 
 
 class Watcher:

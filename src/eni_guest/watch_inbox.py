@@ -4,11 +4,11 @@ each full reconcile, the watchdog's WATCHDOG=1."""
 
 from __future__ import annotations
 
-import logging
 import time
 
 from . import settle
 from .config import Config
+from .log import log
 from .model import Instance
 from .record import field, record
 from .state import Link
@@ -16,8 +16,6 @@ from .state import Link
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Any, Optional
-
-log = logging.getLogger("eni_guest")
 
 
 @record

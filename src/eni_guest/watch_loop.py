@@ -16,13 +16,13 @@ It tells systemd READY=1 once it watches, STOPPING=1 at the end.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import select
 import signal
 import threading
 
 from . import restore, watch_floating
+from .log import log
 from .state import Link
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
     from .watch import Watcher
 
-log = logging.getLogger("eni_guest")
 
 STOP_GRACE = 0.8  # seconds SIGTERM waits for the worker to finish what it is doing
 

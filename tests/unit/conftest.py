@@ -11,6 +11,7 @@ from typing import Iterator
 import pytest
 
 from eni_guest import distro
+from eni_guest.log import log
 from eni_guest.providers import memo
 
 
@@ -20,6 +21,15 @@ def fresh_memo() -> Iterator[None]:
     yield
     memo.forget()
     memo._on = False
+
+
+@pytest.fixture(autouse=True)
+def log_as_library() -> Iterator[None]:
+    """A command line run in-process (CliRunner) writes the log to stderr from then on
+    (log.setup): every test starts with it handed to the standard library's logging (caplog)."""
+    log.as_library()
+    yield
+    log.as_library()
 
 
 @pytest.fixture

@@ -231,7 +231,6 @@ def test_watch_warns_once_a_process_for_each_capturing_rule(
 ) -> None:
     from eni_guest import agent, watch
 
-    monkeypatch.setattr(watch.log, "propagate", True)  # in case a CLI test turned it off
     other = rule("10.0.1.0/24", priority=200, action="blackhole")
     found = [(rule(),), (rule(),), (), (rule(), other), (rule(), other)]
     instance = vm(P, B, C)

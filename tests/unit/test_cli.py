@@ -31,12 +31,6 @@ def test_apply_as_non_root_says_so_in_one_line(tmp_path: Path, monkeypatch) -> N
     from eni_guest import cli
 
     monkeypatch.setattr(cli.os, "geteuid", lambda: 1000)
-    # main() sets up the "eni_guest" logger for a terminal (propagate off): put it back after
-    # this in-process run, or later tests' caplog would see nothing.
-    logger = cli.log
-    monkeypatch.setattr(logger, "handlers", list(logger.handlers))  # a copy: main() edits it
-    monkeypatch.setattr(logger, "propagate", logger.propagate)
-    monkeypatch.setattr(logger, "level", logger.level)
     monkeypatch.setenv("ENI_GUEST_LOCK_FILE", str(tmp_path / "lock"))
     r = CliRunner().invoke(cli.main, ["apply", "--metadata-url", "http://127.0.0.1:9"])
     assert r.exit_code == 6
@@ -52,10 +46,6 @@ def test_install_into_root_as_non_root_says_so(monkeypatch, command: str, where:
     from eni_guest import cli
 
     monkeypatch.setattr(cli.os, "geteuid", lambda: 1000)
-    logger = cli.log  # main() reconfigures it: put it back afterwards (see above)
-    monkeypatch.setattr(logger, "handlers", list(logger.handlers))
-    monkeypatch.setattr(logger, "propagate", logger.propagate)
-    monkeypatch.setattr(logger, "level", logger.level)
     r = CliRunner().invoke(cli.main, [command])
     assert r.exit_code == 6
     assert (

@@ -156,7 +156,6 @@ def test_reload_asks_only_running_managers_whose_file_changed() -> None:
 def test_reload_failure_is_logged_not_raised(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(distro.log, "propagate", True)  # in case a CLI test turned it off
 
     def fake(argv: list[str]) -> tuple[int, str]:
         return (0, "") if argv[0] == "systemctl" else (1, "Error: NetworkManager is not running.")

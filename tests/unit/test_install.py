@@ -6,7 +6,6 @@ step with the templates: run ``python tests/unit/test_install.py`` to regenerate
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -361,11 +360,6 @@ def test_uninstall_keeps_an_edited_config(tmp_path: Path) -> None:
 
 
 def test_cli_install_and_uninstall(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # main() turns the "eni_guest" logger's propagation off: restore it for later caplog users
-    logger = logging.getLogger("eni_guest")
-    monkeypatch.setattr(logger, "handlers", list(logger.handlers))
-    monkeypatch.setattr(logger, "propagate", logger.propagate)
-    monkeypatch.setattr(logger, "level", logger.level)
     runner = CliRunner()
     result = runner.invoke(main, ["install", "--root", str(tmp_path), "--binary", BIN])
     assert result.exit_code == 0, result.output

@@ -98,12 +98,6 @@ def test_debian_rules_and_postinst_call_the_packaging_module() -> None:
 def test_demo_without_the_lab_says_where_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
     """The Debian package ships the agent, not eni_guest_lab: the demo says so, exit 2."""
     monkeypatch.setitem(sys.modules, "eni_guest_lab.demo", None)  # import fails: not found
-    # main() sets up the "eni_guest" logger for a terminal (propagate off): put it back after
-    # this in-process run, or later tests' caplog would see nothing (as test_cli.py does).
-    logger = cli.log
-    monkeypatch.setattr(logger, "handlers", list(logger.handlers))
-    monkeypatch.setattr(logger, "propagate", logger.propagate)
-    monkeypatch.setattr(logger, "level", logger.level)
     result = CliRunner().invoke(cli.main, ["demo"])
     assert result.exit_code == 2, result.output
     assert "run the demo from a checkout" in result.output

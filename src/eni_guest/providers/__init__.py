@@ -5,8 +5,7 @@ Which clouds exist, and how each is built, detected and named, is providers/regi
 
 from __future__ import annotations
 
-import logging
-
+from ..log import log
 from .registry import AUTO, cloud
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
@@ -30,9 +29,6 @@ if TYPE_CHECKING:
 
         @property
         def requests_sent(self) -> int: ...
-
-
-log = logging.getLogger("eni_guest")
 
 
 def get_provider(config: Config) -> Provider:

@@ -21,19 +21,18 @@ read-only) only costs a new detection next time.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import stat
 from pathlib import Path
 
 from ..config import Config
+from ..log import log
 from .registry import names
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Optional
 
-log = logging.getLogger("eni_guest")
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 FIELDS = ("boot_id", "provider", "why", "metadata_url")

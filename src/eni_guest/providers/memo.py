@@ -40,10 +40,11 @@ writes nothing.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 from pathlib import Path
+
+from ..log import log
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..state import Link
 
-log = logging.getLogger("eni_guest")
 
 _lock = threading.Lock()
 _on = False

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import logging
 
 from ..errors import MetadataInvalid, MetadataUnavailable
+from ..log import log
 from ..model import RawEni, RawInstance
 from ..state import VIRTUAL_KINDS  # a bond or VLAN link is built on a NIC, not one
 from .base import MetadataProvider
@@ -37,7 +37,6 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Any, Optional
 
-log = logging.getLogger("eni_guest")
 
 PATH = "/openstack/latest/network_data.json"
 DEFAULT_NETWORKS = {4: "0.0.0.0", 6: "::"}
