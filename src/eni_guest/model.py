@@ -35,9 +35,8 @@ __all__ = [
     "normalize_mac",
 ]
 
-if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
+if TYPE_CHECKING:  # only type checkers need them: annotations are never evaluated
     IPAddress = Union[IPv4Address, IPv6Address]
-if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
     IPNetwork = Union[IPv4Network, IPv6Network]
 
 

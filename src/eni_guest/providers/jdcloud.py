@@ -51,13 +51,12 @@ if TYPE_CHECKING:
 
 META = "/metadata/latest/"
 
-if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
+if TYPE_CHECKING:  # only type checkers need them: annotations are never evaluated
     # The DHCP probe: an ENI's NIC -> (its subnet in CIDR form, its gateway), as the VPC's DHCP
     # service on that interface answers.  It must leave no client running and no lease behind,
     # wait no longer than the read's metadata deadline, and raise MetadataUnavailable when no
     # answer comes in time.
     DhcpProbe = Callable[[Link], "tuple[str, str]"]
-if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
     # The primary ENI's subnet and gateway as its DHCP client configured them in the kernel: its
     # NIC and primary IP -> (subnet CIDR, gateway), or None when the kernel does not show both.
     KernelLease = Callable[[Link, str], "Optional[tuple[str, str]]"]
