@@ -19,9 +19,9 @@ from pathlib import Path
 import click
 
 from . import __version__, commands
-from .commands import log  # noqa: F401  (the "eni_guest" logger, for tests)
 from .commands import run as _run
 from .errors import NotPermitted
+from .log import log
 from .providers import registry
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
@@ -58,7 +58,7 @@ def provider_options(f: Callable) -> Callable:
 @click.option("-v", "--verbose", count=True, help="Also log why nothing was done.")
 def main(verbose: int) -> None:
     """Configure cloud ENIs and per-IP source routing from instance metadata."""
-    commands.setup_logging(verbose)
+    log.setup(verbose)  # stderr, "eni-guest: " before each line; DEBUG up with -v
 
 
 @main.command()

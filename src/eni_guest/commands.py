@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from .errors import EXIT_INTERNAL, EniGuestError, NotPermitted
-from .log import log
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
@@ -22,11 +21,6 @@ if TYPE_CHECKING:
 
 #: The options of a command that reads metadata when none is given (cli.provider_options).
 NO_OPTIONS: dict[str, Any] = {"provider": None, "metadata_url": None, "config_file": None}
-
-
-def setup_logging(verbose: int) -> None:
-    """Messages on stderr from INFO up (DEBUG up if verbose), "eni-guest: " before each line."""
-    log.setup(verbose)
 
 
 def say(line: str) -> None:

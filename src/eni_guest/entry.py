@@ -46,8 +46,9 @@ def main() -> None:
         return
     if sys.argv[1:] == ["watch"]:
         from . import commands
+        from .log import log
 
-        commands.setup_logging(0)
+        log.setup(0)
         commands.run(lambda: body(commands))  # type: ignore[arg-type]
         return
     # A one-shot run exits within seconds: the cyclic collector's passes over the objects
@@ -57,8 +58,9 @@ def main() -> None:
 
     gc.disable()
     from . import commands
+    from .log import log
 
-    commands.setup_logging(0)
+    log.setup(0)
     try:
         commands.run(lambda: body(commands))  # type: ignore[arg-type]
     except SystemExit as e:
