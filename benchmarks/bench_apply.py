@@ -7,7 +7,8 @@ floor: iproute2 in C, one process):
   * first apply of N ENIs x M IPs: wall time of the whole process as the boot unit runs it
     (the `eni-guest` console script, `apply`, no option, on a fresh VM), and its netlink
     part (from `apply --json` on another fresh VM; that command line goes through click,
-    ~40 ms more: printed too);
+    ~40 ms more: printed too), and that run's own phases (its `timings`: metadata read,
+    kernel read, plan, netlink part, verify);
   * a no-op re-apply: wall time of `eni-guest apply` as the boot unit runs it, and netlink
     change requests (must be 0, from one `apply --json`);
   * reading the kernel state (Kernel.read_state in the guest, in-process);
@@ -162,6 +163,7 @@ def main() -> int:
     md_reqs: list[int] = []
     noop_md_reqs: list[int] = []
     reads: list[float] = []
+    phases: list[dict[str, float]] = []  # the first apply's own timings (`apply --json`)
     changes_n = requests_n = 0
     for _ in range(args.repeat):
         with SimVM(sc, docker=False) as unit_vm:  # the boot unit's first apply
@@ -170,6 +172,7 @@ def main() -> int:
             wall, data, md = apply_json(vm)
             json_firsts.append(wall)
             netlinks.append(data["timings"]["apply"])
+            phases.append(data["timings"])
             md_reqs.append(md)
             changes_n, requests_n = len(data["changes"]), data["netlink_requests"]
             _w, again, noop_md = apply_json(vm)
@@ -212,6 +215,11 @@ def main() -> int:
         f"  first apply, whole process        {med(firsts) * 1000:8.1f} ms "
         f"  {med(firsts) / floor:.2f}x   (`apply --json`, through click: "
         f"{med(json_firsts) * 1000:.1f} ms, {med(json_firsts) / floor:.2f}x)"
+    )
+    print(
+        "  first apply's phases (--json)     "
+        + ", ".join(f"{k} {med(t[k] for t in phases) * 1000:.1f}" for k in phases[0])
+        + " ms"
     )
     print(
         f"  no-op re-apply, whole process     {med(noops) * 1000:8.1f} ms "
