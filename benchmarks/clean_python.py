@@ -17,7 +17,9 @@ same packages, no hooks.  `--system-python` keeps the interpreter as it is.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -31,7 +33,11 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 def reexec(argv: list[str]) -> None:
     """Re-run this benchmark under a hook-free virtual environment; returns only when it is
     already running under one (or `--system-python` was given)."""
-    if os.environ.get(MARK) or "--system-python" in argv:
+    if "--system-python" in argv:
+        return
+    if os.environ.get(MARK):
+        # The re-run owns the venv its parent made: gone when the benchmark ends.
+        atexit.register(shutil.rmtree, os.environ[MARK], ignore_errors=True)
         return
     venv = Path(tempfile.mkdtemp(prefix="eni-guest-bench-venv-"))
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
