@@ -98,19 +98,18 @@ for _ in range(int(sys.argv[1])):
     times.append(time.perf_counter() - t)
 print(json.dumps(times))
 """
-HOT_PATH = (
-    "import eni_guest.entry, eni_guest.commands, eni_guest.hotplug, eni_guest.agent, "
-    "eni_guest.kernel, eni_guest.providers.aws, eni_guest.providers.http"
+# What `eni-guest hotplug add IFACE` imports after entry.py (no click).
+HOT_MODULES = (
+    "eni_guest.commands, eni_guest.hotplug, eni_guest.agent, eni_guest.kernel, "
+    "eni_guest.providers.aws, eni_guest.providers.http"
 )
-# The same imports as the hot-plug path makes them (entry.main for `hotplug add IFACE`): the
-# cyclic collector off after entry.py, and the process ended by entry._exit_now, without the
-# interpreter's teardown of every module and object (which a plain `python -c "import ..."`
-# pays and the hot-plug path does not).
+HOT_PATH = f"import eni_guest.entry, {HOT_MODULES}"
+# The same imports as the hot-plug path makes them (entry.main): the cyclic collector off
+# after entry.py, and the process ended by entry._exit_now, without the interpreter's
+# teardown of every module and object (which a plain `python -c "import ..."` pays and the
+# hot-plug path does not).
 HOT_PATH_AS_RUN = (
-    "import eni_guest.entry, gc; gc.disable(); "
-    "import eni_guest.commands, eni_guest.hotplug, eni_guest.agent, "
-    "eni_guest.kernel, eni_guest.providers.aws, eni_guest.providers.http; "
-    "eni_guest.entry._exit_now(0)"
+    f"import eni_guest.entry, gc; gc.disable(); import {HOT_MODULES}; eni_guest.entry._exit_now(0)"
 )
 
 
@@ -127,10 +126,15 @@ if __name__ == "__main__":
 """
 
 
+def scratch_dir(prefix: str) -> str:
+    """A new folder under /tmp, removed when the benchmark ends."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def console_script() -> str:
-    where = tempfile.mkdtemp(prefix="eni-guest-bench-bin-")
-    atexit.register(shutil.rmtree, where, ignore_errors=True)
-    path = os.path.join(where, "eni-guest")
+    path = os.path.join(scratch_dir("eni-guest-bench-bin-"), "eni-guest")
     with open(path, "w") as f:
         f.write(CONSOLE_SCRIPT.format(python=sys.executable))
     os.chmod(path, 0o755)
@@ -153,9 +157,7 @@ def unit_apply(vm: SimVM, script: str) -> float:
 def compiled_bytecode() -> None:
     """Children read compiled bytecode from a private cache, as an installed package would."""
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    cache = tempfile.mkdtemp(prefix="eni-guest-bench-pyc-")
-    atexit.register(shutil.rmtree, cache, ignore_errors=True)
-    os.environ["PYTHONPYCACHEPREFIX"] = cache
+    os.environ["PYTHONPYCACHEPREFIX"] = scratch_dir("eni-guest-bench-pyc-")
     subprocess.run([sys.executable, "-c", HOT_PATH + ", eni_guest.plan, eni_guest.cli"], check=True)
 
 
