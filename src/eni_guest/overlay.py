@@ -13,7 +13,6 @@ ENIs are overlaid at all is the scope's decision (scope.py): excluded ones are n
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 from ipaddress import IPv4Network, IPv6Network
 
@@ -45,7 +44,17 @@ class Merged(RawEni):
 
 
 def _copy(r: RawEni) -> Merged:
-    return Merged(**{f.name: copy.deepcopy(getattr(r, f.name)) for f in fields(RawEni)})
+    """A copy the overlay may change: RawEni's lists and dicts copied (they hold only
+    strings, so one level is the whole copy: copy.deepcopy walked every string of them)."""
+    return Merged(**{f.name: _copy_value(getattr(r, f.name)) for f in fields(RawEni)})
+
+
+def _copy_value(value: object) -> object:
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, dict):
+        return dict(value)
+    return value
 
 
 def merge(raw: RawInstance, config: Config, excluded: set[str]) -> list[Merged]:

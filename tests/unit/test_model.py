@@ -274,6 +274,90 @@ def test_bad_address_values_name_key_and_value(field: str, value: list[str], key
     assert_names(message, f"{MACS}{MAC2}/{key}", value[0])
 
 
+# Texts around every edge of IPv4's text form: validation parses IPv4 with the C library's
+# inet_pton (a fifth of ipaddress's cost), which must take exactly what ipaddress takes.
+IPV4_TEXTS = [
+    "10.0.1.20",
+    "010.0.1.20",
+    "10.0.1.020",
+    "10.0.1.0020",
+    "10.0.1",
+    "10.0.1.20.5",
+    "10.0.1.256",
+    "10.0.1.-1",
+    "+10.0.1.20",
+    "0x0a.0.1.20",
+    "10..1.20",
+    "10.0.1.",
+    ".10.0.1.20",
+    "10.0.1.20/32",
+    "10.0.1.20\n",
+    "10.0.1.20\0",
+    "10.0.1.2 0",
+    "١٠.0.1.20",
+    "10.0.1.٢٠",
+    "\udc80",
+    "",
+    '"10.0.1.20"',
+    " 10.0.1.20 ",
+    "::ffff:10.0.1.20",
+    "10.0.1.20%eth0",
+    "4294967295",
+    "10.0.1.00",
+]
+
+
+@pytest.mark.parametrize("text", IPV4_TEXTS)
+def test_an_ipv4_text_is_taken_exactly_when_ipaddress_takes_it(text: str) -> None:
+    stripped = text.strip().strip('"')  # as validation reads every value (JSON-quoted too)
+    try:
+        IPv4Address(stripped)
+        takes = True
+    except ValueError:
+        takes = False
+    raw = [primary(), raw_eni(MAC2, "1", [text])]
+    if takes:
+        assert instance(*raw).by_mac(MAC2).ipv4s == (IPv4Address(stripped),)
+    else:
+        message = invalid(*raw)
+        assert_names(message, f"{MACS}{MAC2}/local-ipv4s", repr(text))
+        assert "not an IPv4 address" in message
+
+
+@pytest.mark.parametrize(
+    "ip",
+    # each side of 0.0.0.0, 127.0.0.0/8 and 224.0.0.0/4 (the integer tests validation makes)
+    [
+        "0.0.0.0",
+        "0.0.0.1",
+        "126.255.255.255",
+        "127.0.0.0",
+        "127.255.255.255",
+        "128.0.0.0",
+        "223.255.255.255",
+        "224.0.0.0",
+        "239.255.255.255",
+        "240.0.0.0",
+    ],
+)
+def test_an_ipv4_is_refused_as_not_unicast_exactly_where_ipaddress_says_so(ip: str) -> None:
+    a = IPv4Address(ip)
+    refused = a.is_multicast or a.is_unspecified or a.is_loopback
+    net = str(IPv4Network(f"{ip}/30", strict=False))
+    inst = instance(primary(), raw_eni(MAC2, "1", [ip], subnet=net))
+    if refused:
+        assert inst.by_mac(MAC2) is None
+        assert "not a unicast address" in inst.invalid[0].reason
+        assert repr(ip) in inst.invalid[0].reason
+    else:
+        # a /30's network and broadcast addresses are refused for another reason
+        eni = inst.by_mac(MAC2)
+        if eni is None:
+            assert "not a unicast" not in inst.invalid[0].reason, inst.invalid[0].reason
+        else:
+            assert eni.ipv4s == (a,)
+
+
 @pytest.mark.parametrize("device", ["abc", "99", "64", "-1", "1.0", "", "²"])
 def test_bad_device_number_names_key_and_value(device: str) -> None:
     message = invalid(primary(), raw_eni(MAC2, device, ["10.0.1.20"]))
