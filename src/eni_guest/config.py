@@ -16,7 +16,6 @@ the same rules as metadata.  The `[[business]]` tables are parsed by business.py
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import sys
 from fnmatch import fnmatchcase
@@ -253,7 +252,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
 
 def _finite(key: str, number: Any, value: Any, source: str) -> Any:
     """A float setting is a number of seconds: never inf or nan."""
-    if isinstance(number, float) and not math.isfinite(number):
+    if isinstance(number, float) and (number != number or abs(number) == float("inf")):  # nan, inf
         raise ConfigError(f"{source}: {key} = {shown(value)}: must be a finite number")
     return number
 

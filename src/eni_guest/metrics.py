@@ -14,11 +14,11 @@ of the process; the watch daemon's two threads both count, hence the lock.
 
 from __future__ import annotations
 
-import threading
+import _thread  # threading's C core: its Lock, without threading's import (~0.6 ms)
 
 NAMES = ("metadata_requests", "metadata_failures", "netlink_requests", "dhcp_probes")
 
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 _counts = dict.fromkeys(NAMES, 0)
 
 

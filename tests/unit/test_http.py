@@ -154,6 +154,26 @@ def server() -> Iterator[Callable[[Serve], RawServer]]:
         s.close()
 
 
+@pytest.fixture
+def tls(tmp_path, monkeypatch):
+    """A server-side TLS context for `localhost` with a self-signed certificate, which
+    SSL_CERT_FILE makes the client trust: (context, certificate path)."""
+    import ssl
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    return context, cert
+
+
 def test_a_dripping_body_cannot_outlast_the_deadline(server) -> None:
     s = server(drip)
     http = HttpClient(timeout=1.0, deadline=2.0, retries=3)
@@ -173,14 +193,33 @@ def test_a_dripping_head_cannot_outlast_the_deadline(server) -> None:
     http.close()
 
 
-def test_the_deadline_watchdog_leaves_a_closed_client_alone(server) -> None:
-    """A run that finished early stops its watchdog: nothing is shut down afterwards."""
+def test_a_plain_read_starts_no_thread(server) -> None:
+    """Plain HTTP is bounded by each read's own timeout: no watchdog thread is started."""
     s = server(healthy)
-    http = HttpClient(timeout=1.0, deadline=0.5, retries=0)
+    http = HttpClient(timeout=1.0, deadline=5.0, retries=0)
     assert http.request("GET", s.url + "/latest/meta-data/mac").text == "0e:00:00:00:00:01"
+    names = [t.name for t in threading.enumerate()]
+    assert "eni-guest-metadata-deadline" not in names and http.watchdog._thread is None
+    http.close()
+
+
+def test_the_deadline_watchdog_leaves_a_closed_client_alone(server, tls) -> None:
+    """A TLS read that finished early stops its watchdog: nothing is shut down afterwards."""
+    context, _cert = tls
+
+    def tls_healthy(conn: socket.socket) -> None:
+        with context.wrap_socket(conn, server_side=True) as wrapped:
+            healthy(wrapped)
+
+    s = server(tls_healthy)
+    url = s.url.replace("http://127.0.0.1", "https://localhost")
+    http = HttpClient(timeout=1.0, deadline=0.5, retries=0)
+    assert http.request("GET", url + "/latest/meta-data/mac").text == "0e:00:00:00:00:01"
+    assert http.watchdog._thread is not None  # it watched the TLS connection
     http.close()
     time.sleep(0.7)
     assert not http.watchdog.fired
+    assert not http.watchdog._thread.is_alive()
 
 
 @pytest.mark.parametrize(
@@ -278,25 +317,14 @@ def test_a_refused_connection_is_unavailable_not_a_traceback() -> None:
         http.request("GET", f"http://127.0.0.1:{port}/latest/meta-data/mac")
 
 
-def test_an_https_metadata_url_is_read_over_tls(server, tmp_path, monkeypatch) -> None:
+def test_an_https_metadata_url_is_read_over_tls(server, tls, monkeypatch) -> None:
     """An https metadata_url: the plain connection is wrapped in TLS, the certificate checked
     against the system's trust store (here: SSL_CERT_FILE naming a self-signed one)."""
-    import ssl
-
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"]
-        + ["-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
+    context, cert = tls
 
     def tls_healthy(conn: socket.socket) -> None:
-        with context.wrap_socket(conn, server_side=True) as tls:
-            healthy(tls)
+        with context.wrap_socket(conn, server_side=True) as wrapped:
+            healthy(wrapped)
 
     s = server(tls_healthy)
     url = s.url.replace("http://127.0.0.1", "https://localhost")
