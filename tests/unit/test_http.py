@@ -155,9 +155,9 @@ def server() -> Iterator[Callable[[Serve], RawServer]]:
 
 
 @pytest.fixture
-def tls(tmp_path, monkeypatch):
-    """A server-side TLS context for `localhost` with a self-signed certificate, which
-    SSL_CERT_FILE makes the client trust: (context, certificate path)."""
+def tls(server, tmp_path, monkeypatch):
+    """A healthy service over TLS for `localhost`, with a self-signed certificate which
+    SSL_CERT_FILE makes the client trust: its https URL."""
     import ssl
 
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
@@ -170,8 +170,13 @@ def tls(tmp_path, monkeypatch):
     )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
+
+    def tls_healthy(conn: socket.socket) -> None:
+        with context.wrap_socket(conn, server_side=True) as wrapped:
+            healthy(wrapped)
+
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-    return context, cert
+    return server(tls_healthy).url.replace("http://127.0.0.1", "https://localhost")
 
 
 def test_a_dripping_body_cannot_outlast_the_deadline(server) -> None:
@@ -203,16 +208,9 @@ def test_a_plain_read_starts_no_thread(server) -> None:
     http.close()
 
 
-def test_the_deadline_watchdog_leaves_a_closed_client_alone(server, tls) -> None:
+def test_the_deadline_watchdog_leaves_a_closed_client_alone(tls) -> None:
     """A TLS read that finished early stops its watchdog: nothing is shut down afterwards."""
-    context, _cert = tls
-
-    def tls_healthy(conn: socket.socket) -> None:
-        with context.wrap_socket(conn, server_side=True) as wrapped:
-            healthy(wrapped)
-
-    s = server(tls_healthy)
-    url = s.url.replace("http://127.0.0.1", "https://localhost")
+    url = tls
     http = HttpClient(timeout=1.0, deadline=0.5, retries=0)
     assert http.request("GET", url + "/latest/meta-data/mac").text == "0e:00:00:00:00:01"
     assert http.watchdog._thread is not None  # it watched the TLS connection
@@ -317,18 +315,10 @@ def test_a_refused_connection_is_unavailable_not_a_traceback() -> None:
         http.request("GET", f"http://127.0.0.1:{port}/latest/meta-data/mac")
 
 
-def test_an_https_metadata_url_is_read_over_tls(server, tls, monkeypatch) -> None:
+def test_an_https_metadata_url_is_read_over_tls(tls, monkeypatch) -> None:
     """An https metadata_url: the plain connection is wrapped in TLS, the certificate checked
     against the system's trust store (here: SSL_CERT_FILE naming a self-signed one)."""
-    context, cert = tls
-
-    def tls_healthy(conn: socket.socket) -> None:
-        with context.wrap_socket(conn, server_side=True) as wrapped:
-            healthy(wrapped)
-
-    s = server(tls_healthy)
-    url = s.url.replace("http://127.0.0.1", "https://localhost")
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    url = tls
     http = HttpClient(timeout=2.0, deadline=5.0, retries=0)
     assert http.request("GET", url + "/latest/meta-data/mac").text == "0e:00:00:00:00:01"
     http.close()
