@@ -13,7 +13,8 @@ removals in reverse); a stage with an error stops the run, so a later stage neve
 a missing earlier one, and the next run converges from whatever was applied.
 
 The netlink code itself: netlink.py (the socket, dumps, batched requests and their acks),
-netlink_decode.py (messages into state values), netlink_encode.py (changes into requests).
+netlink_decode.py (messages into state values), netlink_encode.py (changes into requests),
+witness.py (the kernel's events while changes go out: whether any could have undone one).
 No other module speaks netlink.
 """
 
@@ -30,6 +31,7 @@ from .changes import MAIN_TABLE, RouteChange, RuleChange
 from .config import SLOTS, Config
 from .errors import KernelError
 from .netlink import (
+    OBJECT_GROUPS,
     RTM_DELADDR,
     RTM_DELLINK,
     RTM_DELROUTE,
@@ -41,6 +43,7 @@ from .netlink import (
     RTM_NEWADDR,
     RTM_NEWLINK,
     RTM_NEWROUTE,
+    RTNLGRP_LINK,
     Netlink,
     messages,
 )
@@ -65,6 +68,7 @@ if TYPE_CHECKING:
 
     from .changes import Change
     from .netlink_encode import Encoder
+    from .witness import Witness
 
 # Dump and get requests, packed: ifinfomsg (family, type, index, flags, change), ifaddrmsg
 # (family, prefixlen, flags, scope, index), and the rtmsg / fib_rule_hdr layout (family,
@@ -148,6 +152,7 @@ class Kernel:
         self.config = config
         self.nl = Netlink()
         self._encoder: Optional[Encoder] = None
+        self._witness: Optional[Witness] = None
 
     @property
     def encoder(self) -> Encoder:
@@ -163,6 +168,8 @@ class Kernel:
         if self.nl.sock.fileno() >= 0:  # counted once, should close be called again
             metrics.count("netlink_requests", self.nl.requests_sent)
         self.nl.close()
+        if self._witness is not None:
+            self._witness.close()
 
     @property
     def requests_sent(self) -> int:
@@ -260,8 +267,13 @@ class Kernel:
         """Apply changes stage by stage; raise KernelError naming the first refused change.
 
         `on_done` gets, once per stage, the changes that took effect (not those found already
-        done), so the caller can log them as they happen.
+        done), so the caller can log them as they happen.  The kernel's events are watched
+        from before the first change, for `doubt` (witness.py).
         """
+        if self._witness is None:
+            from .witness import Witness
+
+            self._witness = Witness(self.nl.port)
         stages: list[list[Change]] = []
         last = None
         for change in changes:
@@ -285,6 +297,19 @@ class Kernel:
                 raise KernelError(f"kernel refused: {failed[0]}{more}")
 
 
+    def doubt(self, applied: list[Change], before: KernelState) -> Optional[str]:
+        """Why the kernel's events since `apply` began cannot vouch that every applied change
+        still holds (then read the kernel again), or None when they can (witness.py).
+        `before`: the state the plan was made from."""
+        witness, self._witness = self._witness, None
+        if witness is None:
+            return "nothing was applied through this kernel"
+        try:
+            return witness.doubt(applied, before.links, self.config.protocol)
+        finally:
+            witness.close()
+
+
 def _stage(c: Change) -> tuple:
     """Changes of one stage go out together; a stage runs only after the previous succeeded."""
     if isinstance(c, RuleChange):
@@ -295,11 +320,6 @@ def _stage(c: Change) -> tuple:
 class EventsLost(Exception):
     """The kernel dropped events (socket buffer overflow): re-read the links, and reconcile."""
 
-
-# rtnetlink multicast groups (linux/rtnetlink.h RTNLGRP_*): links, and IPv4/IPv6 addresses,
-# routes and rules.  Bound as a bit mask (bit g-1 for group g, all below 32).
-RTNLGRP_LINK = 1
-OBJECT_GROUPS = (5, 7, 8, 9, 11, 19)  # IPV4_IFADDR, IPV4_ROUTE, IPV4_RULE, IPV6_{IFADDR,ROUTE,RULE}
 
 
 @record(frozen=True)

@@ -21,12 +21,13 @@ import _socket  # socket.py's C core; socket.py's enums and selectors cost ~3 ms
 import errno
 import os
 import struct
+import sys
 
 from .errors import KernelError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterator
+    from typing import Any, Callable, Iterable, Iterator
 
 # netlink header flags (linux/netlink.h)
 NLM_F_REQUEST, NLM_F_ACK = 0x1, 0x4
@@ -34,12 +35,16 @@ NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x100, 0x200, 0x400
 NLM_F_DUMP = 0x300  # NLM_F_ROOT | NLM_F_MATCH
 # rtnetlink message types (linux/rtnetlink.h)
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTMGRP_LINK = 1  # multicast group of link events (the watch daemon's subscription)
+# rtnetlink multicast groups (linux/rtnetlink.h RTNLGRP_*): links, and IPv4/IPv6 addresses,
+# routes and rules.  Bound as a bit mask (bit g-1 for group g, all below 32).
+RTNLGRP_LINK = 1
+OBJECT_GROUPS = (5, 7, 8, 9, 11, 19)  # IPV4_IFADDR, IPV4_ROUTE, IPV4_RULE, IPV6_{IFADDR,ROUTE,RULE}
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWRULE, RTM_DELRULE, RTM_GETRULE = 32, 33, 34
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
+SO_ATTACH_FILTER, SO_RCVBUFFORCE = 26, 33  # asm-generic/socket.h (x86, arm64); not in _socket
 IFF_UP = 1
 NLMSGHDR_LEN = 16
 _NLMSGHDR = struct.Struct("=IHHII")  # length, type, flags, sequence number, port id
@@ -76,6 +81,11 @@ class Netlink:
 
     def close(self) -> None:
         self.sock.close()
+
+    @property
+    def port(self) -> int:
+        """The socket's netlink port id: the kernel's events for our requests carry it."""
+        return int(self.sock.getsockname()[0])
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -159,3 +169,66 @@ class Netlink:
                 if kind == NLMSG_ERROR and first <= rseq <= last:
                     errs[rseq - first] = error_of(msg)
         return errs
+
+
+# ------------------------------------------------------------ event sockets
+
+# Classic BPF (linux/filter.h), as the kernel runs it on each event before queueing it on a
+# socket: loads of the message's bytes, equality jumps, and the verdict (0 drops the event).
+_BPF_INSN = struct.Struct("=HBBI")  # code, jump if true, jump if false, constant
+BPF_LD_W, BPF_LD_H, BPF_LD_B = 0x20, 0x28, 0x30  # load a word, half-word or byte (at k)
+BPF_JEQ, BPF_RET = 0x15, 0x06
+ACCEPT, DROP = 0xFFFFFFFF, 0
+
+
+def host_order(value: int, size: int) -> int:
+    """`value` as BPF reads a netlink header field of `size` bytes: BPF loads in network
+    byte order, the netlink header is in the host's (little-endian on x86 and arm64)."""
+    return int.from_bytes(value.to_bytes(size, sys.byteorder), "big")
+
+
+def bpf(program: list) -> bytes:
+    """Assemble a classic BPF program.  A step is (code, constant), or for a jump (BPF_JEQ,
+    constant, where to if equal, where to if not), where is a label or None for the next
+    step; a label is a string among the steps, naming the step after it.  (The kernel counts
+    a jump in steps skipped: computed here.)"""
+    at: dict = {}
+    steps: list[tuple] = []
+    for step in program:
+        if isinstance(step, str):
+            at[step] = len(steps)
+        else:
+            steps.append(step)
+    out = []
+    for n, step in enumerate(steps):
+        if step[0] == BPF_JEQ:
+            _, k, yes, no = step
+            skip = [0 if to is None else at[to] - n - 1 for to in (yes, no)]
+            out.append(_BPF_INSN.pack(BPF_JEQ, skip[0], skip[1], k))
+        else:
+            out.append(_BPF_INSN.pack(step[0], 0, 0, step[1]))
+    return b"".join(out)
+
+
+def event_socket(groups: Iterable[int], program: bytes = b"", rcvbuf: int = 1 << 20) -> Any:
+    """A non-blocking NETLINK_ROUTE socket bound to these multicast groups (RTNLGRP_*
+    numbers), with `program` (bpf()) as its filter: the kernel runs it on each event and
+    queues only those it accepts.  Raises OSError where the kernel refuses one of them."""
+    from array import array  # buffer_info(): the program's address, for the kernel to copy
+
+    sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _socket.NETLINK_ROUTE)
+    try:
+        try:  # root may exceed net.core.rmem_max: nothing is lost on a burst of events
+            sock.setsockopt(_socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        except OSError:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, rcvbuf)
+        if program:
+            code = array("B", program)
+            fprog = struct.pack("@HP", len(program) // _BPF_INSN.size, code.buffer_info()[0])
+            sock.setsockopt(_socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+        sock.bind((0, sum(1 << (g - 1) for g in groups)))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -1,8 +1,10 @@
-"""Verify after apply: the kernel is read again, and what it did not keep fails the run (exit 4).
+"""Verify after apply: when the kernel's events leave a doubt, the kernel is read again, and
+what it did not keep fails the run (exit 4).
 
 The kernel here is a stand-in that acknowledges every change, as netlink does, and then keeps
 all of them, or loses one as a network manager taking a NIC down in between would: a real
-kernel that silently drops an acknowledged change cannot be produced on demand.
+kernel that silently drops an acknowledged change cannot be produced on demand.  Its events
+(witness.py) are the real kernel's business: tests/e2e/test_verify_events.py.
 """
 
 from __future__ import annotations
@@ -25,11 +27,19 @@ if TYPE_CHECKING:
 class AckingKernel:
     """Acknowledges every change; `lose` picks those it then does not keep."""
 
-    def __init__(self, lose: Callable[[Change], bool] = lambda c: False) -> None:
+    def __init__(
+        self, lose: Callable[[Change], bool] = lambda c: False, doubt: str | None = "no events"
+    ) -> None:
         self.state = BOOT_STATE
         self.lose = lose
         self.requests_sent = 0
         self.reads = 0
+        self.said = doubt  # what its events leave in doubt (None: nothing)
+        self.asked: list[tuple] = []
+
+    def doubt(self, applied, before):
+        self.asked.append((list(applied), before))
+        return self.said
 
     def read_state(self):
         self.reads += 1
@@ -59,6 +69,14 @@ def test_a_kept_plan_passes_and_is_read_back(run) -> None:
     result = run(kernel)
     assert result.applied and kernel.reads == 2  # once to plan, once to verify
     assert "verify" in result.timings
+
+
+def test_events_that_vouch_for_the_apply_spare_the_second_read(run) -> None:
+    kernel = AckingKernel(doubt=None)
+    result = run(kernel)
+    assert result.applied and kernel.reads == 1  # only to plan
+    # asked about exactly what was applied, against the state the plan was made from
+    assert kernel.asked == [(result.applied, result.state)]
 
 
 def test_a_change_the_kernel_did_not_keep_fails_the_run_naming_it(run) -> None:
