@@ -31,7 +31,6 @@ lexical order over /etc, /run and /usr/lib: ``05-eni-guest.network`` sorts befor
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
@@ -152,8 +151,10 @@ def reload_managers(
         units.add("NetworkManager.service")
     if any(name.endswith(".network") for name in names):  # ours and the hot-plug one
         units.add("systemd-networkd.service")
-    with contextlib.suppress(OSError):
+    try:  # noqa: SIM105 (contextlib.suppress: ~0.5 ms of imports)
         units |= {p.name for p in pending_dir.iterdir() if p.name in _RELOADS}
+    except OSError:
+        pass
     for unit in sorted(units):
         stamp = pending_dir / unit
         if not bus.exists():
@@ -164,15 +165,19 @@ def reload_managers(
             continue
         if not _active(unit, run):
             log.debug("distro network stack: %s is not running, not reloaded", unit)
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 (contextlib.suppress: ~0.5 ms of imports)
                 stamp.unlink()  # it reads the files when it starts
+            except OSError:
+                pass
             continue
         argv = _RELOADS[unit]
         code, out = run(argv)
         if code == 0:
             log.info("%s (eni-guest's drop-in changed)", " ".join(argv))
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 (contextlib.suppress: ~0.5 ms of imports)
                 stamp.unlink()
+            except OSError:
+                pass
             continue
         log.warning(
             "warning: %s failed (exit %d): %s; the ENIs stay managed by %s until it re-reads "
@@ -186,9 +191,11 @@ def reload_managers(
 
 
 def _touch(directory: Path, stamp: Path) -> None:
-    with contextlib.suppress(OSError):
+    try:  # noqa: SIM105 (contextlib.suppress: ~0.5 ms of imports)
         directory.mkdir(mode=0o755, parents=True, exist_ok=True)
         stamp.touch()
+    except OSError:
+        pass
 
 
 def wait_released(

@@ -16,13 +16,12 @@ import fcntl
 import os
 import stat
 import time
-from contextlib import contextmanager
 
 from .errors import ConfigError, LockTimeout, NotPermitted
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from typing import Iterator
+    from typing import Any
 
 PID_WIDTH = 11  # the pid, padded: written over the first bytes, the file is never truncated
 
@@ -60,28 +59,43 @@ def _open(path: str) -> int:
     return fd
 
 
-@contextmanager
-def run_lock(path: str, timeout: float) -> Iterator[bool]:
-    """Hold the run lock; yields whether another run held it first (this one waited)."""
-    fd = _open(path)
-    waited = False
-    try:
-        deadline = time.monotonic() + timeout
-        delay = 0.01
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                waited = True
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        f"another eni-guest run held {path} for more than {timeout:g} s "
-                        "(lock_timeout); nothing changed"
-                    ) from None
-                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                delay = min(delay * 2, 0.2)
-        os.pwrite(fd, f"{os.getpid():<{PID_WIDTH - 1}}\n".encode(), 0)
-        yield waited
-    finally:
-        os.close(fd)
+class run_lock:  # noqa: N801 (used as a function: `with run_lock(path, timeout) as waited`)
+    """Hold the run lock; `as` gives whether another run held it first (this one waited).
+
+    A class rather than contextlib.contextmanager: contextlib is ~0.5 ms of every start."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path, self.timeout = path, timeout
+        self.fd = -1
+
+    def __enter__(self) -> bool:
+        path, timeout = self.path, self.timeout
+        fd = _open(path)
+        waited = False
+        try:
+            deadline = time.monotonic() + timeout
+            delay = 0.01
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    waited = True
+                    if time.monotonic() >= deadline:
+                        raise LockTimeout(
+                            f"another eni-guest run held {path} for more than {timeout:g} s "
+                            "(lock_timeout); nothing changed"
+                        ) from None
+                    time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                    delay = min(delay * 2, 0.2)
+            os.pwrite(fd, f"{os.getpid():<{PID_WIDTH - 1}}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        return waited
+
+    def __exit__(self, *exc: Any) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)

@@ -19,7 +19,6 @@ or one of those directories should be is refused: `UnsafePath`, a configuration 
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -86,8 +85,10 @@ def _open_dirs(base: Path, below: tuple[str, ...], *, create: bool) -> Optional[
         for name in below:
             where = where / name
             if create:
-                with contextlib.suppress(FileExistsError):
+                try:  # noqa: SIM105 (contextlib.suppress: ~0.5 ms of imports)
                     os.mkdir(name, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
             try:
                 nfd = os.open(
                     name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
@@ -150,6 +151,8 @@ def _replace(dfd: int, name: str, content: str, mode: int) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
     except BaseException:
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 (contextlib.suppress: ~0.5 ms of imports)
             os.unlink(tmp, dir_fd=dfd)
+        except OSError:
+            pass
         raise
