@@ -296,7 +296,6 @@ class Kernel:
                 more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
                 raise KernelError(f"kernel refused: {failed[0]}{more}")
 
-
     def doubt(self, applied: list[Change], before: KernelState) -> Optional[str]:
         """Why the kernel's events since `apply` began cannot vouch that every applied change
         still holds (then read the kernel again), or None when they can (witness.py).
@@ -319,7 +318,6 @@ def _stage(c: Change) -> tuple:
 
 class EventsLost(Exception):
     """The kernel dropped events (socket buffer overflow): re-read the links, and reconcile."""
-
 
 
 @record(frozen=True)

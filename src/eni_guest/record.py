@@ -183,6 +183,7 @@ def _make(cls: type, frozen: bool) -> type:
     explicit_hash = "__hash__" in own and not (own["__hash__"] is None and "__eq__" in own)
     found = _collect(cls)
     cls.__record_fields__ = found  # type: ignore[attr-defined]
+    cls.__record_frozen__ = frozen  # type: ignore[attr-defined]
     cls.__dataclass_fields__ = _DataclassFields()  # type: ignore[attr-defined]
     cls.__match_args__ = tuple(f.name for f in found)  # type: ignore[attr-defined]
     methods = {"__init__": _lazy_init(cls, found, frozen)}
@@ -237,18 +238,60 @@ def _lazy_init(cls: type, found: tuple[Field, ...], frozen: bool) -> Any:
 
 
 def _init(found: tuple[Field, ...], frozen: bool) -> Any:
-    """The one compiled method: a real signature, and as fast as dataclass's."""
-    env: dict[str, Any] = {"_factory_marker": _FACTORY}
-    params, body, frozen_values = ["self"], [], []
+    """The one compiled method: a real signature, and as fast as dataclass's.
+
+    Compiled once, ahead of time: `_record_inits.py` holds the __init__ of every record
+    class of the agent, as a module whose bytecode Python caches like any other, so a run
+    makes each from its code object instead of compiling it (28 compiles were ~3 ms of every
+    run).  A class it does not hold (changed since, or not the agent's) is compiled here.
+    `python tools/record_inits.py` writes the module; tests/unit/test_record.py checks that
+    it holds every record class of the agent."""
+    src, env, defaults = init_source(found, frozen)
+    made = _ahead_of_time(src)
+    if made is not None:
+        init = _Function(made.__code__, env, "__init__", defaults or None)
+    else:
+        ns: dict[str, Any] = {}
+        exec(src, env, ns)
+        init = ns["__init__"]
+    init.__annotations__ = {**{f.name: f.type for f in found}, "return": None}
+    return init
+
+
+_Function = type(_init)  # types.FunctionType
+_AHEAD: Optional[dict[str, Any]] = None
+
+
+def _ahead_of_time(src: str) -> Any:
+    """The function compiled ahead of time from this source (without its defaults), or None."""
+    global _AHEAD
+    if _AHEAD is None:
+        try:
+            from ._record_inits import INITS
+        except ImportError:  # a tree without it: everything is compiled at first use
+            INITS = {}
+        _AHEAD = INITS
+    return _AHEAD.get(src)
+
+
+def init_source(found: tuple[Field, ...], frozen: bool) -> tuple[str, dict[str, Any], tuple]:
+    """The __init__ of a record with these fields: (its source, the globals it needs, its
+    parameters' defaults in order)."""
+    import builtins
+
+    env: dict[str, Any] = {"_factory_marker": _FACTORY, "__builtins__": builtins}
+    params, body, frozen_values, defaults = ["self"], [], [], []
     for f in found:
         value = f.name
         if f.default_factory is not MISSING:
             env[f"_factory_{f.name}"] = f.default_factory
             params.append(f"{f.name}=_factory_marker")
+            defaults.append(_FACTORY)
             value = f"_factory_{f.name}() if {f.name} is _factory_marker else {f.name}"
         elif f.default is not MISSING:
             env[f"_default_{f.name}"] = f.default
             params.append(f"{f.name}=_default_{f.name}")
+            defaults.append(f.default)
         else:
             params.append(f.name)
         if frozen:
@@ -261,11 +304,7 @@ def _init(found: tuple[Field, ...], frozen: bool) -> Any:
         # __slots__ nor descriptors for their fields; thousands are made in a first apply).
         body.append(f"    self.__dict__.update({', '.join(frozen_values)})")
     src = f"def __init__({', '.join(params)}):\n" + ("\n".join(body) or "    pass")
-    ns: dict[str, Any] = {}
-    exec(src, env, ns)
-    init = ns["__init__"]
-    init.__annotations__ = {**{f.name: f.type for f in found}, "return": None}
-    return init
+    return src, env, tuple(defaults)
 
 
 def _key(names: list[str]) -> Callable[[Any], tuple]:

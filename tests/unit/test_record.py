@@ -147,3 +147,53 @@ def test_init_is_compiled_at_the_first_instance_and_then_is_dataclasses(
     assert rec(1) == rec(1, "x") and rec(1) != rec(2)
     with pytest.raises(TypeError):
         rec()  # a missing argument is refused as dataclass's __init__ refuses it
+
+
+def test_every_record_class_of_the_agent_is_compiled_ahead_of_time() -> None:
+    """A run compiles no __init__: each record class's source is in _record_inits.py.  If
+    this fails, a record class changed: run `python tools/record_inits.py`."""
+    from eni_guest._record_inits import INITS
+
+    record_inits = _tool()
+
+    missing = [src.split("\n")[0] for src in record_inits.sources() if src not in INITS]
+    assert not missing, f"run `python tools/record_inits.py`: not compiled ahead: {missing}"
+    assert len(INITS) == len(record_inits.sources())  # and none left over
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_an_init_compiled_ahead_of_time_is_the_one_compiled_at_first_use(
+    monkeypatch: pytest.MonkeyPatch, frozen: bool
+) -> None:
+    """Made from _record_inits.py's code object, with the class's own defaults and
+    factories, it behaves as the one compiled from the source (a class it does not hold)."""
+    from eni_guest import record as rec_module
+    from eni_guest.record import init_source
+
+    ahead = record(frozen=frozen)(make(lambda c: c))
+    src = init_source(ahead.__record_fields__, frozen)[0]
+    ns: dict[str, Any] = {}
+    exec(_tool().without_defaults(src), ns)  # as tools/record_inits.py writes it
+    monkeypatch.setattr(rec_module, "_AHEAD", {src: ns["__init__"]})
+    ahead(1)  # compiles nothing: takes the code object
+    assert ahead.__dict__["__init__"].__code__ is ns["__init__"].__code__
+    monkeypatch.setattr(rec_module, "_AHEAD", {})
+    compiled = record(frozen=frozen)(make(lambda c: c))
+    for args in [(1,), (1, "y"), (1, "y", [2], object())]:
+        a, b = ahead(*args), compiled(*args)
+        assert (a.a, a.b, a.c, a.d) == (b.a, b.b, b.c, b.d)
+    assert ahead(1).c is not ahead(1).c  # a fresh list each time, from the class's factory
+    with pytest.raises(TypeError):
+        ahead()
+
+
+def _tool() -> Any:
+    """tools/record_inits.py, which writes src/eni_guest/_record_inits.py."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "tools" / "record_inits.py"
+    spec = importlib.util.spec_from_file_location("record_inits", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
