@@ -18,7 +18,6 @@ line naming the table and the value: `config F: business[2] 'partner'.dports = [
 from __future__ import annotations
 
 import ipaddress
-import re
 from itertools import product
 
 from .errors import ConfigError
@@ -39,7 +38,8 @@ PROTO_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
 PROTO_NAMES = {n: name for name, n in PROTO_NUMBERS.items()}
 PORT_PROTOCOLS = frozenset({6, 17, 132})  # tcp, udp, sctp: the protocols with ports
 KEYS = ("name", "eni", "ip", "destinations", "fwmark", "uids", "protocol", "dports")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_NAME_CHARS = _NAME_START | frozenset("._-")
 
 if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
     # One rule's selectors: (to, (mark, mask), (first uid, last uid), ipproto, (first, last port))
@@ -154,10 +154,16 @@ def _not_taken(b: Business, earlier: Business, m: int) -> None:
                     )
 
 
+def _good_name(name: str) -> bool:
+    """1-64 letters, digits, '.', '_' or '-', the first a letter or digit (no `re`: ~0.1 ms
+    a start to compile)."""
+    return 0 < len(name) <= 64 and name[0] in _NAME_START and all(c in _NAME_CHARS for c in name)
+
+
 def _business(where: str, table: dict[str, Any]) -> Business:
     """One [[business]] table, syntax-checked; `where` starts every error."""
     name = table.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _good_name(name):
         raise ConfigError(
             f"{where}.name = {name!r}: must be 1-64 letters, digits, '.', '_' or '-'"
             if name is not None

@@ -28,9 +28,9 @@ from .config_eni import coerce_overlays
 from .errors import ConfigError
 from .record import fields, record, replace
 from .route_config import StaticRoute, coerce_routes
-from .syntax import ENI_ID as ENI_ID  # (re-exported: the agent imports these from config)
-from .syntax import MAC as MAC
-from .syntax import NOT_IN_IFNAME, eni_ref, network, shown, url_problem
+from .syntax import eni_ref, fits_ifname, network, shown, url_problem
+from .syntax import is_eni_id as is_eni_id  # (re-exported: the agent imports these from config)
+from .syntax import is_mac as is_mac
 from .syntax import normalize_mac as normalize_mac
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
@@ -202,7 +202,7 @@ def _coerce_list(key: str, value: Any, source: str) -> tuple[str, ...]:
         elif key in ("exclude_ips", "floating_ips"):
             norm, why = network(item)
         else:
-            ok = item.strip() != "" and not NOT_IN_IFNAME.search(item)
+            ok = item.strip() != "" and fits_ifname(item)
             norm, why = (item, "") if ok else (None, "not an interface name pattern")
         if norm is None:
             raise ConfigError(f"{source}: {key} = {value!r}: {item!r} is {why}")

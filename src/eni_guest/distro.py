@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 from . import dropins, safe_write
-from .config import MAC
+from .config import is_mac
 from .log import log
 
 NM_DROPIN = Path("run/NetworkManager/conf.d/90-eni-guest.conf")
@@ -71,7 +71,7 @@ def _normalise(macs: Iterable[str], primary_mac: str) -> list[str]:
     out = set()
     for mac in macs:
         m = mac.strip().lower()
-        if not MAC.match(m):
+        if not is_mac(m):
             raise ValueError(f"not a MAC address: {mac!r}")
         if m == primary:
             log.debug("distro network stack: never unmanaging the primary ENI %s", m)

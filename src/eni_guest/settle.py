@@ -18,7 +18,7 @@ one NIC and raises on GIVE_UP; the daemon judges every waiting NIC after each sh
 from __future__ import annotations
 
 from . import scope
-from .config import MAC, Config
+from .config import Config, is_mac
 from .log import DEBUG, ERROR, WARNING
 from .model import Instance
 from .record import record
@@ -56,7 +56,7 @@ def not_a_nic(link: Link) -> Optional[str]:
     """Why `link` cannot be an ENI, or None when it may be one."""
     if link.kind not in CLOUD_NIC_KINDS:
         return f"{link.name} is a {link.kind} interface, not a cloud NIC"
-    if not MAC.match(link.mac) or link.mac == "00:00:00:00:00:00":
+    if not is_mac(link.mac) or link.mac == "00:00:00:00:00:00":
         return f"{link.name} has no Ethernet address"
     return None
 

@@ -8,24 +8,57 @@ readable length, a URL's credentials never.
 from __future__ import annotations
 
 import ipaddress
-import re
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
     from typing import Any, Optional
 
-# The one MAC syntax of the agent: lower case, colon-separated (see `normalize_mac`).
-MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-# What an ENI id may look like on any cloud (eni-0abc..., port-..., an OpenStack port UUID):
-# printable, no spaces, so it can be logged and matched as is.
-ENI_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-# Something meant as a MAC ("0e:11:22", "0E-11-...") rather than an id: held to MAC syntax, so
-# a mistyped MAC is an error instead of an ENI id that never matches.
-_MAC_LIKE = re.compile(r"^[0-9A-Fa-f]{1,2}([:-][0-9A-Fa-f]{1,2})+$")
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-# Characters the kernel refuses in interface names (dev_valid_name): a pattern holding one
-# could never match, so it is a mistake.
-NOT_IN_IFNAME = re.compile(r"[\s/:]")
+# Checked character by character, not with `re`: compiling the patterns was ~0.6 ms of every
+# start, and these are all plain character classes.
+_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_HEX = frozenset("0123456789abcdefABCDEF")
+_LOWER_HEX = frozenset("0123456789abcdef")
+_ID_CHARS = _ALNUM | frozenset("._:-")
+_LABEL_CHARS = _ALNUM | frozenset("-")
+
+
+def is_mac(text: str) -> bool:
+    """The one MAC syntax of the agent: six lower-case hexadecimal pairs, colon-separated
+    (see `normalize_mac`)."""
+    return len(text) == 17 and all(
+        c == ":" if i % 3 == 2 else c in _LOWER_HEX for i, c in enumerate(text)
+    )
+
+
+def is_eni_id(text: str) -> bool:
+    """What an ENI id may look like on any cloud (eni-0abc..., port-..., an OpenStack port
+    UUID): 1-128 letters, digits, '.', '_', ':' or '-', the first a letter or digit; printable,
+    no spaces, so it can be logged and matched as is."""
+    return 0 < len(text) <= 128 and text[0] in _ALNUM and all(c in _ID_CHARS for c in text)
+
+
+def _mac_like(text: str) -> bool:
+    """Meant as a MAC ("0e:11:22", "0E-11-...") rather than an id: two or more groups of one
+    or two hexadecimal digits, split by ':' or '-'.  Held to MAC syntax, so a mistyped MAC is
+    an error instead of an ENI id that never matches."""
+    groups = text.replace("-", ":").split(":")
+    return len(groups) > 1 and all(0 < len(g) < 3 and all(c in _HEX for c in g) for g in groups)
+
+
+def _host_label(label: str) -> bool:
+    """One label of a host name: 1-63 letters, digits or '-', not starting or ending with '-'."""
+    return (
+        0 < len(label) < 64
+        and label[0] != "-"
+        and label[-1] != "-"
+        and all(c in _LABEL_CHARS for c in label)
+    )
+
+
+def fits_ifname(pattern: str) -> bool:
+    """No character the kernel refuses in interface names (dev_valid_name: whitespace, '/',
+    ':'): an interface name pattern holding one could never match, so it is a mistake."""
+    return not any(c.isspace() or c in "/:" for c in pattern)
 
 
 def shown(value: Any, limit: int = 80) -> str:
@@ -66,7 +99,7 @@ def url_problem(url: str) -> Optional[str]:
     except ValueError:
         pass
     labels = host.rstrip(".").split(".")
-    if len(host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+    if len(host) > 253 or not all(_host_label(label) for label in labels):
         return "host is not a valid host name or IP address"
     return None
 
@@ -74,7 +107,7 @@ def url_problem(url: str) -> Optional[str]:
 def normalize_mac(value: str) -> Optional[str]:
     """Lower-case, colon-separated MAC, or None; quotes and dashes (some clouds) are accepted."""
     mac = value.strip().strip('"').lower().replace("-", ":")
-    return mac if MAC.match(mac) else None
+    return mac if is_mac(mac) else None
 
 
 def address(text: str, version: int) -> Optional[str]:
@@ -110,8 +143,8 @@ def eni_ref(text: str) -> tuple[Optional[str], str]:
     mac = normalize_mac(text)
     if mac is not None:
         return mac, ""
-    if _MAC_LIKE.match(text.strip()):
+    if _mac_like(text.strip()):
         return None, "not a MAC (6 hexadecimal pairs, e.g. 0e:11:22:33:44:55)"
-    if not ENI_ID.match(text.strip()):
+    if not is_eni_id(text.strip()):
         return None, "not a MAC or an ENI id"
     return text.strip(), ""

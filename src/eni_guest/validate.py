@@ -14,7 +14,7 @@ import _socket  # socket.py's C core (inet_pton), without socket.py's enums
 import ipaddress
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-from .config import ENI_ID, MAX_DEVICE_NUMBER, MAX_NETWORK_CARDS, Config, normalize_mac
+from .config import MAX_DEVICE_NUMBER, MAX_NETWORK_CARDS, Config, is_eni_id, normalize_mac
 from .config_eni import MTU_MAX, MTU_MIN, MTU_MIN_IPV6
 from .errors import MetadataInvalid
 from .model import Eni, Excluded, Instance, RawEni, RawInstance, Unsettled, assign_table_slots
@@ -165,7 +165,7 @@ def _join(raw: Merged, nets_name: str, nets: tuple) -> str:
 
 def _build_eni(raw: Merged, mac: str, primary: bool) -> Eni:
     eni_id = (raw.eni_id or "").strip().strip('"')
-    if not ENI_ID.match(eni_id):
+    if not is_eni_id(eni_id):
         raise _bad(raw, "eni_id", raw.eni_id, "not an interface id")
     card = 0
     if raw.network_card is not None:
