@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from typing import Optional, Union
 
     from .model import IPAddress, IPNetwork
+    from .state import Link
 
 MAIN_TABLE = 254
 ALL_ENIS = "*"  # the `eni` tag of changes every ENI depends on
@@ -31,6 +32,14 @@ class LinkChange:
     mtu: Optional[int] = None
     eni: str = ""  # MAC of the ENI this change is for ("" for shared items)
     op: str = "set"
+
+    def holds_on(self, link: Link) -> bool:
+        """Whether `link` reads as this change set it (what it leaves as it is: anything)."""
+        return (
+            (self.group is None or link.group == self.group)
+            and (self.up is None or link.up == self.up)
+            and (self.mtu is None or link.mtu == self.mtu)
+        )
 
     def describe(self) -> str:
         parts = [f"link set dev {self.ifname}"]

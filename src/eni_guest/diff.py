@@ -157,11 +157,7 @@ def not_taken(applied: list[Change], state: KernelState) -> list[Change]:
     for c in applied:
         if isinstance(c, LinkChange):
             link = links.get(c.index)
-            taken = link is None or (
-                (c.group is None or link.group == c.group)
-                and (c.up is None or link.up == c.up)
-                and (c.mtu is None or link.mtu == c.mtu)
-            )
+            taken = link is None or c.holds_on(link)
         elif isinstance(c, AddrChange):
             taken = c.index not in links or ((c.index, c.ip) in addrs) == (c.op == "add")
         elif isinstance(c, RouteChange):

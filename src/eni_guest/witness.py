@@ -187,14 +187,9 @@ def doubt(
             if _key(route) in seen.written_routes:
                 return f"route {route.dst} in table {route.table} was written by someone else"
     for c in applied:
-        if isinstance(c, LinkChange) and last.get(c.index) is not None:
-            link = last[c.index]
-            if (
-                (c.group is not None and link.group != c.group)  # type: ignore[union-attr]
-                or (c.up is not None and link.up != c.up)  # type: ignore[union-attr]
-                or (c.mtu is not None and link.mtu != c.mtu)  # type: ignore[union-attr]
-            ):
-                return f"link {c.ifname} reads otherwise than `{c.describe()}`"
+        link = last.get(c.index) if isinstance(c, LinkChange) else None
+        if link is not None and not c.holds_on(link):  # type: ignore[union-attr]
+            return f"link {c.ifname} reads otherwise than `{c.describe()}`"  # type: ignore[union-attr]
     return None
 
 
