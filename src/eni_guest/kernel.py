@@ -45,7 +45,8 @@ from .netlink import (
     RTM_NEWROUTE,
     RTNLGRP_LINK,
     Netlink,
-    messages,
+    drain,
+    event_socket,
 )
 from .netlink_decode import (
     RTN_UNICAST,
@@ -369,10 +370,7 @@ class LinkMonitor:
         groups = (RTNLGRP_LINK,) + (OBJECT_GROUPS if objects else ())
         self.protocol = protocol
         self.addresses_added = False  # decode RTM_NEWADDR too (watch_floating.py)
-        self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _socket.NETLINK_ROUTE)
-        self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 1 << 20)
-        self.sock.bind((0, sum(1 << (g - 1) for g in groups)))
-        self.sock.setblocking(False)
+        self.sock = event_socket(groups, force=False)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -387,20 +385,18 @@ class LinkMonitor:
         Raises EventsLost when the kernel had to drop events; the caller then re-reads every
         link and reconciles, which is always correct because only the current state matters.
         """
+        try:
+            queued = drain(self.sock)
+        except OSError as e:
+            if e.errno == errno.ENOBUFS:
+                raise EventsLost() from None
+            raise
         events: list[Event] = []
-        while True:
-            try:
-                buf = self.sock.recv(1 << 20)
-            except BlockingIOError:
-                return events
-            except OSError as e:
-                if e.errno == errno.ENOBUFS:
-                    raise EventsLost() from None
-                raise
-            for kind, _seq, data in messages(buf):
-                event = self._decode(kind, data)
-                if event is not None:
-                    events.append(event)
+        for kind, data in queued:
+            event = self._decode(kind, data)
+            if event is not None:
+                events.append(event)
+        return events
 
     def _decode(self, kind: int, data: bytes) -> Optional[Event]:
         if kind in (RTM_NEWLINK, RTM_DELLINK):

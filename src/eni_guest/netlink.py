@@ -210,19 +210,24 @@ def bpf(program: list) -> bytes:
     return b"".join(out)
 
 
-def event_socket(groups: Iterable[int], program: bytes = b"", rcvbuf: int = 1 << 20) -> Any:
+def event_socket(
+    groups: Iterable[int], program: bytes = b"", rcvbuf: int = 1 << 20, force: bool = True
+) -> Any:
     """A non-blocking NETLINK_ROUTE socket bound to these multicast groups (RTNLGRP_*
     numbers), with `program` (bpf()) as its filter: the kernel runs it on each event and
-    queues only those it accepts.  Raises OSError where the kernel refuses one of them."""
-    from array import array  # buffer_info(): the program's address, for the kernel to copy
-
+    queues only those it accepts.  `force`: a queue of `rcvbuf` even above
+    net.core.rmem_max, where the process may (CAP_NET_ADMIN).  Raises OSError where the
+    kernel refuses one of them."""
     sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, _socket.NETLINK_ROUTE)
     try:
         try:  # root may exceed net.core.rmem_max: nothing is lost on a burst of events
-            sock.setsockopt(_socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+            option = SO_RCVBUFFORCE if force else _socket.SO_RCVBUF
+            sock.setsockopt(_socket.SOL_SOCKET, option, rcvbuf)
         except OSError:
             sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, rcvbuf)
         if program:
+            from array import array  # buffer_info(): the program's address, for the kernel
+
             code = array("B", program)
             fprog = struct.pack("@HP", len(program) // _BPF_INSN.size, code.buffer_info()[0])
             sock.setsockopt(_socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
@@ -232,3 +237,16 @@ def event_socket(groups: Iterable[int], program: bytes = b"", rcvbuf: int = 1 <<
         sock.close()
         raise
     return sock
+
+
+def drain(sock: Any) -> list[tuple[int, bytes]]:
+    """Every message queued on a non-blocking socket (event_socket()), as (type, message),
+    in the order the kernel sent them.  Raises OSError: ENOBUFS where the kernel had to
+    drop some (the queue overflowed)."""
+    queued: list[tuple[int, bytes]] = []
+    while True:
+        try:
+            buf = sock.recv(1 << 20)
+        except BlockingIOError:
+            return queued
+        queued += ((kind, data) for kind, _seq, data in messages(buf))

@@ -49,9 +49,9 @@ from .netlink import (
     RTM_NEWRULE,
     RTNLGRP_LINK,
     bpf,
+    drain,
     event_socket,
     host_order,
-    messages,
 )
 from .netlink_decode import parse_addr, parse_link, parse_route, parse_rule, route_protocol
 
@@ -124,17 +124,12 @@ class Witness:
         can.  `before`: the links as the plan saw them."""
         if self.sock is None:
             return self.unavailable
-        events: list[tuple[int, bytes]] = []
-        while True:
-            try:
-                buf = self.sock.recv(1 << 20)
-            except BlockingIOError:
-                break
-            except OSError as e:
-                if e.errno == errno.ENOBUFS:
-                    return "the kernel dropped events (its queue overflowed)"
-                return f"events unreadable ({e.strerror or e})"
-            events += ((kind, data) for kind, _seq, data in messages(buf))
+        try:
+            events = drain(self.sock)
+        except OSError as e:
+            if e.errno == errno.ENOBUFS:
+                return "the kernel dropped events (its queue overflowed)"
+            return f"events unreadable ({e.strerror or e})"
         return doubt(events, applied, before, protocol)
 
 
