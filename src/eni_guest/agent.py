@@ -181,6 +181,7 @@ def _apply(kernel: Kernel, instance: Instance, config: Config, result: Result) -
         result.applied.extend(changes)
         log_changes(changes, names)
 
+    kernel.watch()  # from before the first change: what the verify may rely on
     try:
         kernel.apply(result.plan.changes, done)
     finally:

@@ -264,17 +264,20 @@ class Kernel:
 
     # ------------------------------------------------------------ writing
 
-    def apply(self, changes: Iterable[Change], on_done: Callable[[list[Change]], None]) -> None:
-        """Apply changes stage by stage; raise KernelError naming the first refused change.
-
-        `on_done` gets, once per stage, the changes that took effect (not those found already
-        done), so the caller can log them as they happen.  The kernel's events are watched
-        from before the first change, for `doubt` (witness.py).
-        """
+    def watch(self) -> None:
+        """Watch the kernel's events from now on, for `doubt` after an apply (witness.py):
+        called before the apply whose changes are to be verified."""
         if self._witness is None:
             from .witness import Witness
 
             self._witness = Witness(self.nl.port)
+
+    def apply(self, changes: Iterable[Change], on_done: Callable[[list[Change]], None]) -> None:
+        """Apply changes stage by stage; raise KernelError naming the first refused change.
+
+        `on_done` gets, once per stage, the changes that took effect (not those found already
+        done), so the caller can log them as they happen.
+        """
         stages: list[list[Change]] = []
         last = None
         for change in changes:
@@ -298,12 +301,12 @@ class Kernel:
                 raise KernelError(f"kernel refused: {failed[0]}{more}")
 
     def doubt(self, applied: list[Change], before: KernelState) -> Optional[str]:
-        """Why the kernel's events since `apply` began cannot vouch that every applied change
+        """Why the kernel's events since `watch` cannot vouch that every applied change
         still holds (then read the kernel again), or None when they can (witness.py).
         `before`: the state the plan was made from."""
         witness, self._witness = self._witness, None
         if witness is None:
-            return "nothing was applied through this kernel"
+            return "its events were not watched"
         try:
             return witness.doubt(applied, before.links, self.config.protocol)
         finally:

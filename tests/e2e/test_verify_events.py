@@ -42,13 +42,14 @@ SCRIPT = textwrap.dedent(
     changes += [RuleChange("add", 4, 10002, 10001, src=ip_network(f"{ip}/32")) for ip in ips]
     if mode == "removals":  # an earlier run applied all that; this one takes some away
         k.apply(changes, lambda done: None)
-        k.doubt(changes, k.read_state())
         changes = [RuleChange("del", 4, 10002, 10001, src=ip_network(f"{ip}/32")) for ip in ips]
         changes.append(AddrChange("del", eth.index, "egv0", ips[-1], 24))
         changes.append(AddrChange("del", eth.index, "egv0", v6, 64))
     before = k.read_state()
     if rcvbuf:
         k._witness = witness.Witness(k.nl.port, rcvbuf)
+    else:
+        k.watch()
 
     seen = {"reason": "not asked", "kinds": {}}
     told = witness.doubt

@@ -37,6 +37,9 @@ class AckingKernel:
         self.said = doubt  # what its events leave in doubt (None: nothing)
         self.asked: list[tuple] = []
 
+    def watch(self) -> None:
+        pass
+
     def doubt(self, applied, before):
         self.asked.append((list(applied), before))
         return self.said
