@@ -17,11 +17,13 @@ from .state import KernelState
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:  # only type checkers need it: annotations are never evaluated
-    from typing import Callable
+    from typing import Callable, TypeVar
 
     from .changes import Change
 
     EniOf = Callable[[int], str]  # table -> the MAC of the ENI it belongs to ("" for none)
+    K = TypeVar("K")
+    C = TypeVar("C")
 
 
 @record(frozen=True)
@@ -30,6 +32,14 @@ class Diff:
 
     adds: list[Change]
     removes: list[Change]
+
+
+def _in_order(desired: dict[K, C], missing: set[K], wanted: int) -> list[C]:
+    """The desired objects whose keys are `missing`, in the order they were wanted; all of
+    them without a look-up when all are missing (a first boot), none when none is."""
+    if len(missing) == wanted:
+        return list(desired.values())
+    return [c for k, c in desired.items() if k in missing] if missing else []
 
 
 def diff_links(
@@ -50,11 +60,18 @@ def diff_links(
 def diff_addrs(
     d: Desired, state: KernelState, config: Config, protected: Protected, eni_macs: set[str]
 ) -> Diff:
-    present = {(a.index, a.ip) for a in state.addrs}  # ours or not: never add twice
-    adds: list[Change] = [c for k, c in d.addrs.items() if k not in present]
+    current = {(a.index, a.ip): a for a in state.addrs}  # ours or not: never add twice
+    # By set differences, as diff_rules (ipaddress hashes an address through its hex text).
+    have, wanted = set(current), set(d.addrs)
+    adds: list[Change] = _in_order(d.addrs, wanted - have, len(wanted))
     removes: list[Change] = []
-    for a in state.addrs:
-        if not a.marked(config.protocol) or (a.index, a.ip) in d.addrs or protected.addr(a):
+    extra = have - wanted  # the others on the links too: DHCP's, the loopback's, ...
+    if len(current) == len(state.addrs):
+        unwanted = [current[k] for k in extra]
+    else:  # an IP twice on one link, with two prefix lengths: each is looked at
+        unwanted = [a for a in state.addrs if (a.index, a.ip) in extra]
+    for a in sorted(unwanted, key=lambda a: (a.index, a.ip.version, int(a.ip), a.prefixlen)):
+        if not a.marked(config.protocol) or protected.addr(a):
             continue
         link = state.link(a.index)
         mac = link.mac if link else ""
@@ -123,15 +140,17 @@ def diff_routes(d: Desired, state: KernelState, protected: Protected, eni_of: En
 
 
 def diff_rules(d: Desired, state: KernelState, protected: Protected, eni_of: EniOf) -> Diff:
-    current = set(state.rules)
+    # Set differences: a set made from a dict, and a difference of two sets, reuse the hashes
+    # they hold, where a look-up hashes the rule's ten fields again (750 rules a plan).
+    current, wanted = set(state.rules), set(d.rules)
     # the shared main rule (lowest priority number) before the per-IP rules it must precede
     adds: list[Change] = sorted(
-        (c for k, c in d.rules.items() if k not in current), key=lambda c: c.priority
+        _in_order(d.rules, wanted - current, len(wanted)), key=lambda c: c.priority
     )
     removes: list[Change] = []
     kept_families = set()
     # highest priority number first: the per-IP rules, then the shared rule they rely on
-    for r in sorted(current - set(d.rules), key=lambda r: -r.priority):
+    for r in sorted(current - wanted, key=lambda r: -r.priority):
         if protected.rule(r):
             kept_families.add(r.family)
             continue

@@ -31,11 +31,11 @@ from .changes import RuleChange
 from .config import Config
 from .desired import Desired, host, priority_of, table_of
 from .model import Eni
-from .state import KernelState, Link
+from .state import Addr, Link
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from typing import Iterable
+    from typing import Callable, Iterable, Sequence
 
     from .model import IPAddress, IPNetwork
 
@@ -51,12 +51,12 @@ def is_floating(ip: IPAddress, config: Config) -> bool:
 
 
 def _keep_vips_to_keepalived(
-    d: Desired, eni: Eni, link: Link, state: KernelState, config: Config
+    d: Desired, eni: Eni, link: Link, on_link: Sequence[Addr], config: Config
 ) -> None:
     """floating_ips: listed VIPs lose their address (never ours to add) and keep their rule
     only while the address is on the link."""
     table, prio = table_of(eni, config), priority_of(eni, config)
-    here = {a.ip for a in state.addrs if a.index == link.index}
+    here = {a.ip for a in on_link}
     for key in [k for k in d.addrs if k[0] == link.index and is_floating(k[1], config)]:
         del d.addrs[key]  # keepalived's to add and remove
     for ip in eni.ips:
@@ -68,27 +68,29 @@ def want(
     d: Desired,
     eni: Eni,
     link: Link,
-    state: KernelState,
+    on_link: Sequence[Addr],
     config: Config,
-    elsewhere: Iterable[IPNetwork],
+    elsewhere: Callable[[], Iterable[IPNetwork]],
     excluded: Iterable[IPNetwork] = (),
 ) -> list[str]:
     """Adjust what one configured ENI wants for others' addresses on its link; returns notes.
 
-    `elsewhere`: the IPs (host networks) and prefixes metadata lists on this VM's other ENIs;
+    `on_link`: the addresses the kernel holds on the ENI's link;
+    `elsewhere()`: the IPs (host networks) and prefixes metadata lists on this VM's other ENIs
+    (asked for only when an address it does not list is on the link);
     `excluded`: the networks of exclude_ips.  Unlisted addresses on the link inside the ENI's
     subnets that are not eni-guest's (or are floating IPs) get the ENI's rule.
     """
     if config.floating_ips:
-        _keep_vips_to_keepalived(d, eni, link, state, config)
+        _keep_vips_to_keepalived(d, eni, link, on_link, config)
     table, prio = table_of(eni, config), priority_of(eni, config)
-    elsewhere, excluded = tuple(elsewhere), tuple(excluded)
+    excluded = tuple(excluded)
     tables = {(fam, t) for fam, t, _ in d.routes}
     notes = []
     listed = set(eni.ips)  # (a tuple's `in`: 50 comparisons an address, 15 ENIs a plan)
-    for a in state.addrs:
-        if a.index != link.index or a.ip in listed or any(a.ip in n for n in eni.prefixes):
-            continue  # not on this link, or metadata's: want_eni gave it its rule
+    for a in on_link:
+        if a.ip in listed or any(a.ip in n for n in eni.prefixes):
+            continue  # metadata's: want_eni gave it its rule
         floating = is_floating(a.ip, config)
         if a.marked(config.protocol) and not floating:
             continue  # ours and unlisted: it is removed, and no rule
@@ -99,7 +101,7 @@ def want(
         if any(a.ip in n for n in excluded):
             continue  # exclude_ips: left alone, rule and all
         what = "floating IP" if floating else "address (not eni-guest's)"
-        if any(a.ip in n for n in elsewhere):
+        if any(a.ip in n for n in elsewhere()):
             notes.append(f"{what} {a.ip} on {link.name}: metadata lists it on another ENI")
             continue
         rule = RuleChange("add", fam, prio, table, host(a.ip), eni=eni.mac)

@@ -55,9 +55,14 @@ class Protected:
         return r.table in self.tables or r.oif in self.links
 
     def rule(self, r: Rule) -> bool:
+        # (each `and` first asks whether there is anything to look in: a plan asks this for
+        # each of 750 rules, and a look-up hashes the source network even in an empty set)
         if r.src is not None and (
-            r.src in self.rule_sources
-            or any(r.src.version == n.version and r.src.overlaps(n) for n in self.nets)
+            (self.rule_sources and r.src in self.rule_sources)
+            or (
+                self.nets
+                and any(r.src.overlaps(n) for n in self.nets if n.version == r.src.version)
+            )
         ):
             return True
         return r.table in self.rule_tables

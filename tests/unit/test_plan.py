@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 import pytest
 
+from eni_guest.changes import ip_text
 from eni_guest.config import Config, load
 from eni_guest.model import (
     Eni,
@@ -688,6 +689,31 @@ def test_describe_reads_like_ip_commands() -> None:
         "link set dev eth2 group 0",
     ]:
         assert expected in gone
+
+
+def test_an_unlisted_ip_of_ours_on_a_link_twice_goes_with_both_prefix_lengths() -> None:
+    # The kernel keeps one IPv4 address twice on a link when the prefix lengths differ; the
+    # planner tells addresses apart by link and IP, so each of the two must still be removed
+    # (and the DHCP client's, unmarked, still never).
+    state = converged(vm(P, B, C), Config(), BOOT_STATE)
+    twice = (Addr(4, ip("10.0.2.99"), 32, PROTO), Addr(4, ip("10.0.2.99"), 24, PROTO))
+    state = replace(state, addrs=(*state.addrs, *twice))
+    gone = [c.describe() for c in plan(vm(P, B, C), Config(), state).changes]
+    assert gone == ["addr del 10.0.2.99/24 dev eth2", "addr del 10.0.2.99/32 dev eth2"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["0.0.0.0", "10.0.1.20", "10.0.1.0", "100.64.0.1", "169.254.169.254", "255.255.255.255",
+     "2600:1f18:1:2::10", "::", "::ffff:10.0.1.20", "fe80::1", "2001:db8:0:0:1:0:0:1"],
+)  # fmt: skip
+def test_the_logged_address_text_is_the_one_ip_and_str_write(text: str) -> None:
+    # The logs and --dry-run write IPv4 through inet_ntoa (changes.ip_text): every address
+    # must read as str() writes it, so a logged line given to `ip` makes the same change.
+    addr = ip_address(text)
+    assert ip_text(addr) == str(addr)
+    change = AddrChange("add", 3, "eth1", addr, addr.max_prefixlen)
+    assert change.describe().startswith(f"addr add {addr}/{addr.max_prefixlen} dev eth1")
 
 
 def test_a_changed_gateway_replaces_our_route_and_a_new_route_is_an_exclusive_add() -> None:
