@@ -70,14 +70,14 @@ def want(
     link: Link,
     on_link: Sequence[Addr],
     config: Config,
-    elsewhere: Callable[[], Iterable[IPNetwork]],
+    elsewhere: Callable[[IPAddress], bool],
     excluded: Iterable[IPNetwork] = (),
 ) -> list[str]:
     """Adjust what one configured ENI wants for others' addresses on its link; returns notes.
 
     `on_link`: the addresses the kernel holds on the ENI's link;
-    `elsewhere()`: the IPs (host networks) and prefixes metadata lists on this VM's other ENIs
-    (asked for only when an address it does not list is on the link);
+    `elsewhere(ip)`: whether metadata lists the address on another of this VM's ENIs (asked
+    only for an address on the link that metadata does not list there);
     `excluded`: the networks of exclude_ips.  Unlisted addresses on the link inside the ENI's
     subnets that are not eni-guest's (or are floating IPs) get the ENI's rule.
     """
@@ -101,7 +101,7 @@ def want(
         if any(a.ip in n for n in excluded):
             continue  # exclude_ips: left alone, rule and all
         what = "floating IP" if floating else "address (not eni-guest's)"
-        if any(a.ip in n for n in elsewhere()):
+        if elsewhere(a.ip):
             notes.append(f"{what} {a.ip} on {link.name}: metadata lists it on another ENI")
             continue
         rule = RuleChange("add", fam, prio, table, host(a.ip), eni=eni.mac)

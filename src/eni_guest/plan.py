@@ -32,6 +32,8 @@ nor removed.
 
 from __future__ import annotations
 
+from functools import partial
+
 from . import floating
 from .business_plan import BusinessPlan, tag_of_table, want_businesses
 from .capture import Capture, captures
@@ -57,10 +59,10 @@ from .static_routes import want_static_routes
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
 if TYPE_CHECKING:
-    from typing import Callable, Optional
+    from typing import Optional
 
     from .changes import Change
-    from .model import IPNetwork
+    from .model import IPAddress
     from .state import Addr
 
 __all__ = [
@@ -161,7 +163,7 @@ def _place_enis(
         if link is not None and why is None:
             matched.add(link.index)
             want_eni(d, eni, link, config)
-            elsewhere = _listed_elsewhere(instance, eni.mac)
+            elsewhere = partial(_listed_elsewhere, instance, eni.mac)
             here = on_link.get(link.index, [])
             notes += floating.want(d, eni, link, here, config, elsewhere, instance.excluded_ips)
             continue
@@ -173,22 +175,12 @@ def _place_enis(
     return eni_plans, matched
 
 
-def _listed_elsewhere(instance: Instance, mac: str) -> Callable[[], list[IPNetwork]]:
-    """What metadata lists on this VM's ENIs other than `mac` (excluded and refused ones
-    included: still this VM's), as host networks and prefixes: made when first asked for.
-    Only an address on the ENI's link that metadata does not list there asks (floating.want),
-    and building it for every ENI was a list of 10,500 networks a plan of 15 ENIs x 50 IPs."""
-    made: list[list[IPNetwork]] = []
-
-    def elsewhere() -> list[IPNetwork]:
-        if not made:
-            others = (*instance.enis, *instance.excluded, *instance.invalid)
-            made.append(
-                [n for e in others if e.mac != mac for n in (*map(host, e.ips), *e.prefixes)]
-            )
-        return made[0]
-
-    return elsewhere
+def _listed_elsewhere(instance: Instance, mac: str, ip: IPAddress) -> bool:
+    """Whether metadata lists `ip` on one of this VM's ENIs other than `mac` (excluded and
+    refused ones included: still this VM's), as an IP or inside a delegated prefix.  Asked
+    only for an address on an ENI's link that metadata does not list there (floating.want)."""
+    others = (*instance.enis, *instance.excluded, *instance.invalid)
+    return any(ip in e.ips or any(ip in n for n in e.prefixes) for e in others if e.mac != mac)
 
 
 def plan(
